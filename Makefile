@@ -1,0 +1,36 @@
+# kizashi — the two set-up commands are `make demo` and `make test`.
+# Both create .venv with Python 3.11 if needed and install everything the project needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kizashi-installed
+
+.PHONY: install demo test test-gpu bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU build: a loose requirement must never pull a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/kizashi demo
+
+# pytest exit code 5 (no tests collected) is a failure here, as is any other non-zero code.
+test: install
+	$(PY) -m pytest -m "not gpu" -q
+
+test-gpu: install
+	$(PY) -m pytest -m gpu -q
+
+bench: install
+	$(PY) benchmarks/bench_features.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,196 @@
+"""Typed configs (pydantic v2) loaded from YAML.
+
+Every config model forbids unknown keys. :func:`load_config` turns pydantic's and YAML's
+errors into a :class:`~kizashi.errors.ConfigError` that names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kizashi.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticMarketConfig(StrictModel):
+    """The embedded default data set: a deterministic synthetic market (see data/synthetic.py)."""
+
+    n_stocks: int = Field(300, ge=2)
+    n_sectors: int = Field(8, ge=1)
+    n_days: int = Field(1000, ge=30)
+    start_date: dt.date = dt.date(2016, 1, 4)
+    seed: int = 7
+    n_peer_groups: int = Field(30, ge=1)
+    split_probability: float = Field(0.002, ge=0.0, le=1.0, description="per stock-year")
+    late_listing_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    signal_strength: float = Field(1.0, ge=0.0, description="scale of the planted signal")
+    with_margin: bool = True
+
+
+class InputConfig(StrictModel):
+    """Where raw data comes from. ``path: null`` means the synthetic market."""
+
+    path: Path | None = None
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    separator: str | None = Field(None, description="CSV delimiter; sniffed when null")
+    preset: str = Field("canonical", description="column-mapping preset (data/schema.py)")
+    columns: dict[str, str] = Field(default_factory=dict, description="source -> canonical")
+    code_from_filename: str | None = Field(
+        None, description="regex with one group: read the code from each file name in a folder"
+    )
+    skip_bad_files: bool = False
+    sectors: Path | None = None
+    sectors_preset: str = "canonical"
+    sector_columns: dict[str, str] = Field(default_factory=dict)
+    sector_level: str = Field("sector", description="sector column used for aggregates")
+    missing_sector: Literal["error", "unknown"] = "error"
+    margin: Path | None = None
+    margin_preset: str = "canonical"
+    margin_columns: dict[str, str] = Field(default_factory=dict)
+    on_duplicate: Literal["error", "first", "last"] = "error"
+    drop_zero_volume: bool = Field(
+        True, description="drop rows with zero volume and no price move (holidays, halts)"
+    )
+    on_bad_price: Literal["error", "drop"] = Field(
+        "error", description="non-positive prices, high < low, close outside [low, high]"
+    )
+    min_history: int = Field(1, ge=1, description="drop stocks with fewer rows (counted)")
+
+
+class FeatureConfig(StrictModel):
+    families: list[str] | Literal["all"] = "all"
+    exclude_families: list[str] = Field(default_factory=list)
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class TargetConfig(StrictModel):
+    horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+
+    @model_validator(mode="after")
+    def _positive(self) -> TargetConfig:
+        if not self.horizons or any(h < 1 for h in self.horizons):
+            raise ValueError("horizons must be a non-empty list of positive integers")
+        return self
+
+
+class NormalizationConfig(StrictModel):
+    """Per-day cross-sectional normalization of continuous features."""
+
+    method: Literal["robust", "zscore", "none"] = "robust"
+    clip: float = Field(5.0, gt=0, description="winsorize normalized values to [-clip, clip]")
+
+
+class SplitConfig(StrictModel):
+    """Walk-forward folds: train (expanding or rolling) -> gap -> test."""
+
+    n_folds: int = Field(4, ge=1)
+    test_days: int = Field(120, ge=1)
+    train_days: int | None = Field(None, description="rolling train window; null = expanding")
+    min_train_days: int = Field(250, ge=1)
+    val_days: int = Field(0, ge=0, description="validation slice carved from the train end")
+    purge_days: int | None = Field(None, description="null = the longest target horizon")
+    embargo_days: int = Field(20, ge=0)
+
+
+class GraphConfig(StrictModel):
+    enabled: bool = True
+    window: int = Field(60, ge=3)
+    min_periods: int | None = Field(None, description="null = 2/3 of the window")
+    top_k: int | None = Field(10, ge=1)
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="keep |corr| >= this")
+    every_n_days: int = Field(1, ge=1)
+    symmetric: bool = False
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> GraphConfig:
+        if self.top_k is None and self.threshold is None:
+            raise ValueError("graph needs top_k, threshold, or both")
+        return self
+
+
+class OutputConfig(StrictModel):
+    dir: Path = Path("artifacts/dataset")
+    chunk_days: int = Field(
+        504, ge=20, description="trading days built per chunk (with warm-up); bounds memory"
+    )
+
+
+class DataBuildConfig(StrictModel):
+    """`kizashi data build` — raw quotes to a model-ready dataset."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    synthetic: SyntheticMarketConfig = Field(default_factory=SyntheticMarketConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    targets: TargetConfig = Field(default_factory=TargetConfig)
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config ({err.error_count()} problem(s))"]
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        else:
+            msg = item["msg"]
+        given = item.get("input")
+        shown = "" if item["type"] == "extra_forbidden" or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  key `{key}`: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def config_from_dict(model: type[ModelT], data: dict[str, Any], source: str = "<dict>") -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, model: type[ModelT], overrides: dict[str, Any] | None = None) -> ModelT:
+    """Load a YAML file into ``model``. Errors name the file and the dotted key."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping of keys, got {type(data).__name__}")
+    if overrides:
+        data = _deep_merge(data, overrides)
+    # Relative paths inside a config are taken relative to the working directory, like the CLI.
+    return config_from_dict(model, data, source=str(file))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_config(config: BaseModel) -> dict[str, Any]:
+    """JSON-safe dict of a config (for metadata files)."""
+    return config.model_dump(mode="json")

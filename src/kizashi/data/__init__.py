@@ -1,0 +1,1 @@
+"""Raw input: schema, readers, validation, price adjustment, synthetic markets."""

@@ -1,0 +1,984 @@
+"""Validation of raw inputs: clear errors, counted repairs, nothing silently dropped.
+
+Each ``validate_*`` function casts a raw frame (see :mod:`kizashi.data.readers`) to the
+canonical dtypes of :mod:`kizashi.data.schema`, checks it rule by rule with Polars
+expressions over the whole frame, and returns ``(clean frame, report)``. Every rule ends
+in one of four actions, recorded as a :class:`ValidationIssue` with a count and example rows:
+
+- ``error``: the data cannot be used as it is. All errors are collected, then raised
+  together as one :class:`~kizashi.errors.DataValidationError` naming the file, the column
+  and example rows (``raise_on_error=False`` returns the report instead).
+- ``dropped``: rows removed under a documented policy; ``n_rows_in == n_rows_out +
+  sum(dropped counts)`` always holds.
+- ``repaired``: values changed in place (e.g. a null split coefficient read as 1.0).
+- ``info``: a fact worth knowing that changes nothing (gaps, sort order, zero-volume bars).
+
+Panel rules, in order (``row`` in the examples is the 1-based data row of the input):
+
+1. ``missing_columns`` / ``duplicated_columns`` (error; stops validation).
+2. ``unparsable_values`` — strict casts: code to Utf8 (integer codes such as 86970 become
+   "86970"), date to Date (ISO, YYYYMMDD, YYYY/MM/DD strings, integers, datetimes), numbers
+   to Float64 (NaN is read as null). A value that does not parse is an error (stops).
+3. ``null_keys`` — null code or date (error).
+4. ``duplicate_rows`` — duplicate (code, date): error, or with ``on_duplicate`` first/last
+   the first/last row in input order is kept (dropped).
+5. ``unsorted`` — sorted by (code, date) (info).
+6. ``null_adjustment`` — null adjustment_factor / split_coefficient read as 1.0 and null
+   dividend_amount as 0.0 (repaired).
+7. ``no_trade_rows`` — volume zero or null and no price range (all prices null, or
+   open = high = low = close): holiday/halt rows. Dropped with ``drop_zero_volume``
+   (default); otherwise kept, and those with null prices then fail ``null_values``.
+   ``zero_volume_with_range`` (info) counts zero-volume rows that do show a price range.
+8. ``null_values`` — remaining nulls in open/high/low/close/volume (error), and in
+   adjusted_close when that column is present.
+9. ``non_positive_price``, ``high_below_low``, ``close_outside_range``,
+   ``open_outside_range``, ``negative_volume``, ``bad_adjustment`` (non-positive or
+   non-finite factors or adjusted_close, negative dividend or turnover): error, or dropped
+   with ``on_bad_price: drop`` (each row counted once, under the first rule it breaks).
+10. ``short_history`` — stocks with fewer than ``min_history`` rows (dropped).
+11. ``gaps`` — trading days of the panel's calendar missing inside a stock's life (info).
+12. ``empty_panel`` — no rows in the input, or none left after the drops (error).
+
+When rows carrying a corporate-action factor are dropped (rules 7 and 9), the factor is
+moved onto the stock's next kept row (factors multiplied, dividends added) so that the
+price adjustment downstream stays right (``moved_adjustment_events``, repaired).
+``oracle_*`` columns and columns unknown to the schema pass through untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import polars as pl
+
+from kizashi.config import InputConfig
+from kizashi.data.schema import (
+    CODE,
+    DATE,
+    MARGIN_DTYPES,
+    MARGIN_VALUE_COLUMNS,
+    ORACLE_PREFIX,
+    PANEL_DTYPES,
+    PRICE_COLUMNS,
+    PUBLISHED_DATE,
+    REQUIRED_MARGIN_COLUMNS,
+    REQUIRED_PANEL_COLUMNS,
+    SECTOR,
+)
+from kizashi.errors import DataValidationError
+
+log = logging.getLogger(__name__)
+
+Action = Literal["error", "dropped", "repaired", "info"]
+
+ROW = "row"
+"""Name of the 1-based input row number shown in examples (kept only while validating)."""
+_ROW_TMP = "__kizashi_row__"
+N_EXAMPLES = 5
+UNKNOWN_SECTOR = "UNKNOWN"
+DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y.%m.%d")
+# Corporate-action columns: how dropped rows' values are carried to the next kept row.
+_CARRY_PRODUCT = ("adjustment_factor", "split_coefficient")
+_CARRY_SUM = ("dividend_amount",)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class ValidationIssue:
+    """One rule's outcome: how many rows/values, what was done, and example rows as text."""
+
+    rule: str
+    column: str | None
+    count: int
+    action: Action
+    message: str
+    examples: str = ""
+
+
+@dataclass
+class ValidationReport:
+    """What validation found in one input. ``n_rows_in == n_rows_out + dropped - added``."""
+
+    source: str
+    n_rows_in: int
+    n_rows_out: int = 0
+    n_codes: int = 0
+    date_min: dt.date | None = None
+    date_max: dt.date | None = None
+    issues: list[ValidationIssue] = field(default_factory=list)
+    kind: str = "daily panel"
+    n_rows_added: int = 0
+
+    @property
+    def errors(self) -> list[ValidationIssue]:
+        return [issue for issue in self.issues if issue.action == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(issue.count for issue in self.issues if issue.action == "dropped")
+
+    def counts(self) -> dict[str, int]:
+        """``{rule: count}`` over all issues (a rule found on several columns is summed)."""
+        out: dict[str, int] = {}
+        for issue in self.issues:
+            out[issue.rule] = out.get(issue.rule, 0) + issue.count
+        return out
+
+    def issue(self, rule: str) -> ValidationIssue | None:
+        return next((i for i in self.issues if i.rule == rule), None)
+
+    def error_message(self) -> str:
+        errors = self.errors
+        lines = [f"{self.source}: {self.kind} failed validation ({len(errors)} error(s)):"]
+        for issue in errors:
+            column = f" column `{issue.column}`" if issue.column else ""
+            lines.append(f"- [{issue.rule}]{column}: {issue.message}")
+            if issue.examples:
+                lines.extend("    " + line for line in issue.examples.splitlines())
+        return "\n".join(lines)
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise DataValidationError(self.error_message())
+
+    def summary(self) -> str:
+        """A few lines for logs and reports."""
+        lines = [
+            f"{self.source}: {self.kind}: {self.n_rows_in} rows in, {self.n_rows_out} out, "
+            f"{self.n_codes} codes, {self.date_min} .. {self.date_max}"
+        ]
+        for issue in self.issues:
+            column = f" [{issue.column}]" if issue.column else ""
+            lines.append(
+                f"  {issue.action:8s} {issue.rule}{column}: {issue.count} — {issue.message}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (dates as ISO strings)."""
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "n_rows_in": self.n_rows_in,
+            "n_rows_out": self.n_rows_out,
+            "n_rows_added": self.n_rows_added,
+            "n_codes": self.n_codes,
+            "date_min": self.date_min.isoformat() if self.date_min else None,
+            "date_max": self.date_max.isoformat() if self.date_max else None,
+            "ok": self.ok,
+            "issues": [asdict(issue) for issue in self.issues],
+        }
+
+
+def format_examples(rows: pl.DataFrame, n: int = N_EXAMPLES) -> str:
+    """A small text table of example rows (the first ``n``)."""
+    if rows.is_empty():
+        return ""
+    shown = rows.head(n)
+    if _ROW_TMP in shown.columns:
+        name = ROW if ROW not in shown.columns else "input_row"
+        shown = shown.rename({_ROW_TMP: name})
+    with pl.Config(
+        tbl_rows=n,
+        tbl_cols=-1,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_formatting="ASCII_MARKDOWN",
+        tbl_width_chars=240,
+        fmt_str_lengths=48,
+        float_precision=None,
+    ):
+        text = str(shown)
+    more = rows.height - shown.height
+    return text + (f"\n… and {more} more row(s)" if more > 0 else "")
+
+
+class _Recorder:
+    """Collects issues for one input and keeps the row-count ledger."""
+
+    def __init__(self, source: str, kind: str, n_rows_in: int) -> None:
+        self.report = ValidationReport(source=source, n_rows_in=n_rows_in, kind=kind)
+
+    def add(
+        self,
+        rule: str,
+        column: str | None,
+        count: int,
+        action: Action,
+        message: str,
+        examples: pl.DataFrame | None = None,
+    ) -> None:
+        text = format_examples(examples) if examples is not None else ""
+        self.report.issues.append(ValidationIssue(rule, column, int(count), action, message, text))
+        level = logging.INFO if action in ("info", "repaired") else logging.WARNING
+        log.log(
+            level,
+            "%s: %s %s (%s): %d — %s",
+            self.report.source,
+            action,
+            rule,
+            column,
+            count,
+            message,
+        )
+
+    @property
+    def has_errors(self) -> bool:
+        return not self.report.ok
+
+    def finish(
+        self, df: pl.DataFrame, raise_on_error: bool, *, dated: bool = True
+    ) -> tuple[pl.DataFrame, ValidationReport]:
+        if _ROW_TMP in df.columns:
+            df = df.drop(_ROW_TMP)
+        report = self.report
+        report.n_rows_out = df.height
+        if CODE in df.columns:
+            report.n_codes = int(df.get_column(CODE).n_unique())
+        if dated and DATE in df.columns and df.schema[DATE] == pl.Date and df.height:
+            report.date_min = df.get_column(DATE).min()  # type: ignore[assignment]
+            report.date_max = df.get_column(DATE).max()  # type: ignore[assignment]
+        if (
+            report.ok
+            and report.n_rows_in + report.n_rows_added != report.n_rows_out + report.n_dropped
+        ):
+            raise AssertionError(  # a bug in this module, never a data problem
+                f"{report.source}: row ledger broken: {report.n_rows_in} in + "
+                f"{report.n_rows_added} added "
+                f"!= {report.n_rows_out} out + {report.n_dropped} dropped"
+            )
+        if raise_on_error:
+            report.raise_if_errors()
+        return df, report
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _example_columns(df: pl.DataFrame, *columns: str) -> list[str]:
+    wanted = [_ROW_TMP, CODE, DATE, *columns]
+    seen: list[str] = []
+    for name in wanted:
+        if name in df.columns and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def _check_columns(df: pl.DataFrame, required: Iterable[str], rec: _Recorder, hint: str) -> bool:
+    """Missing required columns and duplicated columns (polars renames them ``x_duplicated_0``)."""
+    duplicated = [c for c in df.columns if "_duplicated_" in c]
+    if duplicated:
+        rec.add(
+            "duplicated_columns",
+            ", ".join(duplicated),
+            len(duplicated),
+            "error",
+            f"duplicated column name(s) {duplicated} (the reader renamed the repeats); "
+            f"columns present: {df.columns}",
+        )
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        rec.add(
+            "missing_columns",
+            ", ".join(missing),
+            len(missing),
+            "error",
+            f"missing required column(s) {missing}; columns present: {df.columns}. {hint}",
+        )
+    return not (duplicated or missing)
+
+
+def _parse_dates(expr: pl.Expr) -> pl.Expr:
+    text = expr.str.strip_chars()
+    attempts = [text.str.to_date(fmt, strict=False) for fmt in DATE_FORMATS]
+    # ISO datetimes ("2021-01-04T00:00:00", "2021-01-04 09:00:00+09:00") keep their date part.
+    attempts.append(text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+    return pl.coalesce(attempts)
+
+
+def _coerce(df: pl.DataFrame, dtypes: dict[str, pl.DataType], rec: _Recorder) -> pl.DataFrame:
+    """Cast present schema columns with strict checking; unparsable values are errors."""
+    casts: dict[str, pl.Expr] = {}
+    failures: dict[str, pl.Expr] = {}
+    for name, target in dtypes.items():
+        if name not in df.columns or name.startswith(ORACLE_PREFIX):
+            continue
+        dtype = df.schema[name]
+        col = pl.col(name)
+        if dtype == target and target != pl.Utf8:
+            casts[name] = col.fill_nan(None) if target == pl.Float64 else col
+            continue
+        if target == pl.Utf8:
+            if dtype == pl.Utf8:
+                cast = col.str.strip_chars()
+            elif dtype.is_integer() or dtype in (pl.Categorical, pl.Enum) or dtype == pl.Boolean:
+                cast = col.cast(pl.Utf8)
+            elif dtype.is_float():
+                cast = (
+                    pl.when(col == col.floor()).then(col.cast(pl.Int64, strict=False)).cast(pl.Utf8)
+                )
+            else:
+                rec.add(
+                    "unparsable_values", name, df.height, "error", f"dtype {dtype} cannot be a code"
+                )
+                continue
+            cast = pl.when(cast == "").then(None).otherwise(cast)
+        elif target == pl.Date:
+            if isinstance(dtype, pl.Datetime):
+                cast = col.dt.date()
+            elif dtype == pl.Utf8:
+                cast = _parse_dates(col)
+            elif dtype.is_integer():
+                cast = col.cast(pl.Utf8).str.to_date("%Y%m%d", strict=False)
+            else:
+                rec.add(
+                    "unparsable_values",
+                    name,
+                    df.height,
+                    "error",
+                    f"dtype {dtype} cannot be read as a date (expected Date, Datetime, "
+                    "ISO / YYYYMMDD strings or integers)",
+                )
+                continue
+        else:  # Float64
+            if dtype.is_numeric():
+                cast = col.cast(pl.Float64).fill_nan(None)
+            elif dtype == pl.Utf8:
+                text = col.str.strip_chars()
+                cast = pl.when(text == "").then(None).otherwise(text).cast(pl.Float64, strict=False)
+                cast = cast.fill_nan(None)
+            else:
+                rec.add(
+                    "unparsable_values",
+                    name,
+                    df.height,
+                    "error",
+                    f"dtype {dtype} cannot be read as a number",
+                )
+                continue
+        casts[name] = cast
+        raw_present = col.is_not_null()
+        if dtype == pl.Utf8:
+            raw_present = raw_present & (col.str.strip_chars() != "")
+        if dtype.is_float() and target != pl.Float64:
+            raw_present = raw_present & ~col.is_nan()
+        failures[name] = raw_present & cast.is_null()
+    if not casts:
+        return df
+    fail_names = list(failures)
+    checked = df.with_columns(
+        [casts[n].alias(f"__cast_{n}") for n in casts]
+        + [failures[n].alias(f"__fail_{n}") for n in fail_names]
+    )
+    counts = (
+        checked.select([pl.col(f"__fail_{n}").sum() for n in fail_names]).row(0)
+        if fail_names
+        else ()
+    )
+    for name, count in zip(fail_names, counts, strict=True):
+        if count:
+            bad = checked.filter(pl.col(f"__fail_{name}"))
+            examples = bad.select(_example_columns(df, name))
+            values = bad.get_column(name).unique(maintain_order=True).head(8).to_list()
+            rec.add(
+                "unparsable_values",
+                name,
+                count,
+                "error",
+                f"{count} value(s) cannot be read as {dtypes[name]}, e.g. {values}",
+                examples,
+            )
+    return checked.with_columns([pl.col(f"__cast_{n}").alias(n) for n in casts]).drop(
+        [f"__cast_{n}" for n in casts] + [f"__fail_{n}" for n in fail_names]
+    )
+
+
+def _null_rows(df: pl.DataFrame, columns: Iterable[str], rec: _Recorder, hint: str = "") -> None:
+    present = [c for c in columns if c in df.columns]
+    if not present:
+        return
+    counts = df.select([pl.col(c).null_count() for c in present]).row(0)
+    for name, count in zip(present, counts, strict=True):
+        if count:
+            rows = df.filter(pl.col(name).is_null()).select(_example_columns(df, *present))
+            rec.add(
+                "null_values",
+                name,
+                count,
+                "error",
+                f"{count} row(s) with a null (or empty/NaN) {name}{hint}",
+                rows,
+            )
+
+
+def _drop_rows(df: pl.DataFrame, drop: pl.Series, rec: _Recorder) -> pl.DataFrame:
+    """Drop rows where ``drop`` is true; move their corporate-action factors forward.
+
+    ``df`` must be sorted by (code, date). Factors of dropped rows are multiplied (dividends
+    added) into the stock's next kept row, so adjustment downstream does not lose events.
+    Dropped rows after a stock's last kept row have no row to move to; they lie after every
+    kept date of the stock, so no kept value depends on them.
+    """
+    carry = [c for c in (*_CARRY_PRODUCT, *_CARRY_SUM) if c in df.columns]
+    keep = ~drop
+    if not carry:
+        return df.filter(keep)
+    event = pl.lit(False)
+    for c in carry:
+        neutral = 0.0 if c in _CARRY_SUM else 1.0
+        event = event | (pl.col(c).fill_null(neutral) != neutral)
+    position = pl.int_range(pl.len(), dtype=pl.Int64)
+    staged = df.with_columns(keep.alias("__keep"), position.alias("__pos"))
+    candidates = staged.filter(~pl.col("__keep") & event)
+    if candidates.height == 0:
+        return df.filter(keep)
+    # Position of the next kept row of the same stock, for every row (cheap: one group per code).
+    next_kept = (
+        pl.when(pl.col("__keep")).then(pl.col("__pos")).otherwise(None).backward_fill().over(CODE)
+    )
+    targets = staged.select(next_kept.alias("__target")).get_column("__target")
+    moved = candidates.with_columns(
+        targets.gather(candidates.get_column("__pos")).alias("__target")
+    )
+    moved = moved.filter(pl.col("__target").is_not_null())
+    if moved.height == 0:
+        return df.filter(keep)
+    carried = moved.group_by("__target").agg(
+        [
+            pl.col(c).fill_null(1.0).product().alias(f"__carried_{c}")
+            for c in carry
+            if c in _CARRY_PRODUCT
+        ]
+        + [pl.col(c).fill_null(0.0).sum().alias(f"__carried_{c}") for c in carry if c in _CARRY_SUM]
+    )
+    out = staged.join(
+        carried, left_on="__pos", right_on="__target", how="left", maintain_order="left"
+    )
+    out = out.with_columns(
+        [
+            (pl.col(c) * pl.col(f"__carried_{c}").fill_null(1.0)).alias(c)
+            for c in carry
+            if c in _CARRY_PRODUCT
+        ]
+        + [
+            (pl.col(c) + pl.col(f"__carried_{c}").fill_null(0.0)).alias(c)
+            for c in carry
+            if c in _CARRY_SUM
+        ]
+    )
+    rec.add(
+        "moved_adjustment_events",
+        ", ".join(carry),
+        moved.height,
+        "repaired",
+        f"{moved.height} dropped row(s) carried a corporate-action factor; it was moved to the "
+        "stock's next kept row",
+        moved.select(_example_columns(moved, *carry)),
+    )
+    return out.filter(pl.col("__keep")).drop("__keep", "__pos", *[f"__carried_{c}" for c in carry])
+
+
+# --------------------------------------------------------------------------- panel
+
+
+_BAD_PRICE_RULES: tuple[tuple[str, str, str], ...] = (
+    ("non_positive_price", "open, high, low, close", "price <= 0 or not finite"),
+    ("high_below_low", "high, low", "high < low"),
+    ("close_outside_range", "close", "close outside [low, high]"),
+    ("open_outside_range", "open", "open outside [low, high]"),
+    ("negative_volume", "volume", "volume < 0 or not finite"),
+    (
+        "bad_adjustment",
+        "adjustment_factor, split_coefficient, dividend_amount, adjusted_close, turnover_value",
+        "factor/adjusted_close <= 0 or not finite, or dividend/turnover < 0",
+    ),
+)
+
+
+def _bad_price_exprs(columns: list[str]) -> dict[str, pl.Expr]:
+    o, h, lo, c = (pl.col(x) for x in PRICE_COLUMNS)
+
+    def not_positive(x: pl.Expr) -> pl.Expr:
+        return ((x <= 0) | ~x.is_finite()).fill_null(False)
+
+    bad_adjust = pl.lit(False)
+    for name in ("adjustment_factor", "split_coefficient", "adjusted_close"):
+        if name in columns:
+            bad_adjust = bad_adjust | not_positive(pl.col(name))
+    for name in ("dividend_amount", "turnover_value"):
+        if name in columns:
+            x = pl.col(name)
+            bad_adjust = bad_adjust | ((x < 0) | ~x.is_finite()).fill_null(False)
+    vol = pl.col("volume")
+    return {
+        "non_positive_price": pl.any_horizontal([not_positive(x) for x in (o, h, lo, c)]),
+        "high_below_low": (h < lo).fill_null(False),
+        "close_outside_range": ((c > h) | (c < lo)).fill_null(False),
+        "open_outside_range": ((o > h) | (o < lo)).fill_null(False),
+        "negative_volume": ((vol < 0) | ~vol.is_finite()).fill_null(False),
+        "bad_adjustment": bad_adjust,
+    }
+
+
+def validate_panel(
+    df: pl.DataFrame, source: str, config: InputConfig, *, raise_on_error: bool = True
+) -> tuple[pl.DataFrame, ValidationReport]:
+    """Validate and clean a raw daily panel (see the module docstring for the rules).
+
+    Returns the panel with canonical dtypes, sorted by (code, date), and its report. With
+    ``raise_on_error`` (default) any error raises one :class:`DataValidationError` listing
+    all of them; otherwise the report carries them and the frame is as far as validation got.
+    """
+    rec = _Recorder(source, "daily panel", df.height)
+    hint = (
+        f"(column preset {config.preset!r}; "
+        "map other names with input.columns: {source: canonical})"
+    )
+    if not _check_columns(df, REQUIRED_PANEL_COLUMNS, rec, hint):
+        return rec.finish(df, raise_on_error)
+    df = df.with_row_index(_ROW_TMP, offset=1)
+    df = _coerce(df, PANEL_DTYPES, rec)
+    if rec.has_errors:
+        return rec.finish(df, raise_on_error)
+    extra = [
+        c
+        for c in df.columns
+        if c not in PANEL_DTYPES and c != _ROW_TMP and not c.startswith(ORACLE_PREFIX)
+    ]
+    if extra:
+        rec.add(
+            "extra_columns",
+            ", ".join(extra),
+            len(extra),
+            "info",
+            f"columns not in the schema, kept as they are: {extra}",
+        )
+
+    # Null keys.
+    _null_rows(df, (CODE, DATE), rec)
+
+    # Sort by (code, date); ties (duplicates) stay in input order.
+    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
+    out_of_order = (pl.col(CODE) < prev_code) | (
+        (pl.col(CODE) == prev_code) & (pl.col(DATE) < prev_date)
+    )
+    n_unsorted = int(df.select(out_of_order.fill_null(False).sum()).item())
+    if n_unsorted:
+        df = df.sort(CODE, DATE, _ROW_TMP, nulls_last=True)
+        rec.add(
+            "unsorted",
+            f"{CODE}, {DATE}",
+            n_unsorted,
+            "info",
+            f"input not sorted by (code, date) ({n_unsorted} row(s) out of order); sorted",
+        )
+
+    # Duplicate (code, date): adjacent after sorting, resolved in input order.
+    same_as_prev = ((pl.col(CODE) == prev_code) & (pl.col(DATE) == prev_date)).fill_null(False)
+    same_as_next = (
+        (pl.col(CODE) == pl.col(CODE).shift(-1)) & (pl.col(DATE) == pl.col(DATE).shift(-1))
+    ).fill_null(False)
+    dup_flags = df.select(same_as_prev.alias("prev"), same_as_next.alias("next"))
+    in_group = dup_flags["prev"] | dup_flags["next"]
+    n_dup_rows = int(in_group.sum())
+    if n_dup_rows:
+        examples = df.filter(in_group).select(_example_columns(df, *PRICE_COLUMNS, "volume"))
+        n_keys = n_dup_rows - int(dup_flags["prev"].sum())
+        if config.on_duplicate == "error":
+            rec.add(
+                "duplicate_rows",
+                f"{CODE}, {DATE}",
+                n_dup_rows,
+                "error",
+                f"{n_dup_rows} rows share {n_keys} (code, date) key(s); set input.on_duplicate to "
+                "'first' or 'last' to keep one row per key",
+                examples,
+            )
+        else:
+            redundant = dup_flags["prev"] if config.on_duplicate == "first" else dup_flags["next"]
+            n_redundant = int(redundant.sum())
+            df = df.filter(~redundant)
+            rec.add(
+                "duplicate_rows",
+                f"{CODE}, {DATE}",
+                n_redundant,
+                "dropped",
+                f"{n_keys} duplicated (code, date) key(s); kept the {config.on_duplicate} row of "
+                f"each in input order, dropped {n_redundant}",
+                examples,
+            )
+
+    # Null corporate-action fields mean "no event".
+    for name, neutral in (
+        ("adjustment_factor", 1.0),
+        ("split_coefficient", 1.0),
+        ("dividend_amount", 0.0),
+    ):
+        if name in df.columns:
+            n_null = df.get_column(name).null_count()
+            if n_null:
+                rec.add(
+                    "null_adjustment",
+                    name,
+                    n_null,
+                    "repaired",
+                    f"{n_null} null {name} value(s) read as {neutral} (no corporate action)",
+                    df.filter(pl.col(name).is_null()).select(_example_columns(df, name)),
+                )
+                df = df.with_columns(pl.col(name).fill_null(neutral))
+
+    # No-trade rows: zero/null volume and no price range.
+    prices = [pl.col(c) for c in PRICE_COLUMNS]
+    zero_volume = pl.col("volume").is_null() | (pl.col("volume") == 0)
+    flat = pl.max_horizontal(prices) == pl.min_horizontal(prices)
+    no_trade = zero_volume & (
+        pl.all_horizontal([p.is_null() for p in prices]) | flat.fill_null(False)
+    )
+    flags = df.select(no_trade.alias("nt"), (zero_volume & ~no_trade).alias("zr"))
+    n_no_trade, n_zero_range = int(flags["nt"].sum()), int(flags["zr"].sum())
+    example_cols = _example_columns(df, *PRICE_COLUMNS, "volume")
+    if n_no_trade:
+        examples = df.filter(flags["nt"]).select(example_cols)
+        if config.drop_zero_volume:
+            df = _drop_rows(df, flags["nt"], rec)
+            rec.add(
+                "no_trade_rows",
+                "volume",
+                n_no_trade,
+                "dropped",
+                f"{n_no_trade} row(s) with zero/null volume and no price range (holiday/halt "
+                "rows) dropped (input.drop_zero_volume)",
+                examples,
+            )
+        else:
+            rec.add(
+                "no_trade_rows",
+                "volume",
+                n_no_trade,
+                "info",
+                f"{n_no_trade} row(s) with zero/null volume and no price range kept "
+                "(input.drop_zero_volume is false); those with null prices fail null_values",
+                examples,
+            )
+    if n_zero_range:
+        rec.add(
+            "zero_volume_with_range",
+            "volume",
+            n_zero_range,
+            "info",
+            f"{n_zero_range} row(s) with zero volume but a price range, kept",
+            df.filter(zero_volume & ~no_trade).select(example_cols),
+        )
+
+    # Remaining nulls.
+    required_values = [*PRICE_COLUMNS, "volume"] + (
+        ["adjusted_close"] if "adjusted_close" in df.columns else []
+    )
+    null_hint = (
+        ""
+        if config.drop_zero_volume
+        else " (no-trade rows are kept because input.drop_zero_volume is false)"
+    )
+    _null_rows(df, required_values, rec, null_hint)
+
+    # Bad prices: each row counted once, under the first rule it breaks.
+    rules = _bad_price_exprs(df.columns)
+    flagged = df.select([expr.alias(rule) for rule, expr in rules.items()])
+    first_rule = pl.lit(None, dtype=pl.Utf8)
+    for rule in reversed(list(rules)):
+        first_rule = pl.when(pl.col(rule)).then(pl.lit(rule)).otherwise(first_rule)
+    first = flagged.select(first_rule.alias("rule")).get_column("rule")
+    any_bad = first.is_not_null()
+    if any_bad.any():
+        first_counts = dict(first.drop_nulls().value_counts().iter_rows())
+        for rule, columns, what in _BAD_PRICE_RULES:
+            mask = flagged.get_column(rule)
+            n_rule = int(mask.sum())
+            if not n_rule:
+                continue
+            cols = [c.strip() for c in columns.split(",") if c.strip() in df.columns]
+            examples = df.filter(mask).select(_example_columns(df, *PRICE_COLUMNS, "volume", *cols))
+            if config.on_bad_price == "error":
+                rec.add(
+                    rule,
+                    columns,
+                    n_rule,
+                    "error",
+                    f"{n_rule} row(s) with {what}; "
+                    "set input.on_bad_price: drop to drop them (counted)",
+                    examples,
+                )
+            elif first_counts.get(rule, 0):
+                n_first = int(first_counts[rule])
+                rec.add(
+                    rule,
+                    columns,
+                    n_first,
+                    "dropped",
+                    f"{n_first} row(s) with {what} dropped (input.on_bad_price: drop; "
+                    f"{n_rule} row(s) break this rule, each row counted under its first rule)",
+                    examples,
+                )
+        if config.on_bad_price == "drop":
+            df = _drop_rows(df, any_bad, rec)
+
+    # Short histories.
+    if config.min_history > 1 and df.height:
+        lengths = df.group_by(CODE).len().filter(pl.col("len") < config.min_history).sort(CODE)
+        if lengths.height:
+            n_short = int(lengths.get_column("len").sum())
+            df = df.filter(~pl.col(CODE).is_in(lengths.get_column(CODE).implode()))
+            rec.add(
+                "short_history",
+                CODE,
+                n_short,
+                "dropped",
+                f"{lengths.height} stock(s) with fewer than {config.min_history} rows "
+                f"(input.min_history) dropped: {n_short} row(s)",
+                lengths.rename({"len": "rows"}),
+            )
+
+    # Gaps against the panel's own trading calendar (info only).
+    if df.height and not rec.has_errors:
+        _report_gaps(df, rec)
+    if df.height == 0 and not rec.has_errors:
+        what = "the input has no rows" if rec.report.n_rows_in == 0 else "every row was dropped"
+        rec.add("empty_panel", None, 0, "error", f"no rows left to use: {what}")
+    return rec.finish(df, raise_on_error)
+
+
+def _report_gaps(df: pl.DataFrame, rec: _Recorder) -> None:
+    day = pl.col(DATE).rank("dense").cast(pl.Int64)
+    gaps = (
+        df.select(CODE, DATE, day.alias("__day"))
+        .with_columns(
+            (pl.col("__day") - pl.col("__day").shift(1).over(CODE) - 1).alias("missing_days"),
+            pl.col(DATE).shift(1).over(CODE).alias("previous_date"),
+        )
+        .filter(pl.col("missing_days") > 0)
+    )
+    if gaps.height:
+        total = int(gaps.get_column("missing_days").sum())
+        n_codes = gaps.get_column(CODE).n_unique()
+        examples = gaps.sort("missing_days", descending=True).select(
+            CODE, "previous_date", DATE, "missing_days"
+        )
+        rec.add(
+            "gaps",
+            DATE,
+            gaps.height,
+            "info",
+            f"{gaps.height} gap(s) in {n_codes} stock(s): {total} trading day(s) of the panel's "
+            "calendar missing between a stock's rows (largest first)",
+            examples,
+        )
+
+
+# --------------------------------------------------------------------------- sectors
+
+
+def validate_sectors(
+    sectors: pl.DataFrame,
+    panel_codes: Iterable[str] | pl.Series | None,
+    source: str,
+    config: InputConfig,
+    *,
+    raise_on_error: bool = True,
+) -> tuple[pl.DataFrame, ValidationReport]:
+    """Validate a sector table against the panel's codes.
+
+    Rules: ``missing_columns`` (code and ``config.sector_level``), ``unparsable_values``,
+    ``null_values`` (code), ``duplicate_rows`` (identical repeats dropped, conflicting
+    ones an error), ``missing_sector`` (panel codes without a sector, or with a null one:
+    error, or with ``missing_sector: unknown`` assigned ``"UNKNOWN"``: repaired, rows added
+    for absent codes), ``unused_sectors`` (codes not in the panel, kept: info).
+    """
+    rec = _Recorder(source, "sector table", sectors.height)
+    level = config.sector_level
+    required = (CODE, level)
+    hint = (
+        f"(sector preset {config.sectors_preset!r}; input.sector_level is {level!r}; map other "
+        "names with input.sector_columns)"
+    )
+    if not _check_columns(sectors, required, rec, hint):
+        return rec.finish(sectors, raise_on_error, dated=False)
+    df = sectors.with_row_index(_ROW_TMP, offset=1)
+    levels = [c for c in df.columns if c == level or c == SECTOR or c.startswith(f"{SECTOR}_")]
+    df = _coerce(df, {CODE: pl.Utf8(), **{c: pl.Utf8() for c in levels}}, rec)
+    if rec.has_errors:
+        return rec.finish(df, raise_on_error, dated=False)
+    _null_rows(df, (CODE,), rec)
+
+    value_cols = [c for c in df.columns if c != _ROW_TMP]
+    exact = df.select(
+        pl.struct(value_cols).is_duplicated() & ~pl.struct(value_cols).is_first_distinct()
+    ).to_series()
+    n_exact = int(exact.sum())
+    if n_exact:
+        examples = df.filter(exact).select(_example_columns(df, *levels))
+        df = df.filter(~exact)
+        rec.add(
+            "duplicate_rows",
+            CODE,
+            n_exact,
+            "dropped",
+            f"{n_exact} exact repeat row(s) dropped",
+            examples,
+        )
+    conflict = pl.len().over(CODE) > 1
+    n_conflict = int(df.select(conflict.sum()).item())
+    if n_conflict:
+        rows = df.filter(conflict).sort(CODE, _ROW_TMP)
+        codes = rows.get_column(CODE).unique(maintain_order=True).to_list()
+        rec.add(
+            "duplicate_rows",
+            CODE,
+            n_conflict,
+            "error",
+            f"{len(codes)} code(s) appear on several rows with different values: {codes[:20]}",
+            rows.select(_example_columns(df, *levels, "name")),
+        )
+
+    null_level = df.filter(pl.col(level).is_null())
+    missing_codes: list[str] = []
+    if panel_codes is not None:
+        codes_series = (
+            panel_codes
+            if isinstance(panel_codes, pl.Series)
+            else pl.Series(CODE, list(panel_codes), dtype=pl.Utf8)
+        )
+        panel_set = codes_series.cast(pl.Utf8).unique().sort()
+        missing_codes = panel_set.filter(~panel_set.is_in(df.get_column(CODE).implode())).to_list()
+        unused = df.filter(~pl.col(CODE).is_in(panel_set.implode()))
+        if unused.height:
+            rec.add(
+                "unused_sectors",
+                CODE,
+                unused.height,
+                "info",
+                f"{unused.height} code(s) in the sector table are not in the panel (kept): "
+                f"{unused.get_column(CODE).to_list()[:20]}",
+            )
+    n_missing = len(missing_codes) + null_level.height
+    if n_missing:
+        listing = missing_codes[:30] + null_level.get_column(CODE).to_list()[:30]
+        examples = pl.DataFrame(
+            {
+                CODE: listing,
+                "problem": ["not in sector table"] * min(len(missing_codes), 30)
+                + [f"null {level}"] * min(null_level.height, 30),
+            }
+        )
+        if config.missing_sector == "error":
+            rec.add(
+                "missing_sector",
+                level,
+                n_missing,
+                "error",
+                f"{n_missing} panel code(s) have no {level!r}: {listing[:20]}"
+                f"{' …' if n_missing > 20 else ''}; set input.missing_sector: unknown to assign "
+                f"{UNKNOWN_SECTOR!r}",
+                examples,
+            )
+        else:
+            fill_cols = [c for c in dict.fromkeys((level, SECTOR)) if c in df.columns]
+            df = df.with_columns([pl.col(c).fill_null(UNKNOWN_SECTOR) for c in fill_cols])
+            if missing_codes:
+                added = pl.DataFrame({CODE: missing_codes}).with_columns(
+                    [pl.lit(UNKNOWN_SECTOR).alias(c) for c in fill_cols]
+                )
+                df = pl.concat([df, added], how="diagonal_relaxed")
+                rec.report.n_rows_added = len(missing_codes)
+            rec.add(
+                "missing_sector",
+                level,
+                n_missing,
+                "repaired",
+                f"{n_missing} panel code(s) without a {level!r} assigned {UNKNOWN_SECTOR!r} "
+                f"({len(missing_codes)} row(s) added; input.missing_sector: unknown)",
+                examples,
+            )
+    df = df.sort(CODE, nulls_last=True)
+    return rec.finish(df, raise_on_error, dated=False)
+
+
+# --------------------------------------------------------------------------- margin
+
+
+def validate_margin(
+    margin: pl.DataFrame, source: str, config: InputConfig, *, raise_on_error: bool = True
+) -> tuple[pl.DataFrame, ValidationReport]:
+    """Validate weekly margin balances.
+
+    Rules: ``missing_columns``, ``unparsable_values``, ``null_values`` (every required
+    column), ``negative_values``, ``published_before_date`` (a balance published before the
+    date it describes: error), ``duplicate_rows`` (code, date: error), ``unsorted`` (info).
+    """
+    rec = _Recorder(source, "margin balances", margin.height)
+    hint = f"(margin preset {config.margin_preset!r}; map other names with input.margin_columns)"
+    if not _check_columns(margin, REQUIRED_MARGIN_COLUMNS, rec, hint):
+        return rec.finish(margin, raise_on_error)
+    df = margin.with_row_index(_ROW_TMP, offset=1)
+    df = _coerce(df, MARGIN_DTYPES, rec)
+    if rec.has_errors:
+        return rec.finish(df, raise_on_error)
+    _null_rows(df, REQUIRED_MARGIN_COLUMNS, rec)
+    shown = _example_columns(df, PUBLISHED_DATE, *MARGIN_VALUE_COLUMNS)
+    negative = pl.any_horizontal([(pl.col(c) < 0).fill_null(False) for c in MARGIN_VALUE_COLUMNS])
+    n_negative = int(df.select(negative.sum()).item())
+    if n_negative:
+        rec.add(
+            "negative_values",
+            ", ".join(MARGIN_VALUE_COLUMNS),
+            n_negative,
+            "error",
+            f"{n_negative} row(s) with a negative margin balance",
+            df.filter(negative).select(shown),
+        )
+    early = (pl.col(PUBLISHED_DATE) < pl.col(DATE)).fill_null(False)
+    n_early = int(df.select(early.sum()).item())
+    if n_early:
+        rec.add(
+            "published_before_date",
+            PUBLISHED_DATE,
+            n_early,
+            "error",
+            f"{n_early} row(s) published before the date they describe (published_date < date)",
+            df.filter(early).select(shown),
+        )
+    dup = pl.len().over(CODE, DATE) > 1
+    n_dup = int(df.select(dup.sum()).item())
+    if n_dup:
+        rec.add(
+            "duplicate_rows",
+            f"{CODE}, {DATE}",
+            n_dup,
+            "error",
+            f"{n_dup} row(s) share a (code, date) key",
+            df.filter(dup).sort(CODE, DATE, _ROW_TMP).select(shown),
+        )
+    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
+    out_of_order = (pl.col(CODE) < prev_code) | (
+        (pl.col(CODE) == prev_code) & (pl.col(DATE) < prev_date)
+    )
+    n_unsorted = int(df.select(out_of_order.fill_null(False).sum()).item())
+    if n_unsorted:
+        df = df.sort(CODE, DATE, _ROW_TMP, nulls_last=True)
+        rec.add(
+            "unsorted",
+            f"{CODE}, {DATE}",
+            n_unsorted,
+            "info",
+            "input not sorted by (code, date); sorted",
+        )
+    return rec.finish(df, raise_on_error)

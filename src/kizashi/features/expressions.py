@@ -1,0 +1,124 @@
+"""Expression helpers shared by the feature families.
+
+Every helper returns a Polars expression over the *prepared* panel: rows sorted by
+(code, date), with the helper columns listed below. Rolling windows run over the whole
+column (one pass, no per-stock loop); the pipeline masks each stock-level feature while
+``_row < lookback`` so a window never reaches into the previous stock's rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+# Helper columns added by the pipeline (features.pipeline.prepare_panel); dropped on output.
+ROW = "_row"  # 0-based row number within the stock
+SESSION = "_session"  # 0-based index of the date in the market calendar
+PREV_CLOSE = "_prev_close"  # previous adjusted close of the same stock (null on row 0)
+RET = "_ret"  # simple close-to-close return
+LOG_RET = "_log_ret"  # log close-to-close return
+DOLLAR_VOLUME = "_dollar_volume"  # currency traded (unadjusted)
+RAW_CLOSE = "_raw_close"  # unadjusted close (for margin balances in raw shares)
+
+EPS = 1e-12
+
+
+def c(name: str) -> pl.Expr:
+    return pl.col(name)
+
+
+def close() -> pl.Expr:
+    return pl.col("close")
+
+
+def safe_div(num: pl.Expr, den: pl.Expr, eps: float = EPS) -> pl.Expr:
+    """``num / den``, null where ``|den| <= eps``."""
+    return pl.when(den.abs() > eps).then(num / den)
+
+
+def safe_log(x: pl.Expr) -> pl.Expr:
+    """``log(x)``, null where ``x <= 0``."""
+    return pl.when(x > 0).then(x.log())
+
+
+def simple_return(window: int) -> pl.Expr:
+    """Close-to-close return over ``window`` rows; lookback ``window``."""
+    return close() / close().shift(window) - 1.0
+
+
+def log_return(window: int) -> pl.Expr:
+    return (close() / close().shift(window)).log()
+
+
+def ts_mean(x: pl.Expr, window: int) -> pl.Expr:
+    return x.rolling_mean(window)
+
+
+def ts_sum(x: pl.Expr, window: int) -> pl.Expr:
+    return x.rolling_sum(window)
+
+
+def ts_std(x: pl.Expr, window: int) -> pl.Expr:
+    return x.rolling_std(window)
+
+
+def ts_max(x: pl.Expr, window: int) -> pl.Expr:
+    return x.rolling_max(window)
+
+
+def ts_min(x: pl.Expr, window: int) -> pl.Expr:
+    return x.rolling_min(window)
+
+
+def ts_cov(x: pl.Expr, y: pl.Expr, window: int) -> pl.Expr:
+    """Rolling covariance (ddof=0) from rolling means of products."""
+    return ts_mean(x * y, window) - ts_mean(x, window) * ts_mean(y, window)
+
+
+def ts_var(x: pl.Expr, window: int) -> pl.Expr:
+    """Rolling variance (ddof=0), clipped at zero against rounding."""
+    return (ts_mean(x * x, window) - ts_mean(x, window) ** 2).clip(lower_bound=0.0)
+
+
+def ts_corr(x: pl.Expr, y: pl.Expr, window: int) -> pl.Expr:
+    return pl.rolling_corr(x, y, window_size=window)
+
+
+def ema_weights(span: int) -> list[float]:
+    """Weights (oldest first) of a finite-impulse EMA: alpha = 2 / (span + 1), truncated at
+    3 * span rows (99.7% of the infinite EMA's weight) and renormalized. A finite window
+    keeps every feature's lookback bounded, which makes chunked builds exact."""
+    alpha = 2.0 / (span + 1.0)
+    length = 3 * span
+    raw = [(1.0 - alpha) ** k for k in range(length - 1, -1, -1)]
+    total = math.fsum(raw)
+    return [w / total for w in raw]
+
+
+def ts_ema(x: pl.Expr, span: int) -> pl.Expr:
+    """Finite EMA over ``3 * span`` rows (lookback ``3 * span - 1`` on top of ``x``'s)."""
+    weights = ema_weights(span)
+    length = len(weights)
+    # Polars' weighted rolling kernels reject arrays with a null mask: sum over zero-filled
+    # values and null out any window that contained a null.
+    has_null = x.is_null().cast(pl.Float64).rolling_sum(length) > 0
+    return pl.when(~has_null).then(x.fill_null(0.0).rolling_sum(length, weights=weights))
+
+
+def ema_length(span: int) -> int:
+    return 3 * span
+
+
+def cs_rank(x: pl.Expr, by: str | list[str] = "date") -> pl.Expr:
+    """Percentile rank in [0, 1] among the stocks of a day (or day x group); nulls stay null."""
+    n = x.count().over(by)
+    return safe_div(x.rank("average").over(by) - 1.0, (n - 1).cast(pl.Float64))
+
+
+def cs_zscore(x: pl.Expr, by: str | list[str] = "date") -> pl.Expr:
+    return safe_div(x - x.mean().over(by), x.std().over(by))
+
+
+def cs_demean(x: pl.Expr, by: str | list[str] = "date") -> pl.Expr:
+    return x - x.mean().over(by)

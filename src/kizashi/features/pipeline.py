@@ -1,0 +1,160 @@
+"""Evaluate the feature families over a whole panel.
+
+Steps (all vectorized over the panel; no Python loop per stock or per day):
+
+1. :func:`prepare_panel` sorts by (code, date), adds helper columns (``_row``, ``_ret``,
+   ...), joins the per-date market table, the per-(date, sector) sector table and the
+   weekly margin balances as of publication, and adds the ``target_*`` columns.
+2. :func:`iter_feature_chunks` evaluates stage-1 expressions (reading prepared columns),
+   then stage-2 expressions (reading stage-1 features), then per-day normalization, over
+   chunks of trading days. Each chunk carries, per stock, the ``max_lookback`` rows before
+   its first row in the chunk, so chunked results equal a whole-panel build while memory
+   stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+
+import polars as pl
+
+from kizashi.features.expressions import (
+    DOLLAR_VOLUME,
+    LOG_RET,
+    PREV_CLOSE,
+    RAW_CLOSE,
+    RET,
+    ROW,
+    SESSION,
+    c,
+)
+from kizashi.features.margin import join_margin
+from kizashi.features.market import market_table
+from kizashi.features.normalization import cross_sectional_normalize
+from kizashi.features.registry import max_lookback
+from kizashi.features.sector import sector_table
+from kizashi.features.spec import FeatureContext, FeatureSpec
+from kizashi.features.targets import ROWS_LEFT, add_targets, target_columns
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("code", "date", "sector")
+UNKNOWN_SECTOR = "UNKNOWN"
+
+
+def feature_context(panel: pl.DataFrame, margin: pl.DataFrame | None) -> FeatureContext:
+    sectors = tuple(sorted(panel.get_column("sector").unique().drop_nulls().to_list())) if "sector" in panel.columns else ()
+    return FeatureContext(sectors=sectors, has_margin=margin is not None and margin.height > 0)
+
+
+def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Sequence[int]) -> pl.DataFrame:
+    """Adjusted, validated panel -> panel with helper columns, joined tables and targets.
+
+    ``panel`` columns: code, date, open, high, low, close, volume, optional turnover_value,
+    adjustment_multiplier, sector, oracle_*. Output is sorted by (code, date).
+    """
+    if "sector" not in panel.columns:
+        panel = panel.with_columns(pl.lit(UNKNOWN_SECTOR).alias("sector"))
+    dollar = c("turnover_value") if "turnover_value" in panel.columns else c("close") * c("volume")
+    raw_close = c("close") / c("adjustment_multiplier") if "adjustment_multiplier" in panel.columns else c("close")
+    sessions = panel.select(pl.col("date").unique().sort()).with_row_index(SESSION).with_columns(c(SESSION).cast(pl.Int32))
+    prepared = (
+        panel.sort("code", "date")
+        .with_columns(
+            pl.int_range(pl.len(), dtype=pl.Int32).over("code").alias(ROW),
+            c("close").shift(1).over("code").alias(PREV_CLOSE),
+            dollar.cast(pl.Float64).alias(DOLLAR_VOLUME),
+            raw_close.alias(RAW_CLOSE),
+        )
+        .with_columns(
+            (pl.len().over("code") - c(ROW) - 1).cast(pl.Int32).alias(ROWS_LEFT),
+            (c("close") / c(PREV_CLOSE) - 1.0).alias(RET),
+            (c("close") / c(PREV_CLOSE)).log().alias(LOG_RET),
+        )
+        .join(sessions, on="date", how="left")
+    )
+    prepared = prepared.join(market_table(prepared), on="date", how="left")
+    prepared = prepared.join(sector_table(prepared), on=["date", "sector"], how="left")
+    prepared = join_margin(prepared, margin)
+    return add_targets(prepared, horizons).sort("code", "date")
+
+
+def _stage_exprs(specs: Sequence[FeatureSpec], stage: int) -> list[pl.Expr]:
+    exprs = []
+    for spec in specs:
+        if spec.stage != stage:
+            continue
+        expr = spec.expr
+        if spec.masked and spec.lookback > 0:
+            expr = pl.when(c(ROW) >= spec.lookback).then(expr)
+        exprs.append(expr.alias(spec.name))
+    return exprs
+
+
+def evaluate_features(
+    frame: pl.DataFrame,
+    specs: Sequence[FeatureSpec],
+    *,
+    normalization: str = "robust",
+    clip: float = 5.0,
+    dtype: pl.DataType = pl.Float32(),
+) -> pl.DataFrame:
+    """Add every feature column to a prepared frame (no chunking; see iter_feature_chunks).
+
+    Features are cast to ``dtype``, non-finite values become null, then continuous features
+    are normalized per day. The result is sorted by (date, code): one trading day is a
+    contiguous block, which per-day normalization and per-day datasets both want.
+    """
+    names = [s.name for s in specs]
+    normalized = [s.name for s in specs if s.normalize]
+    as_dtype = pl.col(names).cast(dtype)
+    built = (
+        frame.lazy()
+        .with_columns(_stage_exprs(specs, 1))
+        .with_columns(_stage_exprs(specs, 2))
+        .with_columns(pl.when(as_dtype.is_finite()).then(as_dtype).name.keep())
+        .collect()
+        .sort("date", "code")
+    )
+    return built.with_columns(cross_sectional_normalize(normalized, normalization, clip))
+
+
+def output_columns(frame: pl.DataFrame, specs: Sequence[FeatureSpec], horizons: Sequence[int]) -> list[str]:
+    oracle = [n for n in frame.columns if n.startswith("oracle_")]
+    return [*KEY_COLUMNS, *(s.name for s in specs), *target_columns(horizons), *oracle]
+
+
+def chunk_bounds(dates: Sequence[dt.date], chunk_days: int) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive [first, last] date ranges of ``chunk_days`` trading days each."""
+    return [(dates[i], dates[min(i + chunk_days, len(dates)) - 1]) for i in range(0, len(dates), chunk_days)]
+
+
+def iter_feature_chunks(
+    prepared: pl.DataFrame,
+    specs: Sequence[FeatureSpec],
+    horizons: Sequence[int],
+    *,
+    chunk_days: int | None = None,
+    normalization: str = "robust",
+    clip: float = 5.0,
+    dtype: pl.DataType = pl.Float32(),
+) -> Iterator[pl.DataFrame]:
+    """Yield the output rows chunk by chunk (dates ascending within each chunk's range).
+
+    Each chunk's frame has the columns of :func:`output_columns`, rows sorted by
+    (date, code). ``chunk_days=None`` builds everything at once.
+    """
+    columns = output_columns(prepared, specs, horizons)
+    if chunk_days is None:
+        yield evaluate_features(prepared, specs, normalization=normalization, clip=clip, dtype=dtype).select(columns)
+        return
+    warmup = max_lookback(specs)
+    dates = prepared.get_column("date").unique().sort().to_list()
+    for first, last in chunk_bounds(dates, chunk_days):
+        in_chunk = c("date").is_between(first, last)
+        start_row = c(ROW).filter(in_chunk).min().over("code")
+        window = prepared.filter((c("date") <= last) & (c(ROW) >= start_row - warmup))
+        built = evaluate_features(window, specs, normalization=normalization, clip=clip, dtype=dtype)
+        yield built.filter(in_chunk).select(columns)

@@ -1,0 +1,90 @@
+"""The list of feature families, and resolution of a config into concrete feature specs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from kizashi.errors import ConfigError
+from kizashi.features.calendar import calendar_family
+from kizashi.features.cross_section import cross_section_family
+from kizashi.features.distribution import distribution_family
+from kizashi.features.interactions import interactions_family
+from kizashi.features.margin import margin_family
+from kizashi.features.market import market_family
+from kizashi.features.maturity import maturity_family
+from kizashi.features.range_gap import range_gap_family
+from kizashi.features.returns import returns_family
+from kizashi.features.sector import sector_family, sector_onehot_family
+from kizashi.features.spec import FeatureContext, FeatureSpec
+from kizashi.features.technical import technical_family
+from kizashi.features.volatility import volatility_family
+from kizashi.features.volume import volume_family
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable[[FeatureContext], list[FeatureSpec]]
+    description: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("returns", returns_family, "simple/log returns 1-120d, skip-momentum"),
+    Family("volatility", volatility_family, "realized, Parkinson, Garman-Klass, Rogers-Satchell, semi-vol"),
+    Family("range_gap", range_gap_family, "ranges, gaps, shadows, close location"),
+    Family("volume", volume_family, "volume/turnover ratios, z-scores, Amihud, flows"),
+    Family("technical", technical_family, "RSI, MACD, Bollinger, ATR, stochastics, MA gaps"),
+    Family("market", market_family, "equal-weight market; beta, alpha, idio vol, excess return"),
+    Family("sector", sector_family, "sector returns/vol, stock minus sector, within-sector rank"),
+    Family("sector_onehot", sector_onehot_family, "one column per sector"),
+    Family("distribution", distribution_family, "skew, kurtosis, drawdown, extremes"),
+    Family("maturity", maturity_family, "enough-history flags per window"),
+    Family("calendar", calendar_family, "weekday, month, period ends, gaps, regimes"),
+    Family("margin", margin_family, "weekly margin balances as of publication"),
+    Family("cross_section", cross_section_family, "per-day ranks and z-scores"),
+    Family("interactions", interactions_family, "products/ratios of features"),
+)
+FAMILY_NAMES = tuple(f.name for f in FAMILIES)
+
+
+def select_families(families: Sequence[str] | str = "all", exclude: Sequence[str] = ()) -> list[Family]:
+    names = list(FAMILY_NAMES) if families == "all" else list(families)
+    unknown = sorted(set(names) - set(FAMILY_NAMES)) + sorted(set(exclude) - set(FAMILY_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown feature families {unknown}; known: {list(FAMILY_NAMES)}")
+    return [f for f in FAMILIES if f.name in names and f.name not in exclude]
+
+
+def resolve_specs(
+    ctx: FeatureContext, families: Sequence[str] | str = "all", exclude: Sequence[str] = ()
+) -> list[FeatureSpec]:
+    """All specs of the chosen families, in family order, checked for consistency.
+
+    A stage-2 spec's lookback becomes the largest lookback among the stage-1 columns it
+    reads. Raises ConfigError on duplicate names or on a stage-2 feature whose inputs come
+    from a family that is not selected.
+    """
+    specs = [spec for family in select_families(families, exclude) for spec in family.build(ctx)]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"duplicate feature names: {duplicates}")
+    stage1 = {s.name: s for s in specs if s.stage == 1}
+    resolved = []
+    for spec in specs:
+        if spec.stage == 2:
+            inputs = [n for n in spec.expr.meta.root_names() if not n.startswith("_") and n not in ("date", "sector", "code")]
+            missing = [n for n in inputs if n not in stage1]
+            if missing:
+                raise ConfigError(
+                    f"feature `{spec.name}` (family {spec.family}) reads {missing}, which no selected family builds;"
+                    " select their families or exclude this one"
+                )
+            spec = replace(spec, lookback=max([spec.lookback, *(stage1[n].lookback for n in inputs)]))
+        resolved.append(spec)
+    return resolved
+
+
+def max_lookback(specs: Sequence[FeatureSpec]) -> int:
+    return max((s.lookback for s in specs), default=0)

@@ -1,0 +1,57 @@
+"""What a feature is: a named Polars expression with its family, lookback and kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+Kind = Literal["continuous", "flag", "categorical", "rank", "market"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One output column.
+
+    Attributes:
+        name: column name (explains itself: ``realized_vol_20d``).
+        expr: expression evaluated over the prepared panel (sorted by code, date).
+        family: the family function that made it.
+        lookback: rows of the stock's own history needed (0 = today only). Stock-level
+            time-series features are masked to null while ``_row < lookback``; this also
+            keeps rolling windows from reaching into the previous stock's rows.
+        kind: ``continuous`` (normalized per day), ``rank`` (already in [0, 1]),
+            ``flag`` (0/1), ``categorical`` (small integers), ``market`` (same value for
+            every stock on a day: never cross-sectionally normalized).
+        stage: 1 = reads prepared panel columns only; 2 = reads stage-1 feature columns.
+        masked: apply the lookback mask (False for values that come from market/sector
+            tables or are already masked through their inputs).
+    """
+
+    name: str
+    expr: pl.Expr
+    family: str
+    lookback: int = 0
+    kind: Kind = "continuous"
+    stage: int = 1
+    masked: bool = True
+    description: str = ""
+
+    @property
+    def normalize(self) -> bool:
+        return self.kind == "continuous"
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """What the families may know about the data before building expressions.
+
+    Attributes:
+        sectors: sector names present (sorted), for one-hot columns.
+        has_margin: whether weekly margin balances were given.
+    """
+
+    sectors: tuple[str, ...] = ()
+    has_margin: bool = False
+    extra: dict[str, object] = field(default_factory=dict)

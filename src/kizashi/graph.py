@@ -1,0 +1,350 @@
+"""Per-day stock graphs from rolling, pairwise-complete return correlation.
+
+The graph of trading day ``t`` is built from the ``window`` trading dates of the panel
+calendar that end at ``t`` (inclusive) and from nothing later, so it is known at ``t``'s
+close. A stock is a node on ``t`` when it has a return on ``t`` and at least
+``min_periods`` returns in the window. Each node (``dst``) receives edges from its
+``top_k`` most correlated nodes by ``|correlation|`` (``src``), optionally only those with
+``|correlation| >= threshold``; with a threshold alone every pair above it is an edge.
+
+Computation: the long ``(code, date, return)`` frame is pivoted once into a dense
+``[dates, codes]`` matrix (NaN = missing); days are processed in small batches, each an
+``[B, W, N]`` stack of windows whose pairwise-complete moments come from two batched
+matmuls (see :func:`pairwise_correlation`); top-k uses ``np.partition`` per row.
+
+Output (one row per edge)::
+
+    date: Date, src_code: Utf8, dst_code: Utf8,
+    correlation: Float32, abs_correlation: Float32, same_sector: Int8
+
+sorted by date, dst_code, then rank (``|correlation|`` descending, ``src_code`` ascending
+on ties).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
+
+from kizashi.config import GraphConfig
+from kizashi.data.schema import CODE, DATE, SECTOR
+from kizashi.log import progress
+from kizashi.splits import trading_calendar
+
+logger = logging.getLogger(__name__)
+
+EDGE_SCHEMA: dict[str, pl.DataType] = {
+    DATE: pl.Date(),
+    "src_code": pl.Utf8(),
+    "dst_code": pl.Utf8(),
+    "correlation": pl.Float32(),
+    "abs_correlation": pl.Float32(),
+    "same_sector": pl.Int8(),
+}
+
+# Elements of one [B, N, N] working array per batch: small enough to stay in cache and
+# below glibc's mmap threshold (large temporaries are page-faulted afresh on every batch).
+_BATCH_ELEMENTS = 1 << 18
+# Relative size (in units of the dtype's machine epsilon times the window length) below
+# which a standard deviation counts as zero: see pairwise_correlation.
+_ZERO_VARIANCE_ULPS = 8.0
+
+
+def default_min_periods(config: GraphConfig) -> int:
+    """``config.min_periods``, or 2/3 of the window rounded up."""
+    if config.min_periods is not None:
+        return int(config.min_periods)
+    return math.ceil(2 * config.window / 3)
+
+
+def pairwise_correlation(
+    window: np.ndarray, min_periods: int, *, dtype: type[np.floating] | np.dtype = np.float64
+) -> np.ndarray:
+    """Pairwise-complete Pearson correlation of each window in a batch.
+
+    ``window`` is ``[B, W, N]`` (or ``[W, N]``): B windows of W dates by N series, NaN (or
+    inf) = missing. Returns ``[B, N, N]`` (or ``[N, N]``) in ``dtype``: the correlation of
+    series i and j over the dates where both are present, the same as pandas'
+    ``DataFrame.corr(min_periods=...)``. NaN where the pair has fewer than ``min_periods``
+    joint observations, or where either series is constant over them.
+
+    All pair sums come from two batched matmuls (mask M = present, X = centred values with
+    zeros where missing): ``[X | X² | M]ᵀ @ M`` gives per pair the joint count n, Σx and Σx²
+    over the joint dates, ``Xᵀ @ X`` gives Σxy; then ``cov = Σxy − Σx·Σy/n`` and
+    ``var = Σx² − (Σx)²/n``.
+
+    Numerics: each series is first centred by its own mean over the window. Covariance is
+    shift-invariant, so this is exact algebra, and it removes the cancellation that makes the
+    one-pass formula fail when a mean is large relative to the spread (prices, or float32
+    sums). After centring, every term is of the order of the series' spread, so the rounding
+    error of the sums is about ``W · eps`` relative to ``sqrt(var_i · var_j)``: with
+    float32 (eps ≈ 6e-8) and W = 60 the correlation is good to ~1e-5 absolute, below what a
+    top-k neighbour choice can notice; float64 matches pandas to ~1e-13. A series counts as
+    constant when its standard deviation over the joint dates is below
+    ``8 · W · eps`` times its largest absolute value in the window (rounding of the mean
+    alone leaves a residue of that order).
+    """
+    values = np.asarray(window)
+    single = values.ndim == 2
+    if single:
+        values = values[None]
+    if values.ndim != 3:
+        raise ValueError(f"window must be [B, W, N] (or [W, N]), got shape {np.asarray(window).shape}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating type, got {dtype}")
+    n_batch, n_dates, n_series = values.shape
+
+    present = np.isfinite(values)
+    filled = np.where(present, values, 0.0)
+    count = present.sum(axis=1)  # [B, N]
+    mean = filled.sum(axis=1, dtype=np.float64) / np.maximum(count, 1)
+    scale = np.abs(filled).max(axis=1, initial=0.0).astype(np.float64)  # [B, N]
+    centred = np.where(present, filled - mean[:, None, :], 0.0).astype(dtype, copy=False)
+    mask = present.astype(dtype)
+
+    centred_t = centred.transpose(0, 2, 1)  # [B, N, W]
+    stacked = np.concatenate([centred_t, centred_t * centred_t, mask.transpose(0, 2, 1)], axis=1)
+    moments = np.matmul(stacked, mask)  # [B, 3N, N]
+    sum_x = moments[:, :n_series]  # Σ x_i over dates where i and j are present
+    sum_xx = moments[:, n_series : 2 * n_series]
+    joint = moments[:, 2 * n_series :]  # joint counts (exact in float up to 2**24)
+    sum_xy = np.matmul(centred_t, centred)  # [B, N, N]
+
+    inv_joint = 1.0 / np.maximum(joint, 1.0)
+    var = sum_xx - sum_x * sum_x * inv_joint  # Σ (x_i − mean_ij)², pair-specific
+    # sum_x * sum_xᵀ is exactly symmetric (elementwise products commute).
+    cov = sum_xy - sum_x * sum_x.transpose(0, 2, 1) * inv_joint
+    rel = _ZERO_VARIANCE_ULPS * max(n_dates, 1) * np.finfo(dtype).eps
+    floor = ((rel * scale) ** 2).astype(dtype)[:, :, None]  # [B, N, 1], per-observation variance
+    spread = var * inv_joint > floor
+    valid = (joint >= min_periods) & spread & spread.transpose(0, 2, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.sqrt(var * var.transpose(0, 2, 1))
+    corr = np.where(valid, corr, np.nan).astype(dtype, copy=False)
+    # Σxy from BLAS need not be bit-symmetric; make corr[i, j] == corr[j, i] exactly.
+    corr = 0.5 * (corr + corr.transpose(0, 2, 1))
+    np.clip(corr, -1.0, 1.0, out=corr)
+    return corr[0] if single else corr
+
+
+def correlation_graphs(
+    returns: pl.DataFrame,
+    config: GraphConfig,
+    sectors: pl.DataFrame | None = None,
+    dates: Any = None,
+    *,
+    value: str = "return_1d",
+    sector_column: str = SECTOR,
+    dtype: type[np.floating] | np.dtype = np.float32,
+    batch_days: int = 64,
+) -> pl.DataFrame:
+    """Edges of the per-day correlation graphs of a panel (see the module docstring).
+
+    ``returns`` has columns ``code``, ``date`` and ``value`` (null / NaN = missing); the
+    trading calendar is the set of its dates. ``sectors`` (``code`` + ``sector_column``)
+    fills ``same_sector`` (1 = both stocks in the same known sector). ``dates`` restricts
+    output to those days (dates outside the calendar are skipped and counted in the log).
+    ``dtype`` is the precision of the correlation sums (float32 with centring is accurate to
+    ~1e-5, see :func:`pairwise_correlation`; float64 is ~2x slower). ``batch_days`` caps the
+    days per batch (the batch is also capped so that a ``[B, N, N]`` array stays small).
+    """
+    started = time.perf_counter()
+    empty = pl.DataFrame(schema=EDGE_SCHEMA)
+    if not config.enabled:
+        logger.info("correlation graphs disabled (graph.enabled = false)")
+        return empty
+    min_periods = default_min_periods(config)
+    if min_periods > config.window:
+        raise ValueError(
+            f"graph.min_periods ({min_periods}) exceeds graph.window ({config.window}): "
+            "no stock could ever be a node"
+        )
+
+    matrix, calendar, codes = _pivot(returns, value)
+    n_dates, n_codes = matrix.shape
+    days = _target_days(calendar, config.every_n_days, dates)
+    if n_codes < 2 or days.size == 0:
+        logger.info("correlation graphs: nothing to build (%d codes, %d days)", n_codes, days.size)
+        return empty
+    sector_ids = _sector_ids(codes, sectors, sector_column)
+
+    window = config.window
+    padded = np.concatenate([np.full((window - 1, n_codes), np.nan, matrix.dtype), matrix])
+    windows = sliding_window_view(padded, window, axis=0)  # [T, N, W]; day t ends at row t
+    observed = np.isfinite(padded)
+    cum_obs = np.concatenate([np.zeros((1, n_codes), np.int64), np.cumsum(observed, axis=0)])
+    # observations of each code in the window ending at t: rows t .. t+W-1 of `padded`
+    window_obs = cum_obs[window:] - cum_obs[:-window]  # [T, N]
+    is_node = np.isfinite(matrix) & (window_obs >= min_periods)  # [T, N]
+
+    per_batch = max(1, min(batch_days, _BATCH_ELEMENTS // (n_codes * n_codes)))
+    batches = [days[i : i + per_batch] for i in range(0, days.size, per_batch)]
+    parts: list[tuple[np.ndarray, ...]] = []
+    for batch in progress(batches, "correlation graphs"):
+        nodes = is_node[batch]  # [B, N]
+        columns = np.flatnonzero(nodes.any(axis=0))
+        if columns.size < 2:
+            continue
+        stack = windows[batch[:, None], columns[None, :]].transpose(0, 2, 1)  # [B, W, n]
+        corr = pairwise_correlation(stack, min_periods, dtype=dtype)
+        b, dst, src = _select_edges(corr, nodes[:, columns], config.top_k, config.threshold, config.symmetric)
+        parts.append((batch[b], columns[dst], columns[src], corr[b, dst, src].astype(np.float32)))
+
+    if not parts:
+        logger.info("correlation graphs: no edges (%d days, no day had two nodes)", days.size)
+        return empty
+    day_idx, dst_idx, src_idx, corr_values = (np.concatenate(col) for col in zip(*parts, strict=True))
+    code_series = pl.Series(CODE, codes, dtype=pl.Utf8)
+    same = (sector_ids[src_idx] == sector_ids[dst_idx]) & (sector_ids[src_idx] >= 0)
+    out = pl.DataFrame(
+        {
+            DATE: pl.Series(DATE, calendar[day_idx], dtype=pl.Date),
+            "src_code": code_series.gather(src_idx),
+            "dst_code": code_series.gather(dst_idx),
+            "correlation": pl.Series("correlation", corr_values, dtype=pl.Float32),
+            "abs_correlation": pl.Series("abs_correlation", np.abs(corr_values), dtype=pl.Float32),
+            "same_sector": pl.Series("same_sector", same.astype(np.int8), dtype=pl.Int8),
+        }
+    )
+    logger.info(
+        "correlation graphs: %d edges on %d days (%d codes, window %d, min_periods %d) in %.1fs",
+        out.height,
+        np.unique(day_idx).size,
+        n_codes,
+        window,
+        min_periods,
+        time.perf_counter() - started,
+    )
+    return out
+
+
+def _pivot(returns: pl.DataFrame, value: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense float32 ``[dates, codes]`` matrix, the sorted calendar and the sorted codes."""
+    missing = [c for c in (CODE, DATE, value) if c not in returns.columns]
+    if missing:
+        raise ValueError(
+            f"returns frame lacks column(s) {missing}; it has {returns.columns} "
+            f"(pass value=<name> to use another return column)"
+        )
+    frame = returns.select(
+        pl.col(CODE).cast(pl.Utf8),
+        pl.col(DATE).cast(pl.Date),
+        pl.col(value).cast(pl.Float64),
+    )
+    for column in (CODE, DATE):
+        nulls = frame[column].null_count()
+        if nulls:
+            raise ValueError(f"returns frame has {nulls} null value(s) in column `{column}`")
+    duplicated = frame.filter(pl.struct(CODE, DATE).is_duplicated())
+    if duplicated.height:
+        examples = duplicated.select(CODE, DATE).unique().sort(CODE, DATE).head(5).rows()
+        raise ValueError(
+            f"returns frame has {duplicated.height} rows with a duplicated (code, date), "
+            f"e.g. {examples}"
+        )
+    frame = frame.with_columns(
+        (pl.col(DATE).rank("dense") - 1).cast(pl.Int64).alias("_day"),
+        (pl.col(CODE).rank("dense") - 1).cast(pl.Int64).alias("_code"),
+    )
+    calendar = frame[DATE].unique().sort().to_numpy().astype("datetime64[D]")
+    codes = frame[CODE].unique().sort().to_numpy().astype(str)
+    matrix = np.full((calendar.size, codes.size), np.nan, dtype=np.float32)
+    vals = frame[value].fill_null(np.nan).to_numpy().astype(np.float32)
+    matrix[frame["_day"].to_numpy(), frame["_code"].to_numpy()] = vals
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix, calendar, codes
+
+
+def _target_days(calendar: np.ndarray, every_n_days: int, dates: Any) -> np.ndarray:
+    """Calendar indices that get a graph: every n-th day counted back from the last one."""
+    n_dates = calendar.size
+    days = np.arange(n_dates - 1, -1, -every_n_days)[::-1].astype(np.int64)
+    if dates is None:
+        return days
+    wanted = trading_calendar(dates)
+    position = np.searchsorted(calendar, wanted)
+    inside = (position < n_dates) & (calendar[np.minimum(position, max(n_dates - 1, 0))] == wanted)
+    if (~inside).any():
+        logger.info("correlation graphs: %d requested date(s) are not in the panel calendar", int((~inside).sum()))
+    requested = position[inside]
+    kept = days[np.isin(days, requested)]
+    if kept.size < requested.size:
+        logger.info(
+            "correlation graphs: %d requested date(s) skipped by every_n_days=%d",
+            requested.size - kept.size,
+            every_n_days,
+        )
+    return kept
+
+
+def _sector_ids(codes: np.ndarray, sectors: pl.DataFrame | None, column: str) -> np.ndarray:
+    """Integer sector of each code (-1 = unknown)."""
+    ids = np.full(codes.size, -1, dtype=np.int64)
+    if sectors is None:
+        return ids
+    missing = [c for c in (CODE, column) if c not in sectors.columns]
+    if missing:
+        raise ValueError(f"sector table lacks column(s) {missing}; it has {sectors.columns}")
+    table = sectors.select(pl.col(CODE).cast(pl.Utf8), pl.col(column).cast(pl.Utf8)).unique()
+    table = table.filter(pl.col(CODE).is_not_null() & pl.col(column).is_not_null())
+    conflicting = table.filter(pl.col(CODE).is_duplicated())
+    if conflicting.height:
+        raise ValueError(
+            f"sector table gives more than one `{column}` to {conflicting[CODE].n_unique()} code(s), "
+            f"e.g. {conflicting.sort(CODE).head(4).rows()}"
+        )
+    table = table.with_columns((pl.col(column).rank("dense") - 1).cast(pl.Int64).alias("_sector"))
+    lookup = dict(zip(table[CODE].to_list(), table["_sector"].to_list(), strict=True))
+    for i, code in enumerate(codes.tolist()):
+        ids[i] = lookup.get(code, -1)
+    return ids
+
+
+def _select_edges(
+    corr: np.ndarray,
+    nodes: np.ndarray,
+    top_k: int | None,
+    threshold: float | None,
+    symmetric: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges ``(batch, dst, src)`` of a batch of correlation matrices ``[B, n, n]``.
+
+    ``nodes`` is ``[B, n]``. Rows are destinations; candidates are the other nodes with a
+    finite correlation (and ``|corr| >= threshold``). Top-k ties at the k-th value go to the
+    lower column index (= the smaller code). Edges come out ordered by batch, dst, then
+    ``|corr|`` descending and src ascending.
+    """
+    n_batch, n, _ = corr.shape
+    score = np.abs(corr)
+    eligible = nodes[:, :, None] & nodes[:, None, :] & np.isfinite(score)
+    eligible[:, np.arange(n), np.arange(n)] = False
+    if threshold is not None:
+        eligible &= score >= threshold
+    score = np.where(eligible, score, -1.0).astype(score.dtype, copy=False)
+
+    if top_k is None or top_k >= n - 1:
+        selected = eligible
+    else:
+        kth = np.partition(score, n - top_k, axis=-1)[..., n - top_k, None]  # k-th largest
+        selected = score > kth
+        at_kth = (score == kth) & (kth >= 0)
+        need = top_k - selected.sum(axis=-1)
+        tied = np.flatnonzero((at_kth.sum(axis=-1) > need).reshape(-1))
+        if tied.size:  # more candidates equal the k-th value than places left: lowest src wins
+            flat = at_kth.reshape(-1, n)
+            rows = flat[tied]
+            flat[tied] = rows & (np.cumsum(rows, axis=-1) <= need.reshape(-1)[tied, None])
+        selected |= at_kth
+    if symmetric:
+        selected = selected | selected.transpose(0, 2, 1)
+
+    b, dst, src = np.nonzero(selected)
+    order = np.lexsort((src, -score[b, dst, src], dst, b))
+    return b[order], dst[order], src[order]
