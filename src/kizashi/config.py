@@ -120,8 +120,10 @@ class GraphConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: Path = Path("artifacts/dataset")
-    chunk_days: int = Field(
-        504, ge=20, description="trading days built per chunk (with warm-up); bounds memory"
+    chunk_rows: int = Field(
+        600_000,
+        ge=1_000,
+        description="about this many stock-days are built per chunk (plus warm-up rows); bounds memory",
     )
 
 

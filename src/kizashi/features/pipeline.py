@@ -5,7 +5,8 @@ Steps (all vectorized over the panel; no Python loop per stock or per day):
 1. :func:`prepare_panel` sorts by (code, date), adds helper columns (``_row``, ``_ret``,
    ...), joins the per-date market table, the per-(date, sector) sector table and the
    weekly margin balances as of publication, and adds the ``target_*`` columns.
-2. :func:`iter_feature_chunks` evaluates stage-1 expressions (reading prepared columns),
+2. :func:`iter_feature_chunks` evaluates stage-1 expressions (reading prepared columns;
+   stock-level ones per stock with ``over("code")``, masked while ``_row < lookback``),
    then stage-2 expressions (reading stage-1 features), then per-day normalization, over
    chunks of trading days. Each chunk carries, per stock, the ``max_lookback`` rows before
    its first row in the chunk, so chunked results equal a whole-panel build while memory
@@ -89,6 +90,12 @@ def _stage_exprs(specs: Sequence[FeatureSpec], stage: int) -> list[pl.Expr]:
         expr = spec.expr
         if spec.masked and spec.lookback > 0:
             expr = pl.when(c(ROW) >= spec.lookback).then(expr)
+        if spec.masked and stage == 1:
+            # Per stock: a sliding-window sum over the whole column would carry rounding
+            # error from the previous stock's rows (including its later dates) into this
+            # stock's values. Evaluating per stock keeps every value a function of the
+            # stock's own past only, and makes chunked builds exact (~+40% stage-1 time).
+            expr = expr.over("code")
         exprs.append(expr.alias(spec.name))
     return exprs
 
@@ -158,3 +165,27 @@ def iter_feature_chunks(
         window = prepared.filter((c("date") <= last) & (c(ROW) >= start_row - warmup))
         built = evaluate_features(window, specs, normalization=normalization, clip=clip, dtype=dtype)
         yield built.filter(in_chunk).select(columns)
+
+
+def compute_features(
+    panel: pl.DataFrame,
+    margin: pl.DataFrame | None = None,
+    *,
+    horizons: Sequence[int] = (1, 5, 10, 20),
+    families: Sequence[str] | str = "all",
+    exclude: Sequence[str] = (),
+    normalization: str = "robust",
+    clip: float = 5.0,
+    dtype: pl.DataType = pl.Float32(),
+    chunk_days: int | None = None,
+) -> tuple[pl.DataFrame, list[FeatureSpec]]:
+    """In-memory convenience: adjusted panel -> (frame of :func:`output_columns`, specs).
+    For large panels write chunks to disk instead (``kizashi.build``)."""
+    from kizashi.features.registry import resolve_specs
+
+    prepared = prepare_panel(panel, margin, horizons)
+    specs = resolve_specs(feature_context(prepared, margin), families, exclude)
+    chunks = iter_feature_chunks(
+        prepared, specs, horizons, chunk_days=chunk_days, normalization=normalization, clip=clip, dtype=dtype
+    )
+    return pl.concat(list(chunks)), specs

@@ -1,0 +1,180 @@
+"""`kizashi data build`: raw quotes -> a model-ready dataset on disk.
+
+Layout written (atomically: built in a temporary sibling, then renamed)::
+
+    OUT/features/year=YYYY/part-NNN.parquet   code, date, sector, features, target_*, oracle_*
+                                              (rows sorted by date, code)
+    OUT/graphs/year=YYYY/part-000.parquet     date, src_code, dst_code, correlation,
+                                              abs_correlation, same_sector
+    OUT/metadata.json                         columns (family, lookback, kind), families,
+                                              date range, folds, input hashes, validation
+                                              reports, the full config
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from kizashi import __version__
+from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.config import DataBuildConfig, dump_config
+from kizashi.data.inputs import LoadedInputs, load_inputs
+from kizashi.features.expressions import RET
+from kizashi.features.pipeline import feature_context, iter_feature_chunks, prepare_panel
+from kizashi.features.registry import resolve_specs
+from kizashi.features.spec import FeatureSpec
+from kizashi.features.targets import target_columns
+from kizashi.graph import correlation_graphs
+from kizashi.log import progress
+from kizashi.splits import walk_forward_folds
+
+log = logging.getLogger(__name__)
+
+FEATURES_DIR = "features"
+GRAPHS_DIR = "graphs"
+METADATA_FILE = "metadata.json"
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    n_rows: int
+    n_codes: int
+    n_features: int
+    n_edges: int
+    date_min: dt.date
+    date_max: dt.date
+    seconds: float
+    metadata: dict[str, Any]
+
+
+def feature_specs_for(inputs: LoadedInputs, config: DataBuildConfig) -> list[FeatureSpec]:
+    ctx = feature_context(inputs.panel, inputs.margin)
+    return resolve_specs(ctx, config.features.families, config.features.exclude_families)
+
+
+def column_table(specs: list[FeatureSpec]) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "family": s.family, "lookback": s.lookback, "kind": s.kind, "normalized": s.normalize}
+        for s in specs
+    ]
+
+
+def _write_partitioned(frame: pl.DataFrame, root: Path, part: int) -> None:
+    """Write ``frame`` under root/year=YYYY/part-NNN.parquet, one file per year present."""
+    years = frame.get_column("date").dt.year()
+    for year in years.unique().sort().to_list():
+        folder = root / f"year={year}"
+        folder.mkdir(parents=True, exist_ok=True)
+        frame.filter(years == year).write_parquet(folder / f"part-{part:03d}.parquet", statistics=True)
+
+
+def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) -> BuildResult:
+    """Run the whole pipeline and write the dataset. Returns a summary."""
+    started = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
+    inputs = load_inputs(config.input, config.synthetic)
+    horizons = config.targets.horizons
+    log.info("inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique())
+    prepared = prepare_panel(inputs.panel, inputs.margin, horizons)
+    specs = feature_specs_for(inputs, config)
+    dates = prepared.get_column("date").unique().sort()
+    max_horizon = max(horizons)
+    folds = walk_forward_folds(dates, config.splits, max_horizon)
+    stocks_per_day = prepared.height / max(dates.len(), 1)
+    chunk_days = max(20, int(config.output.chunk_rows / max(stocks_per_day, 1.0)))
+    n_chunks = -(-dates.len() // chunk_days)
+    dtype = pl.Float32() if config.features.dtype == "float32" else pl.Float64()
+    n_rows = 0
+    n_edges = 0
+    with atomic_path(out) as tmp:
+        chunks = iter_feature_chunks(
+            prepared,
+            specs,
+            horizons,
+            chunk_days=chunk_days,
+            normalization=config.normalization.method,
+            clip=config.normalization.clip,
+            dtype=dtype,
+        )
+        for index, chunk in enumerate(progress(chunks, "features", total=n_chunks)):
+            _write_partitioned(chunk, tmp / FEATURES_DIR, index)
+            n_rows += chunk.height
+        if config.graph.enabled:
+            returns = prepared.select("code", "date", pl.col(RET).alias("return_1d"))
+            edges = correlation_graphs(returns, config.graph, sectors=inputs.sectors)
+            _write_partitioned(edges, tmp / GRAPHS_DIR, 0)
+            n_edges = edges.height
+        metadata = _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons)
+        write_json_atomic(tmp / METADATA_FILE, metadata)
+    seconds = time.perf_counter() - started
+    log.info("wrote %s: %d rows x %d features, %d graph edges in %.1fs", out, n_rows, len(specs), n_edges, seconds)
+    return BuildResult(
+        out_dir=out,
+        n_rows=n_rows,
+        n_codes=metadata["n_codes"],
+        n_features=len(specs),
+        n_edges=n_edges,
+        date_min=dates[0],
+        date_max=dates[-1],
+        seconds=seconds,
+        metadata=metadata,
+    )
+
+
+def _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons) -> dict[str, Any]:
+    dates = prepared.get_column("date")
+    return {
+        "kizashi_version": __version__,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": inputs.source,
+        "input_hashes": inputs.input_hashes,
+        "n_rows": n_rows,
+        "n_codes": prepared.get_column("code").n_unique(),
+        "n_days": dates.n_unique(),
+        "date_min": dates.min().isoformat(),
+        "date_max": dates.max().isoformat(),
+        "layout": {
+            "features": f"{FEATURES_DIR}/year=YYYY/part-NNN.parquet (rows sorted by date, code)",
+            "graphs": f"{GRAPHS_DIR}/year=YYYY/part-NNN.parquet",
+        },
+        "key_columns": ["code", "date", "sector"],
+        "feature_columns": [s.name for s in specs],
+        "columns": column_table(specs),
+        "families": dict(Counter(s.family for s in specs)),
+        "target_columns": target_columns(horizons),
+        "oracle_columns": [n for n in prepared.columns if n.startswith("oracle_")],
+        "normalization": dump_config(config.normalization),
+        "folds": [fold.to_dict() for fold in folds],
+        "graph": {"n_edges": n_edges, **dump_config(config.graph)},
+        "validation": [report.to_dict() for report in inputs.reports],
+        "adjustment": [vars(issue) for issue in inputs.adjustment_issues],
+        "notes": inputs.notes,
+        "config": dump_config(config),
+    }
+
+
+def read_metadata(dataset_dir: str | Path) -> dict[str, Any]:
+    import json
+
+    path = Path(dataset_dir) / METADATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no dataset metadata (build one with `kizashi data build`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def scan_features(dataset_dir: str | Path) -> pl.LazyFrame:
+    """Lazy scan of a built dataset's feature rows (hive-partitioned by year)."""
+    return pl.scan_parquet(Path(dataset_dir) / FEATURES_DIR / "**" / "*.parquet", hive_partitioning=True)
+
+
+def scan_graphs(dataset_dir: str | Path) -> pl.LazyFrame:
+    return pl.scan_parquet(Path(dataset_dir) / GRAPHS_DIR / "**" / "*.parquet", hive_partitioning=True)

@@ -1,0 +1,299 @@
+"""The ``kizashi`` command line (typer). Every command has ``--help``.
+
+    kizashi data build   [--config FILE] [--data FILE] [--sectors FILE] [--out DIR]
+    kizashi data columns [--config FILE] [--family NAME]
+    kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
+    kizashi demo         [--data FILE --sectors FILE] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kizashi import __version__
+from kizashi.config import DataBuildConfig, InputConfig, load_config
+from kizashi.errors import ConfigError, KizashiError
+from kizashi.log import setup_logging
+
+app = typer.Typer(help="kizashi: deep learning on market time series.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Raw data: build datasets, list feature columns, check input files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config (configs/data/*.yaml).", exists=False)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn kizashi's own errors into a one-paragraph message and a non-zero exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as err:
+            err_console.print(f"[bold red]config error:[/] {err}", highlight=False)
+            raise typer.Exit(2) from None
+        except KizashiError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        console.print(f"kizashi {__version__}")
+        raise typer.Exit()
+    setup_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+def _build_config(
+    config: Optional[Path],
+    data: Optional[Path] = None,
+    sectors: Optional[Path] = None,
+    margin: Optional[Path] = None,
+    preset: Optional[str] = None,
+    out: Optional[Path] = None,
+) -> DataBuildConfig:
+    overrides: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    if data is not None:
+        inputs["path"] = str(data)
+        if preset is None and config is None:
+            preset = _guess_preset(data)
+    if preset is not None:
+        inputs["preset"] = preset
+    if sectors is not None:
+        inputs["sectors"] = str(sectors)
+        if config is None:
+            inputs["sectors_preset"] = _guess_sectors_preset(sectors)
+    if margin is not None:
+        inputs["margin"] = str(margin)
+    if inputs:
+        overrides["input"] = inputs
+    if out is not None:
+        overrides["output"] = {"dir": str(out)}
+    if config is not None:
+        return load_config(config, DataBuildConfig, overrides)
+    from kizashi.config import config_from_dict
+
+    return config_from_dict(DataBuildConfig, overrides, "command line")
+
+
+def _header(path: Path) -> list[str]:
+    if path.is_dir() or path.suffix.lower() == ".parquet":
+        import polars as pl
+
+        return pl.read_parquet_schema(path).keys() if path.is_file() else []  # type: ignore[return-value]
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    return [c.strip() for c in first.replace("\t", ",").replace(";", ",").replace("|", ",").split(",")]
+
+
+def _guess_preset(path: Path) -> str:
+    """jquants when the file has J-Quants column names, sp500 for AlphaVantage-style, else canonical."""
+    header = set(_header(path))
+    if {"Code", "Date", "Close"} <= header:
+        return "jquants"
+    if "timestamp" in header or "adjusted_close" in header:
+        return "sp500"
+    return "canonical"
+
+
+def _guess_sectors_preset(path: Path) -> str:
+    header = set(_header(path))
+    if {"Symbol", "Sector"} <= header:
+        return "sectors_sp500"
+    if "Sector33CodeName" in header:
+        return "sectors_jquants"
+    return "canonical"
+
+
+def _print_build_summary(result: Any) -> None:
+    meta = result.metadata
+    table = Table(title="kizashi dataset", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", meta["source"])
+    table.add_row("written to", str(result.out_dir))
+    table.add_row("rows (stock-days)", f"{result.n_rows:,}")
+    table.add_row("stocks", f"{result.n_codes:,}")
+    table.add_row("dates", f"{meta['date_min']} .. {meta['date_max']} ({meta['n_days']:,} trading days)")
+    table.add_row("features", f"{result.n_features} in {len(meta['families'])} families")
+    table.add_row("targets", ", ".join(meta["target_columns"]))
+    table.add_row("graph edges", f"{result.n_edges:,}")
+    table.add_row("folds", f"{len(meta['folds'])} walk-forward (purge {meta['folds'][0]['purge_days']}, embargo {meta['folds'][0]['embargo_days']})")
+    dropped = sum(i["count"] for r in meta["validation"] for i in r["issues"] if i["action"] == "dropped")
+    table.add_row("rows dropped by validation", f"{dropped:,} (see metadata.json: validation)")
+    table.add_row("seconds", f"{result.seconds:.1f}")
+    console.print(table)
+    folds = Table(title="walk-forward folds", title_justify="left")
+    for column in ("fold", "train", "val", "test"):
+        folds.add_column(column)
+    for fold in meta["folds"]:
+        def span(part: str) -> str:
+            n = fold[f"{part}_n_days"]
+            return f"{fold[f'{part}_first']} .. {fold[f'{part}_last']} ({n})" if n else "-"
+
+        folds.add_row(str(fold["index"]), span("train"), span("val"), span("test"))
+    console.print(folds)
+
+
+@data_app.command("build")
+@friendly_errors
+def data_build(
+    config: Optional[Path] = ConfigOption,
+    data: Optional[Path] = typer.Option(None, "--data", help="Daily quotes file or folder (default: the synthetic market)."),
+    sectors: Optional[Path] = typer.Option(None, "--sectors", help="Sector table (code -> sector)."),
+    margin: Optional[Path] = typer.Option(None, "--margin", help="Weekly margin balances."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Column preset: canonical, jquants, sp500."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
+) -> None:
+    """Build the model-ready dataset: features, targets, normalization, folds, graphs."""
+    from kizashi.build import build_dataset
+
+    cfg = _build_config(config, data, sectors, margin, preset, out)
+    _print_build_summary(build_dataset(cfg))
+
+
+@data_app.command("columns")
+@friendly_errors
+def data_columns(
+    config: Optional[Path] = ConfigOption,
+    family: Optional[str] = typer.Option(None, "--family", "-f", help="Only this family."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List every feature column with its family, lookback and kind."""
+    from kizashi.features.pipeline import UNKNOWN_SECTOR
+    from kizashi.features.registry import FAMILIES, resolve_specs
+    from kizashi.features.spec import FeatureContext
+
+    cfg = _build_config(config)
+    sectors = _sector_names(cfg.input) or (UNKNOWN_SECTOR,)
+    has_margin = cfg.input.margin is not None or (cfg.input.path is None and cfg.synthetic.with_margin)
+    specs = resolve_specs(FeatureContext(sectors=tuple(sectors), has_margin=has_margin), cfg.features.families, cfg.features.exclude_families)
+    if family is not None:
+        known = [f.name for f in FAMILIES]
+        if family not in known:
+            raise ConfigError(f"unknown family {family!r}; known: {known}")
+        specs = [s for s in specs if s.family == family]
+    rows = [{"name": s.name, "family": s.family, "lookback": s.lookback, "kind": s.kind, "normalized": s.normalize} for s in specs]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} feature columns", title_justify="left")
+    for column in ("name", "family", "lookback", "kind", "normalized"):
+        table.add_column(column, justify="right" if column == "lookback" else "left")
+    for row in rows:
+        table.add_row(row["name"], row["family"], str(row["lookback"]), row["kind"], "yes" if row["normalized"] else "no")
+    console.print(table)
+    counts = Counter(s.family for s in specs)
+    console.print("per family: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+
+def _sector_names(inputs: InputConfig) -> list[str]:
+    if inputs.path is None:
+        from kizashi.data.synthetic import default_market
+
+        return sorted(default_market().sectors.get_column(inputs.sector_level).unique().to_list())
+    if inputs.sectors is None:
+        return []
+    from kizashi.data.readers import read_sectors
+
+    table = read_sectors(inputs.sectors, preset=inputs.sectors_preset, columns=inputs.sector_columns)
+    if inputs.sector_level not in table.columns:
+        raise ConfigError(f"{inputs.sectors}: no column {inputs.sector_level!r} (input.sector_level); columns: {table.columns}")
+    return sorted(str(s) for s in table.get_column(inputs.sector_level).drop_nulls().unique().to_list())
+
+
+@data_app.command("check")
+@friendly_errors
+def data_check(
+    file: Path = typer.Argument(..., help="Daily quotes file or folder to check."),
+    config: Optional[Path] = ConfigOption,
+    preset: Optional[str] = typer.Option(None, "--preset", help="Column preset: canonical, jquants, sp500 (guessed when omitted)."),
+    sectors: Optional[Path] = typer.Option(None, "--sectors", help="Also check this sector table against the panel."),
+    margin: Optional[Path] = typer.Option(None, "--margin", help="Also check these margin balances."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Validate a raw input file and print what was found (errors, drops, repairs, facts)."""
+    from kizashi.data.adjust import adjust_prices
+    from kizashi.data.readers import read_margin, read_panel, read_sectors
+    from kizashi.data.validation import validate_margin, validate_panel, validate_sectors
+
+    cfg = _build_config(config, file, sectors, margin, preset).input
+    raw, notes = read_panel(
+        file, format=cfg.format, separator=cfg.separator, preset=cfg.preset, columns=cfg.columns,
+        code_from_filename=cfg.code_from_filename, skip_bad_files=cfg.skip_bad_files,
+    )
+    panel, report = validate_panel(raw, str(file), cfg, raise_on_error=False)
+    reports = [report]
+    if report.ok:
+        _, adjustment = adjust_prices(panel)
+        report.issues.extend(adjustment)
+    if sectors is not None:
+        table = read_sectors(sectors, preset=cfg.sectors_preset, columns=cfg.sector_columns)
+        reports.append(validate_sectors(table, panel.get_column("code").unique(), str(sectors), cfg, raise_on_error=False)[1])
+    if margin is not None:
+        table = read_margin(margin, preset=cfg.margin_preset, columns=cfg.margin_columns)
+        reports.append(validate_margin(table, str(margin), cfg, raise_on_error=False)[1])
+    if as_json:
+        console.print_json(json.dumps({"notes": notes, "reports": [r.to_dict() for r in reports]}, default=str))
+    else:
+        for note in notes:
+            console.print(f"[yellow]note:[/] {note}")
+        for r in reports:
+            _print_report(r)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    status = "[green]OK[/]" if report.ok else "[bold red]ERRORS[/]"
+    console.print(f"{status} {report.summary()}", highlight=False)
+    if not report.issues:
+        return
+    table = Table(show_lines=False)
+    for column in ("rule", "column", "count", "action", "message"):
+        table.add_column(column, overflow="fold")
+    style = {"error": "red", "dropped": "yellow", "repaired": "cyan", "info": "dim"}
+    for issue in report.issues:
+        table.add_row(issue.rule, issue.column or "", f"{issue.count:,}", f"[{style.get(issue.action, '')}]{issue.action}[/]", issue.message)
+    console.print(table)
+    for issue in report.issues:
+        if issue.action == "error" and issue.examples:
+            console.print(f"[red]{issue.rule}[/] examples:\n{issue.examples}", highlight=False)
+
+
+@app.command("demo")
+@friendly_errors
+def demo(
+    data: Optional[Path] = typer.Option(None, "--data", help="Daily quotes (default: the embedded synthetic market)."),
+    sectors: Optional[Path] = typer.Option(None, "--sectors", help="Sector table for --data."),
+    out: Path = typer.Option(Path("artifacts/demo/dataset"), "--out", "-o", help="Output directory."),
+) -> None:
+    """The main job on the embedded default data: build the dataset and print a summary."""
+    from kizashi.build import build_dataset
+
+    cfg = _build_config(None, data, sectors, out=out)
+    _print_build_summary(build_dataset(cfg))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,37 @@
+"""Shared fixtures: small synthetic markets (fast, deterministic) and the shared data path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kizashi.config import InputConfig, SyntheticMarketConfig
+from kizashi.data.synthetic import SyntheticMarket, generate_market
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def small_market_config(**overrides) -> SyntheticMarketConfig:
+    values = dict(n_stocks=36, n_sectors=4, n_days=400, seed=11, n_peer_groups=6, split_probability=0.05)
+    values.update(overrides)
+    return SyntheticMarketConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def small_market() -> SyntheticMarket:
+    """36 stocks x 400 days with margin data, late listings and a few splits."""
+    return generate_market(small_market_config())
+
+
+@pytest.fixture
+def input_config() -> InputConfig:
+    return InputConfig()
+
+
+def require_shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
