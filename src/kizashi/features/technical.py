@@ -9,18 +9,15 @@ import polars as pl
 from kizashi.features.expressions import (
     PREV_CLOSE,
     RET,
-    ROW,
     c,
     close,
     ema_length,
     safe_div,
-    ts_cov,
     ts_ema,
     ts_max,
     ts_mean,
     ts_min,
     ts_std,
-    ts_var,
 )
 from kizashi.features.spec import FeatureContext, FeatureSpec
 
@@ -45,6 +42,15 @@ def rsi(window: int) -> pl.Expr:
     gains = ts_mean(pl.max_horizontal(ret, pl.lit(0.0)), window)
     losses = ts_mean(pl.max_horizontal(-ret, pl.lit(0.0)), window)
     return 100.0 * safe_div(gains, gains + losses)
+
+
+def slope_weights(window: int) -> list[float]:
+    """Least-squares slope of y on time over a window as a fixed linear filter (oldest
+    first): sum_k (k - mean_k) y_k / sum_k (k - mean_k)^2. Evaluated window by window, so
+    no running sum carries rounding from earlier rows."""
+    centre = (window - 1) / 2.0
+    denominator = sum((k - centre) ** 2 for k in range(window))
+    return [(k - centre) / denominator for k in range(window)]
 
 
 def technical_family(ctx: FeatureContext) -> list[FeatureSpec]:
@@ -90,10 +96,7 @@ def technical_family(ctx: FeatureContext) -> list[FeatureSpec]:
     for w in CCI_WINDOWS:
         expr = safe_div(typical - ts_mean(typical, w), 0.015 * ts_std(typical, w))
         specs.append(FeatureSpec(f"cci_{w}d", expr, FAMILY, w - 1))
-    # Least-squares slope of log price on time, per day, over the window.
-    t = c(ROW).cast(pl.Float64)
     log_price = cl.log()
     for w in SLOPE_WINDOWS:
-        slope = safe_div(ts_cov(t, log_price, w), ts_var(t, w))
-        specs.append(FeatureSpec(f"trend_slope_{w}d", slope, FAMILY, w - 1))
+        specs.append(FeatureSpec(f"trend_slope_{w}d", log_price.rolling_sum(w, weights=slope_weights(w)), FAMILY, w - 1))
     return specs

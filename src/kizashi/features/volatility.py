@@ -17,8 +17,15 @@ ABS_WINDOWS = (5, 20, 60)
 RATIO_PAIRS = ((5, 20), (10, 60), (20, 60), (20, 120))
 
 
+# A rolling mean of squares below this (a daily move of 1e-7) is rounding residue of the
+# sliding-window sum, not variance: it is read as 0 so that sqrt does not amplify it into
+# values that depend on where the window's running sum started.
+VARIANCE_FLOOR = 1e-14
+
+
 def _sqrt_mean(x: pl.Expr, window: int) -> pl.Expr:
-    return ts_mean(x, window).clip(lower_bound=0.0).sqrt()
+    mean = ts_mean(x, window)
+    return pl.when(mean > VARIANCE_FLOOR).then(mean.sqrt()).otherwise(mean * 0.0)
 
 
 def realized_vol(window: int) -> pl.Expr:
