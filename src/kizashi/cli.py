@@ -195,7 +195,7 @@ def data_columns(
         specs = [s for s in specs if s.family == family]
     rows = [{"name": s.name, "family": s.family, "lookback": s.lookback, "kind": s.kind, "normalized": s.normalize} for s in specs]
     if as_json:
-        console.print_json(json.dumps(rows))
+        typer.echo(json.dumps(rows, indent=1))
         return
     table = Table(title=f"{len(rows)} feature columns", title_justify="left")
     for column in ("name", "family", "lookback", "kind", "normalized"):
@@ -254,7 +254,7 @@ def data_check(
         table = read_margin(margin, preset=cfg.margin_preset, columns=cfg.margin_columns)
         reports.append(validate_margin(table, str(margin), cfg, raise_on_error=False)[1])
     if as_json:
-        console.print_json(json.dumps({"notes": notes, "reports": [r.to_dict() for r in reports]}, default=str))
+        typer.echo(json.dumps({"notes": notes, "reports": [r.to_dict() for r in reports]}, indent=1, default=str))
     else:
         for note in notes:
             console.print(f"[yellow]note:[/] {note}")

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from numpy.lib.stride_tricks import sliding_window_view
 
 from kizashi.config import GraphConfig
 from kizashi.data.schema import CODE, DATE, SECTOR
@@ -129,6 +128,7 @@ def _pairwise_correlation(
 ) -> np.ndarray:
     """:func:`pairwise_correlation` of ``[B, W, N]`` into buffers of ``work`` (the result
     is overwritten by the next call with the same workspace)."""
+    values = np.ascontiguousarray(values)  # the derived arrays below are matmul operands
     n_batch, n_dates, n_series = values.shape
     square = (n_batch, n_series, n_series)
 
@@ -224,7 +224,7 @@ def correlation_graphs(
 
     window = config.window
     padded = np.concatenate([np.full((window - 1, n_codes), np.nan, matrix.dtype), matrix])
-    windows = sliding_window_view(padded, window, axis=0)  # [T, N, W]; day t ends at row t
+    offsets = np.arange(window)
     observed = np.isfinite(padded)
     cum_obs = np.concatenate([np.zeros((1, n_codes), np.int64), np.cumsum(observed, axis=0)])
     # observations of each code in the window ending at t: rows t .. t+W-1 of `padded`
@@ -241,7 +241,9 @@ def correlation_graphs(
         columns = np.flatnonzero(nodes.any(axis=0))
         if columns.size < 2:
             continue
-        stack = windows[batch[:, None], columns[None, :]].transpose(0, 2, 1)  # [B, W, n]
+        # window of day t = rows t .. t+W-1 of `padded` (it ends at calendar row t)
+        rows = batch[:, None, None] + offsets[None, :, None]
+        stack = padded[rows, columns[None, None, :]]  # [B, W, n], C-contiguous
         corr = _pairwise_correlation(stack, min_periods, dtype, work)
         b, dst, src = _select_edges(
             corr, nodes[:, columns], config.top_k, config.threshold, config.symmetric, work

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
@@ -21,11 +22,12 @@ T = TypeVar("T")
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
+    """Log to stderr through rich, so stdout stays clean for tables and JSON."""
     logging.basicConfig(
         level=level,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(rich_tracebacks=False, show_path=False)],
+        handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)],
         force=True,
     )
 
