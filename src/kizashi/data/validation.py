@@ -274,6 +274,25 @@ def _example_columns(df: pl.DataFrame, *columns: str) -> list[str]:
     return seen
 
 
+def _sort_by_code_date(df: pl.DataFrame, rec: _Recorder) -> pl.DataFrame:
+    """Sort by (code, date) if needed (ties keep input order) and record an info issue."""
+    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
+    out_of_order = (pl.col(CODE) < prev_code) | (
+        (pl.col(CODE) == prev_code) & (pl.col(DATE) < prev_date)
+    )
+    n_unsorted = int(df.select(out_of_order.fill_null(False).sum()).item())
+    if not n_unsorted:
+        return df
+    rec.add(
+        "unsorted",
+        f"{CODE}, {DATE}",
+        n_unsorted,
+        "info",
+        f"input not sorted by (code, date) ({n_unsorted} row(s) out of order); sorted",
+    )
+    return df.sort(CODE, DATE, _ROW_TMP, nulls_last=True)
+
+
 def _check_columns(df: pl.DataFrame, required: Iterable[str], rec: _Recorder, hint: str) -> bool:
     """Missing required columns and duplicated columns (polars renames them ``x_duplicated_0``)."""
     duplicated = [c for c in df.columns if "_duplicated_" in c]
@@ -568,22 +587,10 @@ def validate_panel(
     _null_rows(df, (CODE, DATE), rec)
 
     # Sort by (code, date); ties (duplicates) stay in input order.
-    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
-    out_of_order = (pl.col(CODE) < prev_code) | (
-        (pl.col(CODE) == prev_code) & (pl.col(DATE) < prev_date)
-    )
-    n_unsorted = int(df.select(out_of_order.fill_null(False).sum()).item())
-    if n_unsorted:
-        df = df.sort(CODE, DATE, _ROW_TMP, nulls_last=True)
-        rec.add(
-            "unsorted",
-            f"{CODE}, {DATE}",
-            n_unsorted,
-            "info",
-            f"input not sorted by (code, date) ({n_unsorted} row(s) out of order); sorted",
-        )
+    df = _sort_by_code_date(df, rec)
 
     # Duplicate (code, date): adjacent after sorting, resolved in input order.
+    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
     same_as_prev = ((pl.col(CODE) == prev_code) & (pl.col(DATE) == prev_date)).fill_null(False)
     same_as_next = (
         (pl.col(CODE) == pl.col(CODE).shift(-1)) & (pl.col(DATE) == pl.col(DATE).shift(-1))
@@ -967,18 +974,5 @@ def validate_margin(
             f"{n_dup} row(s) share a (code, date) key",
             df.filter(dup).sort(CODE, DATE, _ROW_TMP).select(shown),
         )
-    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
-    out_of_order = (pl.col(CODE) < prev_code) | (
-        (pl.col(CODE) == prev_code) & (pl.col(DATE) < prev_date)
-    )
-    n_unsorted = int(df.select(out_of_order.fill_null(False).sum()).item())
-    if n_unsorted:
-        df = df.sort(CODE, DATE, _ROW_TMP, nulls_last=True)
-        rec.add(
-            "unsorted",
-            f"{CODE}, {DATE}",
-            n_unsorted,
-            "info",
-            "input not sorted by (code, date); sorted",
-        )
+    df = _sort_by_code_date(df, rec)
     return rec.finish(df, raise_on_error)
