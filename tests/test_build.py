@@ -121,3 +121,13 @@ def test_cli_check_reports_bad_rows(tmp_path):
     assert result.exit_code == 1
     assert "duplicate_rows" in result.output and "high_below_low" in result.output
     assert str(file.name) in result.output
+
+
+def test_cli_too_short_calendar_is_a_config_error(tmp_path):
+    config = tmp_path / "short.yaml"
+    config.write_text(json.dumps(SMALL | {"splits": {"n_folds": 8, "test_days": 100}}))
+    result = runner.invoke(app, ["data", "build", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())  # rich wraps long messages
+    assert "calendar too short" in text and "trading days needed" in text
+    assert not (tmp_path / "out").exists()

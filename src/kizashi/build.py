@@ -26,6 +26,7 @@ import polars as pl
 from kizashi import __version__
 from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.config import DataBuildConfig, dump_config
+from kizashi.errors import ConfigError
 from kizashi.data.inputs import LoadedInputs, load_inputs
 from kizashi.features.expressions import RET
 from kizashi.features.pipeline import feature_context, iter_feature_chunks, prepare_panel
@@ -88,7 +89,10 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
     specs = feature_specs_for(inputs, config)
     dates = prepared.get_column("date").unique().sort()
     max_horizon = max(horizons)
-    folds = walk_forward_folds(dates, config.splits, max_horizon)
+    try:
+        folds = walk_forward_folds(dates, config.splits, max_horizon)
+    except ValueError as err:
+        raise ConfigError(f"splits: {err}") from None
     stocks_per_day = prepared.height / max(dates.len(), 1)
     chunk_days = max(20, int(config.output.chunk_rows / max(stocks_per_day, 1.0)))
     n_chunks = -(-dates.len() // chunk_days)
