@@ -114,7 +114,8 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
             n_rows += chunk.height
         if config.graph.enabled:
             returns = prepared.select("code", "date", pl.col(RET).alias("return_1d"))
-            edges = correlation_graphs(returns, config.graph, sectors=inputs.sectors)
+            sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
+            edges = correlation_graphs(returns, config.graph, sectors=sectors)
             _write_partitioned(edges, tmp / GRAPHS_DIR, 0)
             n_edges = edges.height
         metadata = _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons)

@@ -10,7 +10,9 @@ close. A stock is a node on ``t`` when it has a return on ``t`` and at least
 Computation: the long ``(code, date, return)`` frame is pivoted once into a dense
 ``[dates, codes]`` matrix (NaN = missing); days are processed in small batches, each an
 ``[B, W, N]`` stack of windows whose pairwise-complete moments come from two batched
-matmuls (see :func:`pairwise_correlation`); top-k uses ``np.partition`` per row.
+matmuls (see :func:`pairwise_correlation`); top-k uses ``np.partition`` per row. Batches
+run on a few threads (numpy releases the GIL) with BLAS itself single-threaded. Measured:
+500 stocks x 5,000 days, window 60, top_k 10 (24.6 M edges) in ~16-19 s on a 2-vCPU VM.
 
 Output (one row per edge)::
 
@@ -23,9 +25,16 @@ on ties).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import os
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,9 +56,10 @@ EDGE_SCHEMA: dict[str, pl.DataType] = {
     "same_sector": pl.Int8(),
 }
 
-# Elements of one [B, N, N] working array per batch: small enough to stay in cache and
-# below glibc's mmap threshold (large temporaries are page-faulted afresh on every batch).
+# Elements of one [B, N, N] working array per batch: small enough that a batch's working
+# set stays in cache (measured fastest at one day per batch for 500 stocks).
 _BATCH_ELEMENTS = 1 << 18
+_PROGRESS_MIN_BATCHES = 50  # a progress bar only for long work
 # Relative size (in units of the dtype's machine epsilon times the window length) below
 # which a standard deviation counts as zero: see pairwise_correlation.
 _ZERO_VARIANCE_ULPS = 8.0
@@ -83,7 +93,8 @@ def pairwise_correlation(
     one-pass formula fail when a mean is large relative to the spread (prices, or float32
     sums). After centring, every term is of the order of the series' spread, so the rounding
     error of the sums is about ``W · eps`` relative to ``sqrt(var_i · var_j)``: with
-    float32 (eps ≈ 6e-8) and W = 60 the correlation is good to ~1e-5 absolute, below what a
+    float32 (eps ≈ 6e-8) and W = 60 that bounds the correlation error by ~1e-5 absolute
+    (measured: at most 5e-7 against float64 over 2.8 M edges of 500 stocks), below what a
     top-k neighbour choice can notice; float64 matches pandas to ~1e-13. A series counts as
     constant when its standard deviation over the joint dates is below
     ``8 · W · eps`` times its largest absolute value in the window (rounding of the mean
@@ -94,7 +105,8 @@ def pairwise_correlation(
     if single:
         values = values[None]
     if values.ndim != 3:
-        raise ValueError(f"window must be [B, W, N] (or [W, N]), got shape {np.asarray(window).shape}")
+        shape = np.asarray(window).shape
+        raise ValueError(f"window must be [B, W, N] (or [W, N]), got shape {shape}")
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a floating type, got {dtype}")
@@ -146,7 +158,8 @@ def _pairwise_correlation(
     centred_t[...] = centred.transpose(0, 2, 1)
     np.multiply(centred_t, centred_t, out=stacked[:, n_series : 2 * n_series])
     stacked[:, 2 * n_series :] = mask.transpose(0, 2, 1)
-    moments = np.matmul(stacked, mask, out=work.take("moments", (n_batch, 3 * n_series, n_series), dtype))
+    moments = work.take("moments", (n_batch, 3 * n_series, n_series), dtype)
+    np.matmul(stacked, mask, out=moments)
     sum_x = moments[:, :n_series]  # Σ x_i over the dates where both i and j are present
     sum_xx = moments[:, n_series : 2 * n_series]
     joint = moments[:, 2 * n_series :]  # joint counts (exact in float up to 2**24)
@@ -191,6 +204,7 @@ def correlation_graphs(
     sector_column: str = SECTOR,
     dtype: type[np.floating] | np.dtype = np.float32,
     batch_days: int = 64,
+    workers: int | None = None,
 ) -> pl.DataFrame:
     """Edges of the per-day correlation graphs of a panel (see the module docstring).
 
@@ -199,8 +213,10 @@ def correlation_graphs(
     fills ``same_sector`` (1 = both stocks in the same known sector). ``dates`` restricts
     output to those days (dates outside the calendar are skipped and counted in the log).
     ``dtype`` is the precision of the correlation sums (float32 with centring is accurate to
-    ~1e-5, see :func:`pairwise_correlation`; float64 is ~2x slower). ``batch_days`` caps the
+    ~1e-5, see :func:`pairwise_correlation`; float64 is ~1.5x slower). ``batch_days`` caps the
     days per batch (the batch is also capped so that a ``[B, N, N]`` array stays small).
+    ``workers`` threads process batches in parallel (default: the CPUs this process may use,
+    at most 8); the result does not depend on it.
     """
     started = time.perf_counter()
     empty = pl.DataFrame(schema=EDGE_SCHEMA)
@@ -214,9 +230,10 @@ def correlation_graphs(
             "no stock could ever be a node"
         )
 
-    matrix, calendar, codes = _pivot(returns, value)
+    dtype = np.dtype(dtype)
+    matrix, calendar, codes = _pivot(returns, value, dtype)
     n_dates, n_codes = matrix.shape
-    days = _target_days(calendar, config.every_n_days, dates)
+    days = _target_days(calendar, config.every_n_days, dates) if n_dates else np.zeros(0, np.int64)
     if n_codes < 2 or days.size == 0:
         logger.info("correlation graphs: nothing to build (%d codes, %d days)", n_codes, days.size)
         return empty
@@ -232,35 +249,46 @@ def correlation_graphs(
     is_node = np.isfinite(matrix) & (window_obs >= min_periods)  # [T, N]
 
     per_batch = max(1, min(batch_days, _BATCH_ELEMENTS // (n_codes * n_codes)))
-    work = _Workspace()
-    dtype = np.dtype(dtype)
     batches = [days[i : i + per_batch] for i in range(0, days.size, per_batch)]
-    parts: list[tuple[np.ndarray, ...]] = []
-    for batch in progress(batches, "correlation graphs"):
+    n_workers = max(1, min(workers or _available_cpus(), len(batches)))
+    local = threading.local()
+
+    def build(batch: np.ndarray) -> tuple[np.ndarray, ...] | None:
         nodes = is_node[batch]  # [B, N]
         columns = np.flatnonzero(nodes.any(axis=0))
         if columns.size < 2:
-            continue
+            return None
+        if not hasattr(local, "work"):
+            local.work = _Workspace()  # one per thread: results live in its buffers
         # window of day t = rows t .. t+W-1 of `padded` (it ends at calendar row t)
         rows = batch[:, None, None] + offsets[None, :, None]
         stack = padded[rows, columns[None, None, :]]  # [B, W, n], C-contiguous
-        corr = _pairwise_correlation(stack, min_periods, dtype, work)
+        corr = _pairwise_correlation(stack, min_periods, dtype, local.work)
         b, dst, src = _select_edges(
-            corr, nodes[:, columns], config.top_k, config.threshold, config.symmetric, work
+            corr, nodes[:, columns], config.top_k, config.threshold, config.symmetric, local.work
         )
-        parts.append(
-            (
-                batch[b].astype(np.int32),
-                columns[dst].astype(np.int32),
-                columns[src].astype(np.int32),
-                corr[b, dst, src].astype(np.float32),
-            )
+        return (
+            batch[b].astype(np.int32),
+            columns[dst].astype(np.int32),
+            columns[src].astype(np.int32),
+            corr[b, dst, src].astype(np.float32),
         )
+
+    # Days run in parallel threads (numpy releases the GIL); BLAS is kept single-threaded:
+    # these [n, W] x [W, n] products are too small for its threads, which only add wake-up
+    # latency (measured 3-6x slower and erratic on a 2-core VM).
+    with _single_threaded_blas(), ThreadPoolExecutor(n_workers) as pool:
+        results = pool.map(build, batches)
+        if len(batches) >= _PROGRESS_MIN_BATCHES:
+            results = progress(results, "correlation graphs", total=len(batches))
+        parts = [part for part in results if part is not None]
 
     if not parts:
         logger.info("correlation graphs: no edges (%d days, no day had two nodes)", days.size)
         return empty
-    day_idx, dst_idx, src_idx, corr_values = (np.concatenate(col) for col in zip(*parts, strict=True))
+    day_idx, dst_idx, src_idx, corr_values = (
+        np.concatenate(column) for column in zip(*parts, strict=True)
+    )
     code_series = pl.Series(CODE, codes, dtype=pl.Utf8)
     same = (sector_ids[src_idx] == sector_ids[dst_idx]) & (sector_ids[src_idx] >= 0)
     out = pl.DataFrame(
@@ -276,7 +304,7 @@ def correlation_graphs(
     logger.info(
         "correlation graphs: %d edges on %d days (%d codes, window %d, min_periods %d) in %.1fs",
         out.height,
-        np.unique(day_idx).size,
+        int(np.count_nonzero(np.diff(day_idx))) + 1,  # day_idx is sorted
         n_codes,
         window,
         min_periods,
@@ -285,8 +313,10 @@ def correlation_graphs(
     return out
 
 
-def _pivot(returns: pl.DataFrame, value: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense float32 ``[dates, codes]`` matrix, the sorted calendar and the sorted codes."""
+def _pivot(
+    returns: pl.DataFrame, value: str, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense ``[dates, codes]`` matrix (NaN = missing), the sorted calendar and codes."""
     missing = [c for c in (CODE, DATE, value) if c not in returns.columns]
     if missing:
         raise ValueError(
@@ -315,8 +345,8 @@ def _pivot(returns: pl.DataFrame, value: str) -> tuple[np.ndarray, np.ndarray, n
     )
     calendar = frame[DATE].unique().sort().to_numpy().astype("datetime64[D]")
     codes = frame[CODE].unique().sort().to_numpy().astype(str)
-    matrix = np.full((calendar.size, codes.size), np.nan, dtype=np.float32)
-    vals = frame[value].fill_null(np.nan).to_numpy().astype(np.float32)
+    matrix = np.full((calendar.size, codes.size), np.nan, dtype=dtype)
+    vals = frame[value].fill_null(np.nan).to_numpy().astype(dtype)
     matrix[frame["_day"].to_numpy(), frame["_code"].to_numpy()] = vals
     matrix[~np.isfinite(matrix)] = np.nan
     return matrix, calendar, codes
@@ -332,7 +362,10 @@ def _target_days(calendar: np.ndarray, every_n_days: int, dates: Any) -> np.ndar
     position = np.searchsorted(calendar, wanted)
     inside = (position < n_dates) & (calendar[np.minimum(position, max(n_dates - 1, 0))] == wanted)
     if (~inside).any():
-        logger.info("correlation graphs: %d requested date(s) are not in the panel calendar", int((~inside).sum()))
+        logger.info(
+            "correlation graphs: %d requested date(s) are not in the panel calendar",
+            int((~inside).sum()),
+        )
     requested = position[inside]
     kept = days[np.isin(days, requested)]
     if kept.size < requested.size:
@@ -357,7 +390,8 @@ def _sector_ids(codes: np.ndarray, sectors: pl.DataFrame | None, column: str) ->
     conflicting = table.filter(pl.col(CODE).is_duplicated())
     if conflicting.height:
         raise ValueError(
-            f"sector table gives more than one `{column}` to {conflicting[CODE].n_unique()} code(s), "
+            f"sector table gives more than one `{column}` to "
+            f"{conflicting[CODE].n_unique()} code(s), "
             f"e.g. {conflicting.sort(CODE).head(4).rows()}"
         )
     table = table.with_columns((pl.col(column).rank("dense") - 1).cast(pl.Int64).alias("_sector"))
@@ -399,17 +433,17 @@ def _select_edges(
         ranked = work.take("ranked", corr.shape, corr.dtype)
         ranked[...] = score
         ranked.partition(n - top_k, axis=-1)
-        kth = ranked[..., n - top_k, None].copy()  # k-th largest score of each row
-        selected = np.greater(score, kth, out=work.take("selected", corr.shape, np.bool_))
-        at_kth = np.equal(score, kth, out=work.take("at_kth", corr.shape, np.bool_))
-        at_kth &= kth >= 0
-        need = top_k - selected.sum(axis=-1)
-        tied = np.flatnonzero((at_kth.sum(axis=-1) > need).reshape(-1))
-        if tied.size:  # more candidates equal the k-th value than places left: lowest src wins
-            flat = at_kth.reshape(-1, n)
-            rows = flat[tied]
-            flat[tied] = rows & (np.cumsum(rows, axis=-1) <= need.reshape(-1)[tied, None])
-        selected |= at_kth
+        # k-th largest score of each row; rows with fewer than k candidates take them all
+        kth = np.maximum(ranked[..., n - top_k, None], 0)
+        selected = np.greater_equal(score, kth, out=work.take("selected", corr.shape, np.bool_))
+        over = np.flatnonzero((selected.sum(axis=-1) > top_k).reshape(-1))
+        if over.size:  # candidates tied at the k-th value overflow: the lowest src wins
+            row_score = score.reshape(-1, n)[over]
+            row_kth = kth.reshape(-1, 1)[over]
+            above = row_score > row_kth
+            at_kth = row_score == row_kth
+            need = top_k - above.sum(axis=-1, keepdims=True)
+            selected.reshape(-1, n)[over] = above | (at_kth & (np.cumsum(at_kth, axis=-1) <= need))
     if symmetric:
         selected |= selected.transpose(0, 2, 1).copy()
 
@@ -424,3 +458,64 @@ def _select_edges(
     row, src = row[order], src[order]
     batch = row // n
     return batch, row - batch * n, src
+
+
+def _available_cpus() -> int:
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, 8))
+
+
+# (set, get) thread-count functions of OpenBLAS builds: numpy's wheels, then plain OpenBLAS.
+_OPENBLAS_THREAD_FUNCTIONS = (
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+)
+
+
+def _openblas_thread_setters() -> tuple[Any, Any] | None:
+    """(set, get) of the OpenBLAS that numpy loaded, or None (another BLAS, not found)."""
+    candidates: list[str] = []
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        for line in maps.read_text().splitlines():
+            path = line.split()[-1] if line.strip() else ""
+            if "openblas" in Path(path).name and path not in candidates:
+                candidates.append(path)
+    for path in candidates:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in _OPENBLAS_THREAD_FUNCTIONS:
+            setter = getattr(library, set_name, None)
+            getter = getattr(library, get_name, None)
+            if setter is not None and getter is not None:
+                getter.restype = ctypes.c_int
+                return setter, getter
+    return None
+
+
+_BLAS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Run the block with OpenBLAS on one thread, then restore its thread count."""
+    with _BLAS_LOCK:
+        setters = _openblas_thread_setters()
+        if setters is None:
+            logger.debug("OpenBLAS not found; leaving BLAS threading as it is")
+            yield
+            return
+        setter, getter = setters
+        before = getter()
+        setter(1)
+        try:
+            yield
+        finally:
+            setter(before)

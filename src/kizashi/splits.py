@@ -13,7 +13,8 @@ returns are tested; the embargo adds a further margin against serial correlation
 
 The ``n_folds`` test windows (``test_days`` each, consecutive and non-overlapping) are the
 last ones of the calendar; the last test window ends on the last calendar date. Training is
-expanding from the first date, or rolling over the last ``train_days`` dates when set.
+expanding from the first date, or rolling over the last ``train_days`` dates when set
+(``train_days`` and ``min_train_days`` count the train part only, not the validation slice).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Fold:
             "purge_days": int(self.purge_days),
             "embargo_days": int(self.embargo_days),
         }
-        for name, part in (("train", self.train_dates), ("val", self.val_dates), ("test", self.test_dates)):
+        parts = (("train", self.train_dates), ("val", self.val_dates), ("test", self.test_dates))
+        for name, part in parts:
             out[f"{name}_first"] = str(part[0]) if len(part) else None
             out[f"{name}_last"] = str(part[-1]) if len(part) else None
             out[f"{name}_n_days"] = int(len(part))
