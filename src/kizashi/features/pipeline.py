@@ -82,7 +82,9 @@ def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Se
     return add_targets(prepared, horizons).sort("code", "date")
 
 
-def _stage_exprs(specs: Sequence[FeatureSpec], stage: int) -> list[pl.Expr]:
+def _stage_exprs(specs: Sequence[FeatureSpec], stage: int, dtype: pl.DataType) -> list[pl.Expr]:
+    """Stage ``stage``'s expressions, each cast to ``dtype`` with non-finite values as null
+    (cast inside the expression: the full-width float64 block never exists at once)."""
     exprs = []
     for spec in specs:
         if spec.stage != stage:
@@ -96,7 +98,8 @@ def _stage_exprs(specs: Sequence[FeatureSpec], stage: int) -> list[pl.Expr]:
             # stock's values. Evaluating per stock keeps every value a function of the
             # stock's own past only, and makes chunked builds exact (~+40% stage-1 time).
             expr = expr.over("code")
-        exprs.append(expr.alias(spec.name))
+        expr = expr.cast(dtype)
+        exprs.append(pl.when(expr.is_finite()).then(expr).alias(spec.name))
     return exprs
 
 
@@ -114,16 +117,15 @@ def evaluate_features(
     are normalized per day. The result is sorted by (date, code): one trading day is a
     contiguous block, which per-day normalization and per-day datasets both want.
     """
-    names = [s.name for s in specs]
     normalized = [s.name for s in specs if s.normalize]
-    as_dtype = pl.col(names).cast(dtype)
+    # Sort the narrow input, not the wide output: stock-level expressions run per stock
+    # (over("code")), and within a stock the rows stay in date order.
     built = (
-        frame.lazy()
-        .with_columns(_stage_exprs(specs, 1))
-        .with_columns(_stage_exprs(specs, 2))
-        .with_columns(pl.when(as_dtype.is_finite()).then(as_dtype).name.keep())
+        frame.sort("date", "code")
+        .lazy()
+        .with_columns(_stage_exprs(specs, 1, dtype))
+        .with_columns(_stage_exprs(specs, 2, dtype))
         .collect()
-        .sort("date", "code")
     )
     return built.with_columns(cross_sectional_normalize(normalized, normalization, clip))
 

@@ -46,6 +46,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("interactions", interactions_family, "products/ratios of features"),
 )
 FAMILY_NAMES = tuple(f.name for f in FAMILIES)
+ROW_ORDER_OPS = (".shift(", ".rolling", ".cum_", ".diff(", ".ewm_")
 
 
 def select_families(families: Sequence[str] | str = "all", exclude: Sequence[str] = ()) -> list[Family]:
@@ -70,6 +71,12 @@ def resolve_specs(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"duplicate feature names: {duplicates}")
+    for spec in specs:
+        # Unmasked stage-1 features are evaluated over the whole (date, code)-sorted frame,
+        # not per stock: they must be row-local (joined tables, calendar, flags).
+        text = str(spec.expr)
+        if spec.stage == 1 and not spec.masked and any(op in text for op in ROW_ORDER_OPS):
+            raise ConfigError(f"feature `{spec.name}` uses a row-order operation but is not masked/per-stock")
     stage1 = {s.name: s for s in specs if s.stage == 1}
     resolved = []
     for spec in specs:
