@@ -86,7 +86,9 @@ class TargetConfig(StrictModel):
 class NormalizationConfig(StrictModel):
     """Per-day cross-sectional normalization of continuous features."""
 
-    method: Literal["robust", "zscore", "none"] = "robust"
+    method: Literal["robust", "zscore", "none"] = Field(
+        "zscore", description="zscore (mean/std) or robust (median/MAD, ~2x the build time)"
+    )
     clip: float = Field(5.0, gt=0, description="winsorize normalized values to [-clip, clip]")
 
 
