@@ -470,7 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=2500, help="synthetic market: trading days")
     parser.add_argument("--peer-groups", type=int, default=100, help="synthetic market: hidden peer groups")
     parser.add_argument("--seed", type=int, default=7, help="synthetic market: seed")
-    parser.add_argument("--repeat", type=int, default=1, help="comparison: best of this many runs per side")
+    parser.add_argument("--repeat", type=int, default=3, help="comparison: best of this many runs per side")
     parser.add_argument("--rtol", type=float, default=1e-6, help="comparison: relative tolerance")
     parser.add_argument("--worker", choices=("sp500", "synthetic"), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
