@@ -14,6 +14,7 @@ Layout written (atomically: built in a temporary sibling, then renamed)::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections import Counter
@@ -168,8 +169,6 @@ def _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons)
 
 
 def read_metadata(dataset_dir: str | Path) -> dict[str, Any]:
-    import json
-
     path = Path(dataset_dir) / METADATA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no dataset metadata (build one with `kizashi data build`)")

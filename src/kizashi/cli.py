@@ -180,6 +180,7 @@ def data_columns(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List every feature column with its family, lookback and kind."""
+    from kizashi.build import column_table
     from kizashi.features.pipeline import UNKNOWN_SECTOR
     from kizashi.features.registry import FAMILIES, resolve_specs
     from kizashi.features.spec import FeatureContext
@@ -193,7 +194,7 @@ def data_columns(
         if family not in known:
             raise ConfigError(f"unknown family {family!r}; known: {known}")
         specs = [s for s in specs if s.family == family]
-    rows = [{"name": s.name, "family": s.family, "lookback": s.lookback, "kind": s.kind, "normalized": s.normalize} for s in specs]
+    rows = column_table(specs)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return

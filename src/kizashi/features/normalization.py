@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from kizashi.features.expressions import safe_div
-
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this = its standard deviation
 SPREAD_EPS = 1e-12
 
