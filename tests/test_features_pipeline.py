@@ -129,21 +129,60 @@ def test_robust_and_zscore_normalization_by_hand():
     frame = pl.DataFrame(
         {"date": [1, 1, 1, 1, 1, 2, 2, 2], "x": [1.0, 2.0, 3.0, 4.0, 100.0, 5.0, 5.0, 5.0]}
     )
-    robust = frame.with_columns(cross_sectional_normalize(["x"], "robust", clip=3.0)).get_column("x").to_list()
+    robust = cross_sectional_normalize(frame, ["x"], "robust", clip=3.0).get_column("x").to_list()
     # day 1: median 3, MAD 1 -> (x - 3) / 1.4826, 100 clipped to 3; day 2: all equal -> 0
     expected = [(v - 3.0) / 1.4826 for v in (1.0, 2.0, 3.0, 4.0)] + [3.0, 0.0, 0.0, 0.0]
     assert robust == pytest.approx(expected)
-    zscore = frame.with_columns(cross_sectional_normalize(["x"], "zscore", clip=10.0)).get_column("x").to_list()
+    zscore = cross_sectional_normalize(frame, ["x"], "zscore", clip=10.0).get_column("x").to_list()
     day1 = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
     assert zscore[:5] == pytest.approx(list((day1 - day1.mean()) / day1.std(ddof=1)))
     with pytest.raises(ValueError, match="unknown normalization"):
-        cross_sectional_normalize(["x"], "minmax")
+        cross_sectional_normalize(frame, ["x"], "minmax")
 
 
 def test_robust_spread_falls_back_to_std_when_mad_is_zero():
     frame = pl.DataFrame({"date": [1] * 5, "x": [0.0, 0.0, 0.0, 1.0, 2.0]})
-    out = frame.with_columns(cross_sectional_normalize(["x"], "robust", clip=10.0)).get_column("x").to_numpy()
+    out = cross_sectional_normalize(frame, ["x"], "robust", clip=10.0).get_column("x").to_numpy()
     np.testing.assert_allclose(out, frame.get_column("x").to_numpy() / np.std([0, 0, 0, 1, 2], ddof=1))
+
+
+def _normalize_by_hand(values: np.ndarray, method: str, clip: float) -> np.ndarray:
+    """One day's normalization in numpy (nan = null)."""
+    ok = ~np.isnan(values)
+    out = np.full_like(values, np.nan)
+    x = values[ok]
+    if x.size == 0:
+        return out
+    std = x.std(ddof=1) if x.size > 1 else np.nan
+    if method == "zscore":
+        center, spread = x.mean(), std
+    else:
+        center = np.median(x)
+        mad = 1.4826 * np.median(np.abs(x - center))
+        spread = mad if mad > 1e-12 else std
+    scaled = (x - center) / spread if np.isfinite(spread) and spread > 1e-12 else np.zeros_like(x)
+    out[ok] = np.clip(scaled, -clip, clip)
+    return out
+
+
+@pytest.mark.parametrize("method", ["zscore", "robust"])
+def test_normalization_matches_numpy_per_day(method):
+    rng = np.random.default_rng(3)
+    n_days, n_stocks = 7, 40
+    dates = np.repeat(np.arange(n_days), n_stocks)
+    columns = {f"x{i}": rng.standard_t(3, dates.size) for i in range(70)}  # > one batch of 64
+    columns["x0"][dates == 2] = 1.5  # a constant day
+    columns["x1"][rng.random(dates.size) < 0.3] = np.nan  # nulls
+    columns["x2"][(dates == 4)] = np.nan  # an all-null day
+    columns["x3"][(dates == 5) & (np.arange(dates.size) % n_stocks > 0)] = np.nan  # one stock
+    frame = pl.DataFrame({"date": dates, **columns}).with_columns(pl.all().exclude("date").fill_nan(None))
+    shuffled = frame.with_row_index("row").sample(fraction=1.0, shuffle=True, seed=0)
+    out = cross_sectional_normalize(shuffled, list(columns), method, clip=4.0).sort("row")
+    for name, values in columns.items():
+        expected = np.concatenate([_normalize_by_hand(values[dates == d], method, 4.0) for d in range(n_days)])
+        got = out.get_column(name).to_numpy().astype(float)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
+    assert out.get_column("x0").filter(out.get_column("date") == 2).to_list() == [0.0] * n_stocks
 
 
 def test_fold_statistics_use_training_rows_only():

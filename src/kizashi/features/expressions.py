@@ -1,9 +1,13 @@
 """Expression helpers shared by the feature families.
 
 Every helper returns a Polars expression over the *prepared* panel: rows sorted by
-(code, date), with the helper columns listed below. Rolling windows run over the whole
-column (one pass, no per-stock loop); the pipeline masks each stock-level feature while
-``_row < lookback`` so a window never reaches into the previous stock's rows.
+(code, date), with the helper columns listed below. The pipeline evaluates each
+stock-level feature per stock (``over("code")``) and masks it while ``_row < lookback``.
+
+Polars' common-subexpression elimination skips rolling and ``over`` expressions, so a
+helper that needs an operand twice (``safe_div`` tests the denominator and divides by it)
+binds it once in a struct instead of repeating the expression: a repeated rolling operand
+would be computed twice.
 """
 
 from __future__ import annotations
@@ -32,14 +36,23 @@ def close() -> pl.Expr:
     return pl.col("close")
 
 
-def safe_div(num: pl.Expr, den: pl.Expr, eps: float = EPS) -> pl.Expr:
+def _bind(result: pl.Expr, **operands: pl.Expr | float) -> pl.Expr:
+    """Evaluate each operand once and compute ``result`` (written with ``pl.field(name)``)
+    from them: the struct keeps repeated operands from being evaluated twice."""
+    fields = [(v if isinstance(v, pl.Expr) else pl.lit(v, pl.Float64)).alias(k) for k, v in operands.items()]
+    return pl.struct(fields).struct.with_fields(result.alias("_result")).struct.field("_result")
+
+
+def safe_div(num: pl.Expr | float, den: pl.Expr, eps: float = EPS) -> pl.Expr:
     """``num / den``, null where ``|den| <= eps``."""
-    return pl.when(den.abs() > eps).then(num / den)
+    d = pl.field("den")
+    return _bind(pl.when(d.abs() > eps).then(pl.field("num") / d), num=num, den=den)
 
 
 def safe_log(x: pl.Expr) -> pl.Expr:
     """``log(x)``, null where ``x <= 0``."""
-    return pl.when(x > 0).then(x.log())
+    v = pl.field("x")
+    return _bind(pl.when(v > 0).then(v.log()), x=x)
 
 
 def simple_return(window: int) -> pl.Expr:

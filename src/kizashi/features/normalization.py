@@ -6,44 +6,90 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this = its standard deviation
 SPREAD_EPS = 1e-12
 
 
-def _scaled(centered: pl.Expr, spread: pl.Expr) -> pl.Expr:
-    """centered / spread; 0 where the spread vanishes (all stocks equal); null stays null."""
-    return pl.when(spread > SPREAD_EPS).then(centered / spread).otherwise(centered * 0.0)
+# Columns are normalized in batches: the robust method materializes |x - median| for one
+# batch at a time (bounded extra memory on wide frames).
+NORMALIZE_BATCH = 64
+
+
+def _per_group(frame: pl.DataFrame, by: str, exprs: list[pl.Expr]) -> pl.DataFrame:
+    """One row per value of ``by`` (ascending) with the aggregations ``exprs``."""
+    return frame.group_by(by).agg(exprs).sort(by)
+
+
+def _broadcast(stat: pl.Series, group_index: pl.Expr) -> pl.Expr:
+    """The per-group values ``stat`` (one per group, ascending ``by``) on every row."""
+    return pl.lit(stat).gather(group_index)
+
+
+def _inverse_spread(spread: pl.Series) -> pl.Series:
+    """1 / spread per group; 0 where the spread vanishes or is undefined (one stock, or all
+    equal), so such a day normalizes to 0 while nulls stay null."""
+    values = spread.cast(pl.Float64).to_numpy(allow_copy=True)
+    out = np.zeros_like(values)
+    ok = np.isfinite(values) & (values > SPREAD_EPS)
+    out[ok] = 1.0 / values[ok]
+    return pl.Series(out)
 
 
 def cross_sectional_normalize(
-    columns: Sequence[str], method: str = "robust", clip: float = 5.0, by: str = "date"
-) -> list[pl.Expr]:
-    """Expressions normalizing ``columns`` across the stocks of each day, clipped to
-    [-clip, clip] (winsorized).
+    frame: pl.DataFrame, columns: Sequence[str], method: str = "zscore", clip: float = 5.0, by: str = "date"
+) -> pl.DataFrame:
+    """``frame`` with ``columns`` normalized across the rows of each ``by`` value (each day),
+    clipped to [-clip, clip] (winsorized); dtypes are kept.
 
-    ``robust``: (x - median) / (1.4826 * MAD); a MAD of zero (more than half the stocks
-    share one value) falls back to the standard deviation. ``zscore``: (x - mean) / std.
-    A day where every stock has the same value gives 0; null stays null.
-    Fastest on a frame sorted by ``by`` (each group is then a contiguous slice).
+    ``zscore``: (x - mean) / std. ``robust``: (x - median) / (1.4826 * MAD); a MAD of zero
+    (more than half the stocks share one value) falls back to the standard deviation. A day
+    where every stock has the same value gives 0; null stays null.
+
+    Per-day statistics come from one ``group_by`` aggregation over a batch of columns (not
+    a window expression per column: Polars evaluates ``over`` once per column and does not
+    share the grouping work) and are broadcast back to the rows by a gather.
     """
-    if method == "none":
-        return []
+    if method == "none" or not columns:
+        return frame
     if method not in ("robust", "zscore"):
         raise ValueError(f"unknown normalization method {method!r}: robust, zscore or none")
-    exprs = []
-    for name in columns:
-        x = pl.col(name)
-        std = x.std().over(by)
-        if method == "robust":
-            center = x.median().over(by)
-            mad = MAD_TO_STD * (x - center).abs().median().over(by)
-            spread = pl.when(mad > SPREAD_EPS).then(mad).otherwise(std)
+    group_index = frame.select((pl.col(by).rank("dense") - 1).cast(pl.UInt32)).to_series()
+    index = pl.lit(group_index)  # a literal Series: the index column never joins the frame
+    columns = list(columns)
+    for start in range(0, len(columns), NORMALIZE_BATCH):
+        batch = columns[start : start + NORMALIZE_BATCH]
+        dtypes = {n: frame.schema[n] for n in batch}
+        if method == "zscore":
+            stats = _per_group(frame, by, [pl.col(n).mean().alias(f"c:{n}") for n in batch]
+                               + [pl.col(n).std().alias(f"s:{n}") for n in batch])
+            spreads = {n: stats.get_column(f"s:{n}") for n in batch}
         else:
-            center, spread = x.mean().over(by), std
-        exprs.append(_scaled(x - center, spread).clip(-clip, clip).alias(name))
-    return exprs
+            stats = _per_group(frame, by, [pl.col(n).median().alias(f"c:{n}") for n in batch]
+                               + [pl.col(n).std().alias(f"s:{n}") for n in batch])
+            deviations = frame.select(
+                pl.col(by),
+                *((pl.col(n) - _broadcast(stats.get_column(f"c:{n}"), index)).abs().alias(n) for n in batch),
+            )
+            mads = _per_group(deviations, by, [(pl.col(n).median() * MAD_TO_STD).alias(n) for n in batch])
+            del deviations
+            spreads = {}
+            for n in batch:
+                mad, std = mads.get_column(n), stats.get_column(f"s:{n}")
+                spreads[n] = pl.select(pl.when(mad > SPREAD_EPS).then(mad).otherwise(std)).to_series()
+        frame = frame.with_columns(
+            (
+                (pl.col(n) - _broadcast(stats.get_column(f"c:{n}"), index))
+                * _broadcast(_inverse_spread(spreads[n]), index)
+            )
+            .clip(-clip, clip)
+            .cast(dtypes[n])
+            .alias(n)
+            for n in batch
+        )
+    return frame
 
 
 @dataclass

@@ -83,8 +83,9 @@ def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Se
 
 
 def _stage_exprs(specs: Sequence[FeatureSpec], stage: int, dtype: pl.DataType) -> list[pl.Expr]:
-    """Stage ``stage``'s expressions, each cast to ``dtype`` with non-finite values as null
-    (cast inside the expression: the full-width float64 block never exists at once)."""
+    """Stage ``stage``'s expressions, each cast to ``dtype`` (cast inside the expression: the
+    full-width float64 block never exists at once). Non-finite values are left for
+    :func:`_finite_exprs`."""
     exprs = []
     for spec in specs:
         if spec.stage != stage:
@@ -98,9 +99,18 @@ def _stage_exprs(specs: Sequence[FeatureSpec], stage: int, dtype: pl.DataType) -
             # stock's values. Evaluating per stock keeps every value a function of the
             # stock's own past only, and makes chunked builds exact (~+40% stage-1 time).
             expr = expr.over("code")
-        expr = expr.cast(dtype)
-        exprs.append(pl.when(expr.is_finite()).then(expr).alias(spec.name))
+        exprs.append(expr.cast(dtype).alias(spec.name))
     return exprs
+
+
+def _finite_exprs(specs: Sequence[FeatureSpec], stage: int) -> list[pl.Expr]:
+    """Non-finite values (inf, NaN) of stage ``stage``'s columns become null.
+
+    A separate pass over the materialized columns: ``when(e.is_finite()).then(e)`` on the
+    feature expression itself would evaluate ``e`` twice (Polars' common-subexpression
+    elimination skips rolling and ``over`` expressions), doubling the cost of stage 1.
+    """
+    return [pl.when(c(s.name).is_finite()).then(c(s.name)).alias(s.name) for s in specs if s.stage == stage]
 
 
 def evaluate_features(
@@ -124,11 +134,13 @@ def evaluate_features(
         frame.sort("code", "date")
         .lazy()
         .with_columns(_stage_exprs(specs, 1, dtype))
+        .with_columns(_finite_exprs(specs, 1))
         .sort("date", "code")
         .with_columns(_stage_exprs(specs, 2, dtype))
+        .with_columns(_finite_exprs(specs, 2))
         .collect()
     )
-    return built.with_columns(cross_sectional_normalize(normalized, normalization, clip))
+    return cross_sectional_normalize(built, normalized, normalization, clip)
 
 
 def output_columns(frame: pl.DataFrame, specs: Sequence[FeatureSpec], horizons: Sequence[int]) -> list[str]:
