@@ -4,7 +4,8 @@ For each dataset (the S&P 500 daily file, and/or a synthetic 4000 x 2500 market)
 script runs, in a fresh subprocess (so peak memory figures do not mix):
 
 1. the whole kizashi feature pipeline: load + validate + adjust (``load_inputs``),
-   ``prepare_panel``, then every feature (~400) with per-day normalization through
+   ``prepare_base`` (the per-date context tables are joined per chunk), then every feature
+   (~400) with per-day normalization through
    ``iter_feature_chunks`` in chunks of about ``--chunk-rows`` stock-days (chunks are
    counted and dropped, never held together), timing each phase and sampling peak RSS;
 2. unless ``--skip-pandas``: 20 representative features (``pandas_reference.py``) computed
@@ -149,10 +150,15 @@ def first_stocks(frame, limit: int):
     return frame.filter(pl.col("code").is_in(codes.implode()))
 
 
-def run_pipeline(args: argparse.Namespace, rss: PeakRSS) -> tuple[dict[str, Any], Any, list]:
+def run_pipeline(args: argparse.Namespace, rss: PeakRSS) -> tuple[dict[str, Any], Any, Any, list]:
     import polars as pl
 
-    from kizashi.features.pipeline import feature_context, iter_feature_chunks, prepare_panel
+    from kizashi.features.pipeline import (
+        context_tables,
+        feature_context,
+        iter_feature_chunks,
+        prepare_base,
+    )
     from kizashi.features.registry import resolve_specs
 
     result: dict[str, Any] = {"dataset": args.worker, "threads": pl.thread_pool_size(), "cpus": os.cpu_count()}
@@ -168,7 +174,10 @@ def run_pipeline(args: argparse.Namespace, rss: PeakRSS) -> tuple[dict[str, Any]
         result["seconds_load"] = time.perf_counter() - started
     with rss.phase("prepare"):
         started = time.perf_counter()
-        prepared = prepare_panel(panel, inputs.margin, HORIZONS)
+        # As kizashi.build does: the base panel in memory, the per-date context tables
+        # (market, sector, margin) joined per chunk.
+        prepared = prepare_base(panel, HORIZONS)
+        tables = context_tables(prepared, inputs.margin)
         specs = resolve_specs(feature_context(prepared, inputs.margin))
         result["seconds_prepare"] = time.perf_counter() - started
     n_dates = prepared.get_column("date").n_unique()
@@ -190,7 +199,9 @@ def run_pipeline(args: argparse.Namespace, rss: PeakRSS) -> tuple[dict[str, Any]
         started = time.perf_counter()
         rows = 0
         n_columns = 0
-        chunks = iter_feature_chunks(prepared, specs, HORIZONS, chunk_days=chunk_days, normalization=args.normalization)
+        chunks = iter_feature_chunks(
+            prepared, specs, HORIZONS, tables=tables, chunk_days=chunk_days, normalization=args.normalization
+        )
         for chunk in chunks:
             rows += chunk.height
             n_columns = chunk.width
@@ -201,7 +212,7 @@ def run_pipeline(args: argparse.Namespace, rss: PeakRSS) -> tuple[dict[str, Any]
     result["peak_rss_phases"] = dict(rss.phases)
     result["peak_rss"] = max(max_rss_bytes(), *rss.phases.values())
     del inputs, panel
-    return result, prepared, specs
+    return result, prepared, tables, specs
 
 
 def compare(kizashi_frame, pandas_frame, specs, rtol: float) -> list[dict[str, Any]]:
@@ -254,12 +265,12 @@ def compare(kizashi_frame, pandas_frame, specs, rtol: float) -> list[dict[str, A
     return rows
 
 
-def run_comparison(args: argparse.Namespace, prepared, specs, result: dict[str, Any]) -> dict[str, Any]:
+def run_comparison(args: argparse.Namespace, prepared, tables, specs, result: dict[str, Any]) -> dict[str, Any]:
     import polars as pl
 
     import pandas_reference
     from kizashi.features.expressions import ROW
-    from kizashi.features.pipeline import evaluate_features
+    from kizashi.features.pipeline import attach_context, evaluate_features
 
     by_name = {s.name: s for s in specs}
     missing = [n for n in pandas_reference.FEATURE_NAMES if n not in by_name]
@@ -269,9 +280,10 @@ def run_comparison(args: argparse.Namespace, prepared, specs, result: dict[str, 
     frame = prepared
     if args.pandas_rows is not None and prepared.height > args.pandas_rows:
         frame = first_stocks(prepared, args.pandas_rows)
+    frame = attach_context(frame, tables)
     # Both sides read the same columns: what the 20 expressions read, plus the keys.
     read = {n for s in chosen for n in s.expr.meta.root_names()} | set(pandas_reference.INPUT_COLUMNS)
-    frame = frame.select([n for n in prepared.columns if n in read or n == ROW])
+    frame = frame.select([n for n in frame.columns if n in read or n == ROW])
     out: dict[str, Any] = {"rows": frame.height, "codes": frame.get_column("code").n_unique()}
 
     kizashi_seconds = []
@@ -321,9 +333,9 @@ def run_comparison(args: argparse.Namespace, prepared, specs, result: dict[str, 
 
 def worker(args: argparse.Namespace) -> None:
     with PeakRSS() as rss:
-        result, prepared, specs = run_pipeline(args, rss)
+        result, prepared, tables, specs = run_pipeline(args, rss)
         if not args.skip_pandas:
-            result["pandas"] = run_comparison(args, prepared, specs, result)
+            result["pandas"] = run_comparison(args, prepared, tables, specs, result)
     Path(args.result_file).write_text(json.dumps(result, default=str), encoding="utf-8")
 
 
@@ -456,7 +468,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("sp500", "synthetic", "both"), default="both")
     parser.add_argument("--rows-limit", type=int, default=None, help="keep the most recent dates, about this many rows (after load)")
-    parser.add_argument("--normalization", choices=("robust", "zscore", "none"), default="robust")
+    parser.add_argument("--normalization", choices=("robust", "zscore", "none"), default="zscore")
     parser.add_argument("--skip-pandas", action="store_true", help="only time the kizashi pipeline")
     parser.add_argument(
         "--pandas-rows",

@@ -10,8 +10,10 @@ import pytest
 from kizashi.config import InputConfig
 from kizashi.data.inputs import inputs_from_frames
 from kizashi.features.normalization import FoldStatistics, cross_sectional_normalize
-from kizashi.features.pipeline import compute_features
+from kizashi.features.pipeline import compute_features, context_tables, iter_feature_chunks, prepare_base
 from kizashi.features.registry import FAMILY_NAMES
+
+HORIZONS = (1, 5, 10, 20)
 
 STOCK_LEVEL_FAMILIES = ["returns", "volatility", "range_gap", "volume", "technical", "distribution"]
 
@@ -49,6 +51,19 @@ def test_at_least_350_features_in_every_family(inputs):
 def test_chunked_build_equals_whole_panel(inputs):
     whole, specs = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64())
     chunked, _ = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64(), chunk_days=45)
+    names = [s.name for s in specs] + ["target_return_5d", "target_rank_5d"]
+    _assert_frames_close(whole.sort("code", "date"), chunked.sort("code", "date"), names)
+
+
+def test_context_tables_attached_per_chunk_equal_whole_panel(inputs):
+    """The build's path: base panel + per-date tables joined per chunk == whole panel."""
+    whole, specs = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64())
+    base = prepare_base(inputs.panel, HORIZONS)
+    assert not any(n.startswith(("_mkt_", "_sec_", "_margin_")) for n in base.columns)
+    tables = context_tables(base, inputs.margin)
+    chunks = iter_feature_chunks(base, specs, HORIZONS, tables=tables, chunk_days=45, dtype=pl.Float64())
+    chunked = pl.concat(list(chunks))
+    assert chunked.columns == whole.columns
     names = [s.name for s in specs] + ["target_return_5d", "target_rank_5d"]
     _assert_frames_close(whole.sort("code", "date"), chunked.sort("code", "date"), names)
 

@@ -30,7 +30,7 @@ from kizashi.config import DataBuildConfig, dump_config
 from kizashi.errors import ConfigError
 from kizashi.data.inputs import LoadedInputs, load_inputs
 from kizashi.features.expressions import RET
-from kizashi.features.pipeline import feature_context, iter_feature_chunks, prepare_panel
+from kizashi.features.pipeline import context_tables, feature_context, iter_feature_chunks, prepare_base
 from kizashi.features.registry import resolve_specs
 from kizashi.features.spec import FeatureSpec
 from kizashi.features.targets import target_columns
@@ -86,7 +86,8 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
     inputs = load_inputs(config.input, config.synthetic)
     horizons = config.targets.horizons
     log.info("inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique())
-    prepared = prepare_panel(inputs.panel, inputs.margin, horizons)
+    prepared = prepare_base(inputs.panel, horizons)  # context tables are attached per chunk
+    tables = context_tables(prepared, inputs.margin)
     specs = feature_specs_for(inputs, config)
     dates = prepared.get_column("date").unique().sort()
     max_horizon = max(horizons)
@@ -105,6 +106,7 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
             prepared,
             specs,
             horizons,
+            tables=tables,
             chunk_days=chunk_days,
             normalization=config.normalization.method,
             clip=config.normalization.clip,

@@ -115,8 +115,9 @@ def ts_ema(x: pl.Expr, span: int) -> pl.Expr:
     length = len(weights)
     # Polars' weighted rolling kernels reject arrays with a null mask: sum over zero-filled
     # values and null out any window that contained a null.
-    has_null = x.is_null().cast(pl.Float64).rolling_sum(length) > 0
-    return pl.when(~has_null).then(x.fill_null(0.0).rolling_sum(length, weights=weights))
+    v = pl.field("x")
+    has_null = v.is_null().cast(pl.Float64).rolling_sum(length) > 0
+    return _bind(pl.when(~has_null).then(v.fill_null(0.0).rolling_sum(length, weights=weights)), x=x)
 
 
 def ema_length(span: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -50,18 +51,31 @@ def feature_context(panel: pl.DataFrame, margin: pl.DataFrame | None) -> Feature
     return FeatureContext(sectors=sectors, has_margin=margin is not None and margin.height > 0)
 
 
-def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Sequence[int]) -> pl.DataFrame:
-    """Adjusted, validated panel -> panel with helper columns, joined tables and targets.
+@dataclass(frozen=True)
+class ContextTables:
+    """The small per-date tables joined onto panel rows before features are evaluated:
+    the market table (one row per date), the sector table (one row per (date, sector)) and
+    the margin balances (weekly rows per code, joined as of publication)."""
+
+    market: pl.DataFrame
+    sector: pl.DataFrame
+    margin: pl.DataFrame | None
+
+
+def prepare_base(panel: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
+    """Adjusted, validated panel -> rows sorted by (code, date) with the helper columns
+    (``_row``, ``_prev_close``, ``_ret``, ...) and the ``target_*`` columns, but none of
+    the joined per-date tables (see :func:`context_tables`, :func:`attach_context`).
 
     ``panel`` columns: code, date, open, high, low, close, volume, optional turnover_value,
-    adjustment_multiplier, sector, oracle_*. Output is sorted by (code, date).
+    adjustment_multiplier, sector, oracle_*.
     """
     if "sector" not in panel.columns:
         panel = panel.with_columns(pl.lit(UNKNOWN_SECTOR).alias("sector"))
     dollar = c("turnover_value") if "turnover_value" in panel.columns else c("close") * c("volume")
     raw_close = c("close") / c("adjustment_multiplier") if "adjustment_multiplier" in panel.columns else c("close")
     sessions = panel.select(pl.col("date").unique().sort()).with_row_index(SESSION).with_columns(c(SESSION).cast(pl.Int32))
-    prepared = (
+    base = (
         panel.sort("code", "date")
         .with_columns(
             pl.int_range(pl.len(), dtype=pl.Int32).over("code").alias(ROW),
@@ -74,12 +88,29 @@ def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Se
             (c("close") / c(PREV_CLOSE) - 1.0).alias(RET),
             (c("close") / c(PREV_CLOSE)).log().alias(LOG_RET),
         )
-        .join(sessions, on="date", how="left")
+        .join(sessions, on="date", how="left", maintain_order="left")
     )
-    prepared = prepared.join(market_table(prepared), on="date", how="left")
-    prepared = prepared.join(sector_table(prepared), on=["date", "sector"], how="left")
-    prepared = join_margin(prepared, margin)
-    return add_targets(prepared, horizons).sort("code", "date")
+    return add_targets(base, horizons)
+
+
+def context_tables(base: pl.DataFrame, margin: pl.DataFrame | None) -> ContextTables:
+    """The per-date tables of a whole base panel (:func:`prepare_base`). They are built
+    from every stock of each date, so they must come from the whole panel, never a chunk."""
+    return ContextTables(market=market_table(base), sector=sector_table(base), margin=margin)
+
+
+def attach_context(rows: pl.DataFrame, tables: ContextTables) -> pl.DataFrame:
+    """Join the context tables onto base rows (any subset of the panel); sorted by
+    (code, date)."""
+    joined = rows.join(tables.market, on="date", how="left").join(tables.sector, on=["date", "sector"], how="left")
+    return join_margin(joined, tables.margin).sort("code", "date")
+
+
+def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Sequence[int]) -> pl.DataFrame:
+    """The whole prepared panel in memory: :func:`prepare_base` with the context tables
+    attached. Large builds keep the base and attach per chunk instead (``kizashi.build``)."""
+    base = prepare_base(panel, horizons)
+    return attach_context(base, context_tables(base, margin))
 
 
 def _stage_exprs(specs: Sequence[FeatureSpec], stage: int, dtype: pl.DataType) -> list[pl.Expr]:
@@ -158,6 +189,7 @@ def iter_feature_chunks(
     specs: Sequence[FeatureSpec],
     horizons: Sequence[int],
     *,
+    tables: ContextTables | None = None,
     chunk_days: int | None = None,
     normalization: str = "zscore",
     clip: float = 5.0,
@@ -165,19 +197,26 @@ def iter_feature_chunks(
 ) -> Iterator[pl.DataFrame]:
     """Yield the output rows chunk by chunk (dates ascending within each chunk's range).
 
+    ``prepared`` is a whole prepared panel (:func:`prepare_panel`), or, with ``tables``, a
+    base panel (:func:`prepare_base`) whose context tables are then attached per chunk:
+    only one chunk ever carries the joined market/sector/margin columns.
     Each chunk's frame has the columns of :func:`output_columns`, rows sorted by
     (date, code). ``chunk_days=None`` builds everything at once.
     """
+
+    def attached(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows if tables is None else attach_context(rows, tables)
+
     columns = output_columns(prepared, specs, horizons)
     if chunk_days is None:
-        yield evaluate_features(prepared, specs, normalization=normalization, clip=clip, dtype=dtype).select(columns)
+        yield evaluate_features(attached(prepared), specs, normalization=normalization, clip=clip, dtype=dtype).select(columns)
         return
     warmup = max_lookback(specs)
     dates = prepared.get_column("date").unique().sort().to_list()
     for first, last in chunk_bounds(dates, chunk_days):
         in_chunk = c("date").is_between(first, last)
         start_row = c(ROW).filter(in_chunk).min().over("code")
-        window = prepared.filter((c("date") <= last) & (c(ROW) >= start_row - warmup))
+        window = attached(prepared.filter((c("date") <= last) & (c(ROW) >= start_row - warmup)))
         built = evaluate_features(window, specs, normalization=normalization, clip=clip, dtype=dtype)
         yield built.filter(in_chunk).select(columns)
 
