@@ -23,7 +23,10 @@ demo: install
 	$(VENV)/bin/kizashi demo
 
 # pytest exit code 5 (no tests collected) is a failure here, as is any other non-zero code.
+# the report test opens the HTML report in headless Chromium: installed here when possible
+# (Debian's `chromium`, as root); the test skips with a message when it cannot be.
 test: install
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest -m "not gpu" -q
 
 test-gpu: install

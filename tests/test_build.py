@@ -62,12 +62,20 @@ def test_no_partial_output_after_a_crash(tmp_path, monkeypatch):
     out.mkdir()
     (out / "keep.txt").write_text("previous build")
 
-    def explode(*args, **kwargs):
-        raise RuntimeError("disk on fire")
+    writes = []
+    original = build_module._write_partitioned
 
-    monkeypatch.setattr(build_module, "correlation_graphs", explode)
+    def explode_on_graphs(frame, root, part):
+        """Features are on disk (in the temporary directory) when the graphs fail."""
+        writes.append(root.name)
+        if root.name == build_module.GRAPHS_DIR:
+            raise RuntimeError("disk on fire")
+        original(frame, root, part)
+
+    monkeypatch.setattr(build_module, "_write_partitioned", explode_on_graphs)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build_dataset(config_from_dict(DataBuildConfig, SMALL), out)
+    assert build_module.FEATURES_DIR in writes, "the crash came after partial output was written"
     assert [p.name for p in tmp_path.iterdir()] == ["dataset"], "no temporary directory left behind"
     assert [p.name for p in out.iterdir()] == ["keep.txt"], "the previous output is untouched"
 
@@ -76,7 +84,8 @@ runner = CliRunner()
 
 
 def test_cli_help_for_every_command():
-    for args in ([], ["data"], ["data", "build"], ["data", "columns"], ["data", "check"], ["demo"]):
+    commands = ([], ["data"], ["data", "build"], ["data", "columns"], ["data", "check"], ["evaluate"], ["report"], ["demo"])
+    for args in commands:
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)
         assert "Usage" in result.output

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kizashi.config import InputConfig
+from kizashi.config import GraphConfig, InputConfig
 from kizashi.data.inputs import inputs_from_frames
 from kizashi.features.pipeline import compute_features
 from kizashi.features.registry import FAMILY_NAMES
@@ -20,7 +20,9 @@ CUTOFF_INDEX = 300  # t = the 300th trading day of the 400-day market (past ever
 
 def _build(quotes: pl.DataFrame, sectors: pl.DataFrame, margin: pl.DataFrame | None) -> tuple[pl.DataFrame, list]:
     inputs = inputs_from_frames(quotes, sectors, margin, InputConfig(), "leakage-test")
-    return compute_features(inputs.panel, inputs.margin, dtype=pl.Float64(), normalization="robust")
+    # With graphs (float64 sums, so that values compare to 1e-9): the peers family reads them.
+    graph = GraphConfig(dtype="float64")
+    return compute_features(inputs.panel, inputs.margin, dtype=pl.Float64(), normalization="robust", graph=graph)
 
 
 def _perturb_after(quotes: pl.DataFrame, margin: pl.DataFrame, cutoff: dt.date, seed: int):

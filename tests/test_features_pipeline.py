@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kizashi.config import InputConfig
+from kizashi.config import GraphConfig, InputConfig
 from kizashi.data.inputs import inputs_from_frames
 from kizashi.features.normalization import FoldStatistics, cross_sectional_normalize
 from kizashi.features.pipeline import compute_features, context_tables, iter_feature_chunks, prepare_base
@@ -37,7 +37,7 @@ def _assert_frames_close(a: pl.DataFrame, b: pl.DataFrame, columns, rtol=1e-9, a
 
 
 def test_at_least_350_features_in_every_family(inputs):
-    frame, specs = compute_features(inputs.panel, inputs.margin)
+    frame, specs = compute_features(inputs.panel, inputs.margin, graph=GraphConfig())
     assert len(specs) >= 350
     assert {s.family for s in specs} == set(FAMILY_NAMES)
     names = [s.name for s in specs]
@@ -49,8 +49,9 @@ def test_at_least_350_features_in_every_family(inputs):
 
 
 def test_chunked_build_equals_whole_panel(inputs):
-    whole, specs = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64())
-    chunked, _ = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64(), chunk_days=45)
+    whole, specs = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64(), graph=GraphConfig())
+    chunked, _ = compute_features(inputs.panel, inputs.margin, dtype=pl.Float64(), chunk_days=45, graph=GraphConfig())
+    assert any(s.family == "peers" for s in specs)
     names = [s.name for s in specs] + ["target_return_5d", "target_rank_5d"]
     _assert_frames_close(whole.sort("code", "date"), chunked.sort("code", "date"), names)
 

@@ -29,12 +29,10 @@ from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.config import DataBuildConfig, dump_config
 from kizashi.errors import ConfigError
 from kizashi.data.inputs import LoadedInputs, load_inputs
-from kizashi.features.expressions import RET
 from kizashi.features.pipeline import context_tables, feature_context, iter_feature_chunks, prepare_base
 from kizashi.features.registry import resolve_specs
 from kizashi.features.spec import FeatureSpec
 from kizashi.features.targets import target_columns
-from kizashi.graph import correlation_graphs
 from kizashi.log import progress
 from kizashi.splits import walk_forward_folds
 
@@ -59,7 +57,7 @@ class BuildResult:
 
 
 def feature_specs_for(inputs: LoadedInputs, config: DataBuildConfig) -> list[FeatureSpec]:
-    ctx = feature_context(inputs.panel, inputs.margin)
+    ctx = feature_context(inputs.panel, inputs.margin, has_graph=config.graph.enabled)
     return resolve_specs(ctx, config.features.families, config.features.exclude_families)
 
 
@@ -87,7 +85,9 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
     horizons = config.targets.horizons
     log.info("inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique())
     prepared = prepare_base(inputs.panel, horizons)  # context tables are attached per chunk
-    tables = context_tables(prepared, inputs.margin)
+    # The graphs come first: the peers family reads their per-day neighbour aggregates.
+    sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
+    tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
     specs = feature_specs_for(inputs, config)
     dates = prepared.get_column("date").unique().sort()
     max_horizon = max(horizons)
@@ -115,12 +115,9 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
         for index, chunk in enumerate(progress(chunks, "features", total=n_chunks)):
             _write_partitioned(chunk, tmp / FEATURES_DIR, index)
             n_rows += chunk.height
-        if config.graph.enabled:
-            returns = prepared.select("code", "date", pl.col(RET).alias("return_1d"))
-            sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
-            edges = correlation_graphs(returns, config.graph, sectors=sectors)
-            _write_partitioned(edges, tmp / GRAPHS_DIR, 0)
-            n_edges = edges.height
+        if tables.edges is not None:
+            _write_partitioned(tables.edges, tmp / GRAPHS_DIR, 0)
+            n_edges = tables.edges.height
         metadata = _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons)
         write_json_atomic(tmp / METADATA_FILE, metadata)
     seconds = time.perf_counter() - started

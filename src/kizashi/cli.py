@@ -3,6 +3,8 @@
     kizashi data build   [--config FILE] [--data FILE] [--sectors FILE] [--out DIR]
     kizashi data columns [--config FILE] [--family NAME]
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
+    kizashi evaluate     [--config FILE] [--control] [--out DIR]
+    kizashi report       RUN_DIR [--out DIR]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
 """
 
@@ -282,18 +284,121 @@ def _print_report(report: Any) -> None:
             console.print(f"[red]{issue.rule}[/] examples:\n{issue.examples}", highlight=False)
 
 
+SUMMARY_COLUMNS = (
+    ("rank_ic_mean", "RankIC (mean daily)", "{:+.4f}"),
+    ("rank_ic_std", "RankIC std", "{:.4f}"),
+    ("rank_icir", "RankICIR", "{:+.3f}"),
+    ("rank_ic_tstat", "RankIC t-stat", "{:+.2f}"),
+    ("ic_mean", "IC (mean daily)", "{:+.4f}"),
+    ("hit_rate", "days with RankIC > 0", "{:.1%}"),
+    ("decile_spread", "top - bottom decile return", "{:+.5f}"),
+    ("ls_annual_return", "long-short annual return", "{:+.1%}"),
+    ("ls_sharpe", "long-short Sharpe", "{:+.2f}"),
+    ("ls_sharpe_net", "long-short Sharpe after costs", "{:+.2f}"),
+    ("ls_max_drawdown", "long-short max drawdown", "{:.1%}"),
+    ("ls_turnover", "daily turnover", "{:.2f}"),
+    ("n_days", "test days", "{:d}"),
+)
+
+
+def _format(value: Any, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return pattern.format(value)
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value is not None and reference else None
+
+
+def _print_run_summary(result: Any) -> None:
+    info = result.info
+    title = f"{info.model} walk-forward: {info.source or info.dataset} ({info.n_folds} folds)"
+    if info.control:
+        title += " [shuffled-target control: RankIC should be ~0]"
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for horizon in info.horizons:
+        table.add_column(f"{horizon}d", justify="right")
+    for key, header, fmt in SUMMARY_COLUMNS:
+        table.add_row(header, *(_format(result.summary[h].get(key), fmt) for h in info.horizons))
+    oracle = info.references.get("oracle_rank_ic_mean", {})
+    if oracle:
+        table.add_row("oracle RankIC", *(_format(oracle.get(str(h)), "{:+.4f}") for h in info.horizons))
+        table.add_row(
+            "RankIC / oracle",
+            *(_format(_ratio(result.summary[h].get("rank_ic_mean"), oracle.get(str(h))), "{:.0%}") for h in info.horizons),
+        )
+    console.print(table)
+    console.print(f"run directory: {result.run_dir}  ({result.seconds:.0f} s)")
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/lightgbm.yaml)."),
+    control: bool = typer.Option(False, "--control", help="Shuffled-target control run (RankIC must be ~0)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Walk-forward fit / predict / evaluate; one summary table per horizon."""
+    from kizashi.config import load_evaluate_config
+    from kizashi.training.walk_forward import run_walk_forward
+
+    cfg = load_evaluate_config(config)
+    if out is None and control:
+        out = Path(str(cfg.output.dir) + "_control")
+    result = run_walk_forward(cfg, control=control, out_dir=out)
+    if report:
+        from kizashi.evaluation.report import write_report
+
+        logging.getLogger(__name__).info("report: %s", write_report(result.run_dir))
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "summary": result.summary}, default=str))
+    else:
+        _print_run_summary(result)
+
+
+@app.command("report")
+@friendly_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `kizashi evaluate`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: RUN_DIR/report)."),
+) -> None:
+    """Write the static HTML report (PNG plots) of a run directory."""
+    from kizashi.evaluation.report import write_report
+
+    console.print(f"report: {write_report(run_dir, out)}")
+
+
 @app.command("demo")
 @friendly_errors
 def demo(
     data: Optional[Path] = typer.Option(None, "--data", help="Daily quotes (default: the embedded synthetic market)."),
     sectors: Optional[Path] = typer.Option(None, "--sectors", help="Sector table for --data."),
-    out: Path = typer.Option(Path("artifacts/demo/dataset"), "--out", "-o", help="Output directory."),
+    out: Path = typer.Option(Path("artifacts/demo"), "--out", "-o", help="Output directory (dataset/ and run/)."),
 ) -> None:
-    """The main job on the embedded default data: build the dataset and print a summary."""
-    from kizashi.build import build_dataset
+    """The main job: data -> features -> LightGBM walk-forward -> summary table and report."""
+    from kizashi.config import EvaluateConfig
+    from kizashi.evaluation.report import write_report
+    from kizashi.training.walk_forward import run_walk_forward
 
-    cfg = _build_config(None, data, sectors, out=out)
-    _print_build_summary(build_dataset(cfg))
+    data_config = _build_config(None, data, sectors, out=out / "dataset")
+    evaluate_config = EvaluateConfig(data=data_config)
+    if data is not None:
+        evaluate_config.splits = data_config.splits.model_copy(update={"val_days": max(data_config.splits.val_days, 60)})
+        if _guess_preset(data) == "sp500":
+            evaluate_config.caveats = [SP500_CAVEAT]
+    result = run_walk_forward(evaluate_config, out_dir=out / "run")
+    _print_run_summary(result)
+    console.print(f"report: {write_report(result.run_dir)}")
+
+
+SP500_CAVEAT = (
+    "Survivorship bias: the S&P 500 file holds the stocks that were index members when it was "
+    "made, so stocks that left the index (delisted, acquired, failed) are missing from earlier years."
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

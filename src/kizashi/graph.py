@@ -519,3 +519,40 @@ def _single_threaded_blas() -> Iterator[None]:
             yield
         finally:
             setter(before)
+
+
+# Columns of the per-(date, code) neighbour table joined onto panel rows (kizashi.features).
+NEIGHBOR_RETURN = "_nb_ret"  # mean return today of the stock's graph neighbours (sources)
+NEIGHBOR_WEIGHTED_RETURN = "_nb_wret"  # correlation-weighted mean return of the neighbours
+NEIGHBOR_COUNT = "_nb_count"  # number of neighbours (in-degree) in today's graph
+
+
+def neighbor_table(edges: pl.DataFrame, returns: pl.DataFrame, value: str = "return_1d") -> pl.DataFrame:
+    """Per (date, code): aggregates of the day's returns over the stock's in-neighbours in
+    that day's graph (``src_code -> dst_code`` edges of :func:`correlation_graphs`).
+
+    ``returns``: ``code, date, value``. The graph of day t and the returns of day t are both
+    known at t's close, so every value is too. Output columns: ``date, code,``
+    :data:`NEIGHBOR_RETURN`, :data:`NEIGHBOR_WEIGHTED_RETURN` (sum of corr x return over
+    sum of |corr|), :data:`NEIGHBOR_COUNT`; stocks with no neighbour have no row.
+    """
+    source_returns = returns.select(
+        pl.col(CODE).alias("src_code"), pl.col(DATE), pl.col(value).cast(pl.Float64).alias("_src_ret")
+    )
+    joined = edges.select(DATE, "src_code", "dst_code", "correlation").join(
+        source_returns, on=[DATE, "src_code"], how="inner"
+    )
+    corr = pl.col("correlation").cast(pl.Float64)
+    ret = pl.col("_src_ret")
+    valid = ret.is_not_null() & ret.is_finite()
+    return (
+        joined.filter(valid)
+        .group_by(DATE, "dst_code")
+        .agg(
+            ret.mean().alias(NEIGHBOR_RETURN),
+            ((corr * ret).sum() / corr.abs().sum()).alias(NEIGHBOR_WEIGHTED_RETURN),
+            pl.len().cast(pl.Float64).alias(NEIGHBOR_COUNT),
+        )
+        .rename({"dst_code": CODE})
+        .sort(DATE, CODE)
+    )

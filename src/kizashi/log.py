@@ -21,6 +21,9 @@ from rich.progress import (
 T = TypeVar("T")
 
 
+NOISY_LOGGERS = ("matplotlib", "PIL")
+
+
 def setup_logging(level: int | str = logging.INFO) -> None:
     """Log to stderr through rich, so stdout stays clean for tables and JSON."""
     logging.basicConfig(
@@ -30,6 +33,9 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)],
         force=True,
     )
+    # Third-party chatter (matplotlib's category-unit notes, font cache) stays at warnings.
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

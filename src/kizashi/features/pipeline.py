@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from kizashi.config import GraphConfig
 from kizashi.features.expressions import (
     DOLLAR_VOLUME,
     LOG_RET,
@@ -39,6 +40,7 @@ from kizashi.features.registry import max_lookback
 from kizashi.features.sector import sector_table
 from kizashi.features.spec import FeatureContext, FeatureSpec
 from kizashi.features.targets import ROWS_LEFT, add_targets, target_columns
+from kizashi.graph import correlation_graphs, neighbor_table
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +48,23 @@ KEY_COLUMNS = ("code", "date", "sector")
 UNKNOWN_SECTOR = "UNKNOWN"
 
 
-def feature_context(panel: pl.DataFrame, margin: pl.DataFrame | None) -> FeatureContext:
+def feature_context(panel: pl.DataFrame, margin: pl.DataFrame | None, has_graph: bool = False) -> FeatureContext:
     sectors = tuple(sorted(panel.get_column("sector").unique().drop_nulls().to_list())) if "sector" in panel.columns else ()
-    return FeatureContext(sectors=sectors, has_margin=margin is not None and margin.height > 0)
+    return FeatureContext(sectors=sectors, has_margin=margin is not None and margin.height > 0, has_graph=has_graph)
 
 
 @dataclass(frozen=True)
 class ContextTables:
-    """The small per-date tables joined onto panel rows before features are evaluated:
-    the market table (one row per date), the sector table (one row per (date, sector)) and
-    the margin balances (weekly rows per code, joined as of publication)."""
+    """The per-date tables joined onto panel rows before features are evaluated: the
+    market table (one row per date), the sector table (one row per (date, sector)), the
+    margin balances (weekly rows per code, joined as of publication) and, when graphs are
+    built, the graph ``edges`` and their per-(date, code) ``neighbors`` aggregates."""
 
     market: pl.DataFrame
     sector: pl.DataFrame
     margin: pl.DataFrame | None
+    edges: pl.DataFrame | None = None
+    neighbors: pl.DataFrame | None = None
 
 
 def prepare_base(panel: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
@@ -93,24 +98,47 @@ def prepare_base(panel: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     return add_targets(base, horizons)
 
 
-def context_tables(base: pl.DataFrame, margin: pl.DataFrame | None) -> ContextTables:
+def context_tables(
+    base: pl.DataFrame,
+    margin: pl.DataFrame | None,
+    graph: GraphConfig | None = None,
+    sectors: pl.DataFrame | None = None,
+) -> ContextTables:
     """The per-date tables of a whole base panel (:func:`prepare_base`). They are built
-    from every stock of each date, so they must come from the whole panel, never a chunk."""
-    return ContextTables(market=market_table(base), sector=sector_table(base), margin=margin)
+    from every stock of each date, so they must come from the whole panel, never a chunk.
+
+    With an enabled ``graph`` config the per-day correlation graphs are built too (from the
+    base panel's daily returns; ``sectors``: ``code, sector`` for the same-sector flag,
+    default the panel's own sector column).
+    """
+    edges = neighbors = None
+    if graph is not None and graph.enabled:
+        returns = base.select("code", "date", c(RET).alias("return_1d"))
+        if sectors is None:
+            sectors = base.select("code", "sector").unique()
+        edges = correlation_graphs(returns, graph, sectors=sectors, dtype=graph.dtype)
+        neighbors = neighbor_table(edges, returns)
+    return ContextTables(
+        market=market_table(base), sector=sector_table(base), margin=margin, edges=edges, neighbors=neighbors
+    )
 
 
 def attach_context(rows: pl.DataFrame, tables: ContextTables) -> pl.DataFrame:
     """Join the context tables onto base rows (any subset of the panel); sorted by
     (code, date)."""
     joined = rows.join(tables.market, on="date", how="left").join(tables.sector, on=["date", "sector"], how="left")
+    if tables.neighbors is not None:
+        joined = joined.join(tables.neighbors, on=["date", "code"], how="left")
     return join_margin(joined, tables.margin).sort("code", "date")
 
 
-def prepare_panel(panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Sequence[int]) -> pl.DataFrame:
+def prepare_panel(
+    panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Sequence[int], graph: GraphConfig | None = None
+) -> pl.DataFrame:
     """The whole prepared panel in memory: :func:`prepare_base` with the context tables
     attached. Large builds keep the base and attach per chunk instead (``kizashi.build``)."""
     base = prepare_base(panel, horizons)
-    return attach_context(base, context_tables(base, margin))
+    return attach_context(base, context_tables(base, margin, graph))
 
 
 def _stage_exprs(specs: Sequence[FeatureSpec], stage: int, dtype: pl.DataType) -> list[pl.Expr]:
@@ -232,14 +260,17 @@ def compute_features(
     clip: float = 5.0,
     dtype: pl.DataType = pl.Float32(),
     chunk_days: int | None = None,
+    graph: GraphConfig | None = None,
 ) -> tuple[pl.DataFrame, list[FeatureSpec]]:
     """In-memory convenience: adjusted panel -> (frame of :func:`output_columns`, specs).
-    For large panels write chunks to disk instead (``kizashi.build``)."""
+    ``graph`` (an enabled GraphConfig) builds the correlation graphs and with them the
+    ``peers`` family. For large panels write chunks to disk instead (``kizashi.build``)."""
     from kizashi.features.registry import resolve_specs
 
-    prepared = prepare_panel(panel, margin, horizons)
-    specs = resolve_specs(feature_context(prepared, margin), families, exclude)
+    base = prepare_base(panel, horizons)
+    tables = context_tables(base, margin, graph)
+    specs = resolve_specs(feature_context(base, margin, tables.neighbors is not None), families, exclude)
     chunks = iter_feature_chunks(
-        prepared, specs, horizons, chunk_days=chunk_days, normalization=normalization, clip=clip, dtype=dtype
+        base, specs, horizons, tables=tables, chunk_days=chunk_days, normalization=normalization, clip=clip, dtype=dtype
     )
     return pl.concat(list(chunks)), specs

@@ -13,6 +13,7 @@ from kizashi.features.interactions import interactions_family
 from kizashi.features.margin import margin_family
 from kizashi.features.market import market_family
 from kizashi.features.maturity import maturity_family
+from kizashi.features.peers import peers_family
 from kizashi.features.range_gap import range_gap_family
 from kizashi.features.returns import returns_family
 from kizashi.features.sector import sector_family, sector_onehot_family
@@ -42,6 +43,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("maturity", maturity_family, "enough-history flags per window"),
     Family("calendar", calendar_family, "weekday, month, period ends, gaps, regimes"),
     Family("margin", margin_family, "weekly margin balances as of publication"),
+    Family("peers", peers_family, "correlation-graph neighbours: peer returns, residual vs peers"),
     Family("cross_section", cross_section_family, "per-day ranks and z-scores"),
     Family("interactions", interactions_family, "products/ratios of features"),
 )

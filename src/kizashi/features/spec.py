@@ -50,8 +50,10 @@ class FeatureContext:
     Attributes:
         sectors: sector names present (sorted), for one-hot columns.
         has_margin: whether weekly margin balances were given.
+        has_graph: whether per-day correlation graphs were built (neighbour columns).
     """
 
     sectors: tuple[str, ...] = ()
     has_margin: bool = False
+    has_graph: bool = False
     extra: dict[str, object] = field(default_factory=dict)

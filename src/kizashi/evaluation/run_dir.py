@@ -1,0 +1,129 @@
+"""The run directory: what a walk-forward run writes and what reports read.
+
+A run directory (``artifacts/runs/<name>``) holds, all written atomically::
+
+    run.json                 RunInfo: model, dataset, horizons, seed, control flag, folds,
+                             feature names, config, data caveats, created time, references
+                             (e.g. the synthetic oracle's RankIC on the same test days)
+    predictions.parquet      one row per (date, code, horizon) of the test windows:
+                               date: Date, code: Utf8, fold: Int32, horizon: Int32,
+                               prediction: Float64,
+                               target: Float64         forward return over ``horizon`` days
+                                                       (target_return_{h}d, not normalized)
+                               forward_return_1d: Float64   next day's return, used by the
+                                                       daily-rebalanced long-short portfolio
+    daily.parquet            one row per (horizon, date):
+                               horizon: Int32, date: Date, n: Int32, ic: Float64,
+                               rank_ic: Float64, long_short_gross: Float64,
+                               long_short_net: Float64, turnover: Float64
+    summary.json / .csv      per horizon: the metrics of ``SUMMARY_FIELDS``
+    deciles.csv              horizon, decile (1 = lowest prediction), mean_return, n_days
+    folds.csv                per (fold, horizon): fold, horizon, train_start, train_end,
+                             valid_start, valid_end, test_start, test_end, best_iteration,
+                             n_test_days, ic_mean, rank_ic_mean
+    feature_importance.csv   fold, horizon, feature, gain, split (absent for models without one)
+    report/index.html        written by ``kizashi report RUN_DIR`` (+ report/*.png)
+
+Every table is long (a ``horizon`` column), so one reader serves every horizon.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from kizashi.errors import KizashiError
+
+RUN_INFO = "run.json"
+PREDICTIONS = "predictions.parquet"
+DAILY = "daily.parquet"
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+DECILES = "deciles.csv"
+FOLDS = "folds.csv"
+FEATURE_IMPORTANCE = "feature_importance.csv"
+REPORT_DIR = "report"
+
+PREDICTION_SCHEMA = {
+    "date": pl.Date,
+    "code": pl.Utf8,
+    "fold": pl.Int32,
+    "horizon": pl.Int32,
+    "prediction": pl.Float64,
+    "target": pl.Float64,
+    "forward_return_1d": pl.Float64,
+}
+
+# The per-horizon summary, in display order.
+SUMMARY_FIELDS = (
+    "n_days",
+    "ic_mean",
+    "ic_std",
+    "icir",
+    "ic_tstat",
+    "rank_ic_mean",
+    "rank_ic_std",
+    "rank_icir",
+    "rank_ic_tstat",
+    "hit_rate",
+    "decile_spread",
+    "ls_annual_return",
+    "ls_annual_volatility",
+    "ls_sharpe",
+    "ls_max_drawdown",
+    "ls_turnover",
+    "ls_annual_return_net",
+    "ls_sharpe_net",
+)
+
+
+@dataclass
+class RunInfo:
+    """``run.json``: what was run, on what, and what a reader must know about the data."""
+
+    model: str
+    dataset: str
+    horizons: list[int]
+    seed: int
+    control: bool = False
+    n_folds: int = 0
+    features: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    caveats: list[str] = field(default_factory=list)
+    source: str = ""
+    created: str = ""
+    # Reference figures measured on the same test days, e.g. {"oracle_rank_ic_mean": {"1": 0.11}}
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunInfo:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """``path`` as a run directory, or a clear error naming what is missing."""
+    run = Path(path)
+    if not run.is_dir():
+        raise KizashiError(f"{run}: no such run directory (run `kizashi evaluate` first)")
+    missing = [n for n in (RUN_INFO, PREDICTIONS, DAILY, SUMMARY_JSON) if not (run / n).exists()]
+    if missing:
+        raise KizashiError(f"{run}: not a complete run directory, missing {', '.join(missing)}")
+    return run
+
+
+def read_run_info(run: str | Path) -> RunInfo:
+    return RunInfo.from_dict(json.loads((Path(run) / RUN_INFO).read_text(encoding="utf-8")))
+
+
+def read_summary(run: str | Path) -> dict[int, dict[str, float]]:
+    """{horizon: {metric: value}} from ``summary.json``."""
+    raw = json.loads((Path(run) / SUMMARY_JSON).read_text(encoding="utf-8"))
+    return {int(h): metrics for h, metrics in raw.items()}

@@ -1,0 +1,311 @@
+"""The walk-forward runner: for each fold and horizon fit, predict the test window, collect;
+then evaluate every prediction and write a run directory (``kizashi.evaluation.run_dir``).
+
+    dataset (built or reused) -> folds (kizashi.splits, purge + embargo) ->
+      per (fold, horizon): fit on train, early-stop on validation, predict test ->
+      predictions.parquet -> metrics (kizashi.evaluation) -> summary / daily / deciles /
+      folds / feature importance
+
+The shuffled-target control (``control=True``) permutes the training and validation labels
+among the stocks of each day (test targets stay real): whatever the model then "finds" is
+noise, so its out-of-sample RankIC must be close to zero.
+
+A synthetic dataset carries the planted signal's oracle (``oracle_return_1d``); its RankIC
+on the same test days is recorded in ``run.json`` (``references``) as the ceiling.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.build import build_dataset, read_metadata, scan_features
+from kizashi.config import DataBuildConfig, EvaluateConfig, dump_config
+from kizashi.errors import ConfigError, KizashiError
+from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
+from kizashi.evaluation.run_dir import (
+    DAILY,
+    DECILES,
+    FEATURE_IMPORTANCE,
+    FOLDS,
+    PREDICTION_SCHEMA,
+    PREDICTIONS,
+    RUN_INFO,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    RunInfo,
+)
+from kizashi.features.targets import target_rank_name, target_return_name
+from kizashi.log import progress
+from kizashi.splits import Fold, walk_forward_folds
+from kizashi.training.lightgbm_baseline import fit_booster
+
+log = logging.getLogger(__name__)
+
+ORACLE_COLUMN = "oracle_return_1d"
+SYNTHETIC_CAVEAT = (
+    "Synthetic market (kizashi.data.synthetic): the signal is planted and known; the figures "
+    "say how much of it a model recovers, nothing about real markets."
+)
+
+
+@dataclass
+class WalkForwardResult:
+    run_dir: Path
+    info: RunInfo
+    summary: dict[int, dict[str, Any]]
+    seconds: float
+
+
+def ensure_dataset(config: DataBuildConfig) -> Path:
+    """The dataset directory of ``config``: reused when a dataset built from the same config
+    is there, (re)built otherwise."""
+    out = Path(config.output.dir)
+    try:
+        metadata = read_metadata(out)
+    except FileNotFoundError:
+        metadata = None
+    if metadata is not None and metadata.get("config") == dump_config(config):
+        log.info("reusing dataset %s (built %s)", out, metadata.get("created_utc"))
+        return out
+    if metadata is not None:
+        log.info("dataset %s was built from another config: rebuilding", out)
+    build_dataset(config, out)
+    return out
+
+
+def _day_shuffled(labels: np.ndarray, day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``labels`` [N] permuted among the rows of each day (``day`` [N] integer ids)."""
+    by_day = np.lexsort((np.arange(len(day)), day))
+    shuffled_by_day = np.lexsort((rng.random(len(day)), day))
+    out = np.empty_like(labels)
+    out[by_day] = labels[shuffled_by_day]
+    return out
+
+
+def _caveats(config: EvaluateConfig, metadata: dict[str, Any]) -> list[str]:
+    caveats = list(config.caveats)
+    if str(metadata.get("source", "")).startswith("synthetic") or config.data.input.path is None:
+        caveats.append(SYNTHETIC_CAVEAT)
+    for note in metadata.get("notes", []):
+        caveats.append(f"Input note: {note}")
+    return caveats
+
+
+def _resolve_columns(config: EvaluateConfig, metadata: dict[str, Any]) -> tuple[list[str], list[int]]:
+    available = metadata["feature_columns"]
+    features = config.features or list(available)
+    if config.signal is not None:
+        features = [config.signal.feature]  # the one-feature baseline reads nothing else
+    unknown = sorted(set(features) - set(available))
+    if unknown:
+        raise ConfigError(f"features: not in the dataset: {', '.join(unknown[:10])} (see `kizashi data columns`)")
+    dataset_horizons = config.data.targets.horizons
+    horizons = config.horizons or list(dataset_horizons)
+    missing = sorted(set(horizons) - set(dataset_horizons))
+    if missing:
+        raise ConfigError(f"horizons: {missing} not built in the dataset (targets.horizons = {dataset_horizons})")
+    return features, horizons
+
+
+def _load_frame(dataset_dir: Path, features: list[str], horizons: list[int], metadata: dict[str, Any]) -> pl.DataFrame:
+    wanted = ["date", "code", *features]
+    for h in sorted(set(horizons) | {1}):
+        for name in (target_return_name(h), target_rank_name(h)):
+            if name in metadata["target_columns"] and name not in wanted:
+                wanted.append(name)
+    if ORACLE_COLUMN in metadata.get("oracle_columns", []):
+        wanted.append(ORACLE_COLUMN)
+    return scan_features(dataset_dir).select(wanted).sort("date", "code").collect()
+
+
+def run_walk_forward(
+    config: EvaluateConfig, *, control: bool = False, out_dir: str | Path | None = None
+) -> WalkForwardResult:
+    """Fit, predict and evaluate every (fold, horizon); write the run directory."""
+    started = time.perf_counter()
+    dataset_dir = ensure_dataset(config.data)
+    metadata = read_metadata(dataset_dir)
+    features, horizons = _resolve_columns(config, metadata)
+    frame = _load_frame(dataset_dir, features, horizons, metadata)
+    calendar = frame.get_column("date").unique().sort()
+    try:
+        folds = walk_forward_folds(calendar, config.splits, max(horizons))
+    except ValueError as err:
+        raise ConfigError(f"splits: {err}") from None
+    log.info(
+        "walk-forward: %d rows x %d features, %d folds x %d horizons%s",
+        frame.height, len(features), len(folds), len(horizons), " (shuffled-target control)" if control else "",
+    )
+
+    x = frame.select(features).to_numpy().astype(np.float32, copy=False)  # [N, F], NaN = missing
+    dates = frame.get_column("date").to_numpy().astype("datetime64[D]")
+    day = frame.get_column("date").rank("dense").to_numpy().astype(np.int64)
+    rng = np.random.default_rng(config.seed)
+    forward_1d = _column(frame, target_return_name(1))
+
+    predictions, importance, fold_rows = [], [], []
+    tasks = [(fold, h) for fold in folds for h in horizons]
+    for fold, horizon in progress(tasks, "walk-forward fits"):
+        labels = _labels(frame, horizon, config.model.label)
+        if control:
+            labels = _day_shuffled(labels, day, rng)
+        train = np.isin(dates, fold.train_dates) & np.isfinite(labels)
+        valid = np.isin(dates, fold.val_dates) & np.isfinite(labels)
+        test = np.isin(dates, fold.test_dates)
+        if not train.any() or not test.any():
+            raise KizashiError(f"fold {fold.index}: no training or test rows for horizon {horizon}d")
+        if config.signal is not None:
+            fitted = SignalModel(features.index(config.signal.feature), config.signal.sign)
+        else:
+            fitted = fit_booster(
+                x[train], labels[train], x[valid] if valid.any() else None, labels[valid] if valid.any() else None,
+                features, config.model, config.seed + fold.index, valid_day=day[valid],
+            )
+        predictions.append(
+            pl.DataFrame(
+                {
+                    "date": frame.get_column("date").filter(test),
+                    "code": frame.get_column("code").filter(test),
+                    "fold": np.full(int(test.sum()), fold.index, dtype=np.int32),
+                    "horizon": np.full(int(test.sum()), horizon, dtype=np.int32),
+                    "prediction": fitted.predict(x[test]),
+                    "target": _column(frame, target_return_name(horizon))[test],
+                    "forward_return_1d": forward_1d[test],
+                },
+                schema=PREDICTION_SCHEMA,
+            )
+        )
+        if fitted.importance_gain is not None:
+            importance.append(
+                pl.DataFrame(
+                    {
+                        "fold": fold.index,
+                        "horizon": horizon,
+                        "feature": features,
+                        "gain": fitted.importance_gain,
+                        "split": fitted.importance_split,
+                    }
+                )
+            )
+        fold_rows.append(_fold_row(fold, horizon, fitted.best_iteration, predictions[-1]))
+        log.info(
+            "fold %d, %dd: %d train / %d valid / %d test rows, best iteration %d, test RankIC %.4f",
+            fold.index, horizon, int(train.sum()), int(valid.sum()), int(test.sum()),
+            fitted.best_iteration, fold_rows[-1]["rank_ic_mean"] or float("nan"),
+        )
+
+    all_predictions = pl.concat(predictions).sort("horizon", "date", "code")
+    metrics = config.metrics
+    evaluation = evaluate_predictions(
+        all_predictions,
+        n_quantiles=metrics.n_quantiles,
+        long_short=metrics.long_short,
+        periods_per_year=metrics.periods_per_year,
+    )
+    info = RunInfo(
+        model=_model_name(config),
+        dataset=str(dataset_dir),
+        horizons=list(horizons),
+        seed=config.seed,
+        control=control,
+        n_folds=len(folds),
+        features=features,
+        config=dump_config(config),
+        caveats=_caveats(config, metadata),
+        source=str(metadata.get("source", "")),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        references=_oracle_reference(frame, folds, horizons),
+    )
+    out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        all_predictions.write_parquet(tmp / PREDICTIONS)
+        evaluation.daily.write_parquet(tmp / DAILY)
+        write_json_atomic(tmp / SUMMARY_JSON, {str(h): v for h, v in evaluation.summary.items()})
+        summary_table(evaluation.summary).write_csv(tmp / SUMMARY_CSV)
+        evaluation.deciles.write_csv(tmp / DECILES)
+        pl.DataFrame(fold_rows).write_csv(tmp / FOLDS)
+        if importance:
+            pl.concat(importance).write_csv(tmp / FEATURE_IMPORTANCE)
+        write_json_atomic(tmp / RUN_INFO, info.to_dict())
+    seconds = time.perf_counter() - started
+    log.info("wrote run %s in %.1fs", out, seconds)
+    return WalkForwardResult(run_dir=out, info=info, summary=evaluation.summary, seconds=seconds)
+
+
+@dataclass
+class SignalModel:
+    """The one-feature baseline: ``sign`` x feature column ``index`` (nothing is fitted)."""
+
+    index: int
+    sign: int
+    best_iteration: int = 0
+    importance_gain: None = None
+    importance_split: None = None
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """``features`` [N, F] -> [N] float64."""
+        return self.sign * features[:, self.index].astype(np.float64)
+
+
+def _model_name(config: EvaluateConfig) -> str:
+    if config.signal is None:
+        return "lightgbm"
+    return f"signal: {'-' if config.signal.sign < 0 else '+'}{config.signal.feature}"
+
+
+def _column(frame: pl.DataFrame, name: str) -> np.ndarray:
+    """A float64 column as numpy (NaN = null); all-NaN when the dataset lacks it."""
+    if name not in frame.columns:
+        return np.full(frame.height, np.nan)
+    return frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _labels(frame: pl.DataFrame, horizon: int, kind: str) -> np.ndarray:
+    """Training labels [N] for ``horizon``: the centred per-day rank, or the raw return."""
+    if kind == "rank":
+        return _column(frame, target_rank_name(horizon)) - 0.5
+    return _column(frame, target_return_name(horizon))
+
+
+def _fold_row(fold: Fold, horizon: int, best_iteration: int, predictions: pl.DataFrame) -> dict[str, Any]:
+    daily = daily_ic(predictions)
+    parts = {name: getattr(fold, f"{name}_dates") for name in ("train", "val", "test")}
+    row: dict[str, Any] = {"fold": fold.index, "horizon": horizon}
+    for name, key in (("train", "train"), ("val", "valid"), ("test", "test")):
+        part = parts[name]
+        row[f"{key}_start"] = str(part[0]) if len(part) else None
+        row[f"{key}_end"] = str(part[-1]) if len(part) else None
+    row["best_iteration"] = best_iteration
+    row["n_test_days"] = len(parts["test"])
+    row["ic_mean"] = daily.get_column("ic").mean()
+    row["rank_ic_mean"] = daily.get_column("rank_ic").mean()
+    return row
+
+
+def _oracle_reference(frame: pl.DataFrame, folds: list[Fold], horizons: list[int]) -> dict[str, dict[str, float]]:
+    """Mean daily RankIC of the planted signal's oracle on the test days, per horizon."""
+    if ORACLE_COLUMN not in frame.columns:
+        return {}
+    test_dates = np.concatenate([f.test_dates for f in folds])
+    in_test = np.isin(frame.get_column("date").to_numpy().astype("datetime64[D]"), test_dates)
+    rows = frame.filter(pl.Series(in_test))
+    oracle: dict[str, float] = {}
+    for h in horizons:
+        scored = rows.select(
+            "date",
+            pl.col(ORACLE_COLUMN).alias("prediction"),
+            pl.col(target_return_name(h)).alias("target"),
+        )
+        value = daily_ic(scored, by=("date",)).get_column("rank_ic").mean()
+        oracle[str(h)] = float(value) if value is not None else float("nan")
+    return {"oracle_rank_ic_mean": oracle}

@@ -1,0 +1,365 @@
+"""The HTML report of a run directory: structure, plots, caveats, control banner, and that
+every image really loads in a headless browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from browser import image_load_states, require_browser
+
+from kizashi.errors import KizashiError
+from kizashi.evaluation.report import CONTROL_BANNER, NO_CAVEATS, write_report
+from kizashi.evaluation.run_dir import (
+    DAILY,
+    DECILES,
+    FEATURE_IMPORTANCE,
+    FOLDS,
+    PREDICTION_SCHEMA,
+    PREDICTIONS,
+    RUN_INFO,
+    SUMMARY_CSV,
+    SUMMARY_FIELDS,
+    SUMMARY_JSON,
+    RunInfo,
+)
+
+HORIZONS = [1, 5]
+N_DAYS = 300
+N_CODES = 24
+N_FEATURES = 40
+PLOTS_PER_HORIZON = (
+    "cumulative_ic",
+    "rank_ic_by_year",
+    "deciles",
+    "long_short",
+    "feature_importance",
+)
+CAVEAT = "Universe = today's <S&P 500> members: survivorship bias inflates returns"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _business_days(start: dt.date, n: int) -> list[dt.date]:
+    days, day = [], start
+    while len(days) < n:
+        if day.weekday() < 5:
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def make_run_dir(
+    path: Path, *, control: bool = False, caveats: list[str] | None = None, seed: int = 3
+) -> Path:
+    """A small but self-consistent run directory: every table is derived from the predictions."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    dates = _business_days(dt.date(2022, 6, 1), N_DAYS)  # spans 2022 and 2023
+    codes = [f"{1300 + i}" for i in range(N_CODES)]
+    features = [f"feature_{i:02d}" for i in range(N_FEATURES)]
+    fold_of_day = np.repeat([0, 1], N_DAYS // 2)
+
+    n = N_DAYS * N_CODES
+    signal = rng.normal(size=n)
+    next_day = 0.002 * signal + 0.01 * rng.normal(size=n)
+    frames = []
+    for h in HORIZONS:
+        target = 0.002 * h * signal + 0.01 * np.sqrt(h) * rng.normal(size=n)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "date": [d for d in dates for _ in codes],
+                    "code": codes * N_DAYS,
+                    "fold": np.repeat(fold_of_day, N_CODES),
+                    "horizon": h,
+                    "prediction": signal + rng.normal(size=n),
+                    "target": target,
+                    "forward_return_1d": next_day,
+                },
+                schema=PREDICTION_SCHEMA,
+            )
+        )
+    predictions = pl.concat(frames)
+    predictions.write_parquet(path / PREDICTIONS)
+
+    ranked = predictions.with_columns(
+        (
+            (pl.col("prediction").rank("ordinal").over("horizon", "date") - 1)
+            * 10
+            // pl.len().over("horizon", "date")
+            + 1
+        )
+        .cast(pl.Int32)
+        .alias("decile")
+    )
+    daily = (
+        ranked.group_by("horizon", "date")
+        .agg(
+            pl.len().cast(pl.Int32).alias("n"),
+            pl.corr("prediction", "target").alias("ic"),
+            pl.corr("prediction", "target", method="spearman").alias("rank_ic"),
+            (
+                pl.col("forward_return_1d").filter(pl.col("decile") == 10).mean()
+                - pl.col("forward_return_1d").filter(pl.col("decile") == 1).mean()
+            ).alias("long_short_gross"),
+        )
+        .with_columns(pl.lit(0.4).alias("turnover"))
+        .with_columns(
+            (pl.col("long_short_gross") - 0.001 * pl.col("turnover")).alias("long_short_net")
+        )
+        .select(
+            "horizon",
+            "date",
+            "n",
+            "ic",
+            "rank_ic",
+            "long_short_gross",
+            "long_short_net",
+            "turnover",
+        )
+        .sort("horizon", "date")
+    )
+    daily.write_parquet(path / DAILY)
+
+    deciles = (
+        ranked.group_by("horizon", "date", "decile")
+        .agg(pl.col("target").mean())
+        .group_by("horizon", "decile")
+        .agg(pl.col("target").mean().alias("mean_return"), pl.len().cast(pl.Int32).alias("n_days"))
+        .sort("horizon", "decile")
+    )
+    deciles.write_csv(path / DECILES)
+
+    summary = {}
+    for h in HORIZONS:
+        day = daily.filter(pl.col("horizon") == h)
+        ic, ric = day["ic"].to_numpy(), day["rank_ic"].to_numpy()
+        gross, net = day["long_short_gross"].to_numpy(), day["long_short_net"].to_numpy()
+        wealth = np.cumprod(1 + gross)
+        dec = deciles.filter(pl.col("horizon") == h)["mean_return"].to_numpy()
+        values = {
+            "n_days": day.height,
+            "ic_mean": ic.mean(),
+            "ic_std": ic.std(),
+            "icir": ic.mean() / ic.std(),
+            "ic_tstat": ic.mean() / ic.std() * np.sqrt(len(ic)),
+            "rank_ic_mean": ric.mean(),
+            "rank_ic_std": ric.std(),
+            "rank_icir": ric.mean() / ric.std(),
+            "rank_ic_tstat": ric.mean() / ric.std() * np.sqrt(len(ric)),
+            "hit_rate": (ric > 0).mean(),
+            "decile_spread": dec[-1] - dec[0],
+            "ls_annual_return": gross.mean() * 252,
+            "ls_annual_volatility": gross.std() * np.sqrt(252),
+            "ls_sharpe": gross.mean() / gross.std() * np.sqrt(252),
+            "ls_max_drawdown": (wealth / np.maximum.accumulate(wealth) - 1).min(),
+            "ls_turnover": 0.4,
+            "ls_annual_return_net": net.mean() * 252,
+            "ls_sharpe_net": float("nan") if h == 5 else net.mean() / net.std() * np.sqrt(252),
+        }
+        assert tuple(values) == SUMMARY_FIELDS
+        summary[str(h)] = {
+            k: (None if isinstance(v, float) and np.isnan(v) else float(v))
+            for k, v in values.items()
+        }
+    (path / SUMMARY_JSON).write_text(json.dumps(summary), encoding="utf-8")
+    pl.DataFrame([{"horizon": int(h), **m} for h, m in summary.items()]).write_csv(
+        path / SUMMARY_CSV
+    )
+
+    half = N_DAYS // 2
+    pl.DataFrame(
+        [
+            {
+                "fold": fold,
+                "horizon": h,
+                "train_start": dt.date(2018, 1, 1),
+                "train_end": dates[fold * half] - dt.timedelta(days=20),
+                "valid_start": dates[fold * half] - dt.timedelta(days=15),
+                "valid_end": dates[fold * half] - dt.timedelta(days=5),
+                "test_start": dates[fold * half],
+                "test_end": dates[fold * half + half - 1],
+                "best_iteration": 120 + 10 * fold,
+                "n_test_days": half,
+                "ic_mean": 0.05,
+                "rank_ic_mean": 0.06,
+            }
+            for fold in (0, 1)
+            for h in HORIZONS
+        ]
+    ).write_csv(path / FOLDS)
+
+    pl.DataFrame(
+        [
+            {
+                "fold": fold,
+                "horizon": h,
+                "feature": f,
+                "gain": float(rng.gamma(2.0) * (N_FEATURES - i)),
+                "split": int(5 + i),
+            }
+            for fold in (0, 1)
+            for h in HORIZONS
+            for i, f in enumerate(features)
+        ]
+    ).write_csv(path / FEATURE_IMPORTANCE)
+
+    info = RunInfo(
+        model="lightgbm",
+        dataset="synthetic & <test>",
+        horizons=HORIZONS,
+        seed=seed,
+        control=control,
+        n_folds=2,
+        features=features,
+        config={"model": {"num_leaves": 31}},
+        caveats=[CAVEAT] if caveats is None else caveats,
+        source="tests/test_report.py",
+        created="2024-01-02T03:04:05+00:00",
+    )
+    (path / RUN_INFO).write_text(json.dumps(info.to_dict()), encoding="utf-8")
+    return path
+
+
+def image_sources(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def assert_valid_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path.name} is not a PNG"
+    assert len(data) > 5_000, f"{path.name} is suspiciously small ({len(data)} bytes)"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 300 and height > 200, f"{path.name} is {width}x{height}"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = make_run_dir(tmp_path_factory.mktemp("report") / "run")
+    return write_report(run)
+
+
+def test_report_lists_every_plot_as_a_valid_png(report: Path) -> None:
+    run = report.parent.parent
+    assert report == run / "report" / "index.html"
+    page = report.read_text(encoding="utf-8")
+    sources = image_sources(page)
+    expected = {f"{name}_h{h}.png" for h in HORIZONS for name in PLOTS_PER_HORIZON}
+    assert set(sources) == expected and len(sources) == len(expected)
+    assert {p.name for p in report.parent.glob("*.png")} == expected
+    for name in expected:
+        assert_valid_png(report.parent / name)
+    assert all(re.search(rf'<img src="{re.escape(s)}" alt="[^"]+"', page) for s in sources)
+    # Nothing temporary is left beside the report.
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_report_html_content(report: Path) -> None:
+    page = report.read_text(encoding="utf-8")
+    assert "<title>kizashi run report — lightgbm on synthetic &amp; &lt;test&gt;</title>" in page
+    assert "synthetic & <test>" not in page  # escaped everywhere
+    # Run info.
+    for text in (
+        "2024-01-02T03:04:05+00:00",
+        "<th>seed</th><td>3</td>",
+        "<th>folds</th><td>2</td>",
+        f"<th>features</th><td>{N_FEATURES}</td>",
+        "<th>control (shuffled target)</th><td>no</td>",
+    ):
+        assert text in page
+    # Caveats, escaped; no control banner.
+    assert 'id="caveats">Data caveats</h2>' in page
+    assert "Universe = today&#x27;s &lt;S&amp;P 500&gt; members" in page
+    assert NO_CAVEATS not in page
+    assert CONTROL_BANNER not in page and 'id="control-banner"' not in page
+    # Summary table: one column per horizon, every field, sensible formats, NaN/None as a dash.
+    summary = page[page.index('id="summary"') : page.index('id="folds"')]
+    assert "<th>1d</th><th>5d</th>" in summary
+    assert summary.count("<tr><th title=") == len(SUMMARY_FIELDS)
+    assert re.search(r'title="n_days">days</th><td class="num">300</td>', summary)
+    assert re.search(r'title="hit_rate">[^<]*</th><td class="num">\d+\.\d\d%</td>', summary)
+    assert re.search(r'title="rank_ic_mean">[^<]*</th><td class="num">-?0\.\d{4}</td>', summary)
+    assert re.search(
+        r'title="ls_sharpe_net">[^<]*</th><td class="num">-?\d+\.\d\d</td><td class="num">—</td>',
+        summary,
+    )
+    # Folds table: 2 folds x 2 horizons, dates shown as dates.
+    folds = page[page.index('id="folds"') : page.index('id="h1"')]
+    assert folds.count("<tr><td") == 4
+    assert "best_iteration" in folds and "2018-01-01" in folds
+    # Self-contained: inline CSS, no scripts, no external resources.
+    assert "<style>" in page
+    assert "<script" not in page and "<link" not in page and "http" not in page
+
+
+def test_control_run_without_feature_importance(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run", control=True, caveats=[])
+    (run / FEATURE_IMPORTANCE).unlink()
+    index = write_report(run, tmp_path / "elsewhere")
+    assert index == tmp_path / "elsewhere" / "index.html"
+    assert not (run / "report").exists()
+    page = index.read_text(encoding="utf-8")
+    assert page.count(CONTROL_BANNER) == 1 and 'id="control-banner"' in page
+    assert "<th>control (shuffled target)</th><td>yes</td>" in page
+    assert 'id="caveats">Data caveats</h2>' in page and NO_CAVEATS.replace("'", "&#x27;") in page
+    assert "feature_importance.csv not found" in page
+    sources = image_sources(page)
+    assert not any(s.startswith("feature_importance") for s in sources)
+    assert len(sources) == len(HORIZONS) * (len(PLOTS_PER_HORIZON) - 1)
+    assert {p.name for p in index.parent.glob("*.png")} == set(sources)
+
+
+def test_rewrite_replaces_the_old_report(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run")
+    (run / "report").mkdir()
+    (run / "report" / "stale.png").write_bytes(b"old")
+    (run / DECILES).unlink()  # optional: the decile plot becomes a note
+    index = write_report(run)
+    assert not (run / "report" / "stale.png").exists()
+    assert "deciles.csv not found" in index.read_text(encoding="utf-8")
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_missing_or_incomplete_run_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(KizashiError, match="no such run directory"):
+        write_report(tmp_path / "absent")
+    run = tmp_path / "partial"
+    run.mkdir()
+    (run / RUN_INFO).write_text("{}", encoding="utf-8")
+    with pytest.raises(KizashiError, match=r"missing .*daily\.parquet"):
+        write_report(run)
+    assert not (run / "report").exists()
+
+
+def test_bad_daily_table_is_a_clear_error(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run")
+    pl.read_parquet(run / DAILY).drop("rank_ic").write_parquet(run / DAILY)
+    with pytest.raises(KizashiError, match=r"daily\.parquet: missing column\(s\) rank_ic"):
+        write_report(run)
+    assert not (run / "report").exists()
+
+
+def test_every_image_loads_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    browser = require_browser()
+    copy = shutil.copytree(report.parent, tmp_path / "report")
+    expected = image_sources(report.read_text(encoding="utf-8"))
+    # A deliberately broken image proves that the probe tells loaded from failed images.
+    states = image_load_states(
+        browser, copy / "index.html", extra_html='<img src="no-such-image.png" alt="broken">'
+    )
+    by_src = {s["src"]: s for s in states}
+    assert len(states) == len(expected) + 1
+    assert by_src["no-such-image.png"]["naturalWidth"] == 0
+    not_loaded = [
+        s for s in states if s["src"] in expected and not (s["complete"] and s["naturalWidth"] > 0)
+    ]
+    assert not_loaded == [], f"images that did not load in {browser}: {not_loaded}"
+    assert all(
+        by_src[s]["naturalWidth"] > 300 and by_src[s]["naturalHeight"] > 200 for s in expected
+    )
