@@ -157,3 +157,17 @@ def test_cli_evaluate_and_report(tmp_path):
     assert (tmp_path / "cli" / "report" / "index.html").exists()
     missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "no such run directory" in " ".join(missing.output.split())
+
+
+def test_dataset_is_reused_only_when_built_from_the_same_config(tmp_path):
+    from kizashi.build import read_metadata
+    from kizashi.training.walk_forward import ensure_dataset
+
+    config = _small(tmp_path, "unused").data
+    out = ensure_dataset(config)
+    first = read_metadata(out)["created_utc"], (out / "metadata.json").stat().st_mtime_ns
+    ensure_dataset(config)
+    assert (out / "metadata.json").stat().st_mtime_ns == first[1], "same config: reused"
+    changed = config.model_copy(update={"synthetic": config.synthetic.model_copy(update={"seed": 4})})
+    ensure_dataset(changed)
+    assert read_metadata(out)["config"]["synthetic"]["seed"] == 4, "another config: rebuilt"
