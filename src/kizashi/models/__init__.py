@@ -1,0 +1,28 @@
+"""Models and their registry. Importing this package registers every built-in model.
+
+    from kizashi.models import create_model, list_models, model_presets
+    model = create_model("atft_gat_fan", preset="small", n_features=400)
+"""
+
+from kizashi.models.registry import (
+    ModelEntry,
+    create_model,
+    list_models,
+    model_config,
+    model_presets,
+    register_model,
+)
+
+# Built-in models register themselves on import (keep this list in sync with models/).
+from kizashi.models.atft_gat_fan import ATFTGATFAN, ATFTGATFANConfig  # noqa: E402
+
+__all__ = [
+    "ATFTGATFAN",
+    "ATFTGATFANConfig",
+    "ModelEntry",
+    "create_model",
+    "list_models",
+    "model_config",
+    "model_presets",
+    "register_model",
+]
