@@ -210,6 +210,72 @@ class EvaluateConfig(StrictModel):
     caveats: list[str] = Field(default_factory=list, description="data caveats shown in reports")
 
 
+class ModelSpec(StrictModel):
+    """A model from the registry (``kizashi.models.create_model``): name, preset, overrides."""
+
+    name: str = "atft_gat_fan"
+    preset: str | None = "small"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="config fields of the model")
+
+
+class LossSettings(StrictModel):
+    huber_delta: float = Field(1.0, gt=0, description="Huber loss delta (targets are scaled per day, see target)")
+    horizon_weights: list[float] | None = Field(None, description="e.g. [1.0, 0.8, 0.7, 0.5]; null = equal")
+    quantile_weight: float = Field(1.0, ge=0, description="weight of the pinball loss of the quantile heads")
+    rank_weight: float = Field(0.0, ge=0, description="weight of the per-day correlation-aware term")
+
+
+class OptimizerSettings(StrictModel):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0, description="not applied to norms, biases, LayerScale")
+    lr_factors: dict[str, float] = Field(default_factory=dict, description="module-name prefix -> lr factor")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null = no clipping")
+    warmup_steps: int = Field(0, ge=0)
+
+
+class TrainerSettings(StrictModel):
+    """How the Lightning trainer runs (``kizashi train``)."""
+
+    max_epochs: int = Field(10, ge=1)
+    days_per_batch: int = Field(4, ge=1, description="trading days per optimizer step (one graph batch)")
+    accelerator: str = "auto"
+    devices: int | str = Field(1, description="GPUs (or 'auto'); >1 uses DDP")
+    precision: str = Field("auto", description="auto = bf16-mixed on CUDA, 32-true on CPU")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA teacher for evaluation, e.g. 0.999")
+    nan_guard_limit: int = Field(20, ge=1, description="stop after this many skipped non-finite steps")
+    num_workers: int = Field(0, ge=0)
+    logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    early_stopping_patience: int | None = Field(3, ge=1, description="epochs without validation RankIC@first horizon gain")
+    val_check_interval: float = Field(1.0, gt=0)
+    limit_train_batches: int | float | None = None
+
+
+class TrainConfig(StrictModel):
+    """`kizashi train` - walk-forward training of a neural model (ATFT-GAT-FAN by default).
+
+    ``data_config`` / ``data`` as in :class:`EvaluateConfig`. For every fold (or those in
+    ``folds``) the model is trained on the training days, validated on the validation slice
+    and predicts the test days; predictions are written in the run-directory format, so
+    ``kizashi evaluate --predictions RUN_DIR`` and ``kizashi report`` work on them.
+    """
+
+    data_config: Path | None = None
+    data: DataBuildConfig = Field(default_factory=DataBuildConfig)
+    horizons: list[int] | None = Field(None, description="null = every target horizon of the dataset")
+    window: int = Field(20, ge=1, description="trading days of history per stock (L)")
+    target: Literal["return", "rank"] = Field("rank", description="training target: per-day rank (centred) or return")
+    splits: SplitConfig = Field(default_factory=lambda: SplitConfig(val_days=60))
+    folds: list[int] | None = Field(None, description="fold indices to train; null = all")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    loss: LossSettings = Field(default_factory=LossSettings)
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    seed: int = 0
+    output: RunOutputConfig = Field(default_factory=lambda: RunOutputConfig(dir=Path("artifacts/runs/atft_gat_fan")))
+    caveats: list[str] = Field(default_factory=list)
+
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -259,16 +325,27 @@ def load_config(path: str | Path, model: type[ModelT], overrides: dict[str, Any]
     return config_from_dict(model, data, source=str(path))
 
 
-def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvaluateConfig:
-    """An :class:`EvaluateConfig` from YAML (``None`` = defaults): the file named by its
-    ``data_config`` key is read first and the file's own ``data`` section merged over it."""
+def load_job_config(
+    path: str | Path | None, model: type[ModelT], overrides: dict[str, Any] | None = None
+) -> ModelT:
+    """A job config (:class:`EvaluateConfig`, :class:`TrainConfig`) from YAML (``None`` =
+    defaults): the file named by its ``data_config`` key is read first and the file's own
+    ``data`` section merged over it."""
     data = read_yaml(path) if path is not None else {}
     if overrides:
         data = _deep_merge(data, overrides)
     if data.get("data_config"):
         base = read_yaml(data["data_config"])
         data = {**data, "data": _deep_merge(base, data.get("data") or {})}
-    return config_from_dict(EvaluateConfig, data, source=str(path) if path is not None else "<defaults>")
+    return config_from_dict(model, data, source=str(path) if path is not None else "<defaults>")
+
+
+def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvaluateConfig:
+    return load_job_config(path, EvaluateConfig, overrides)
+
+
+def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    return load_job_config(path, TrainConfig, overrides)
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
