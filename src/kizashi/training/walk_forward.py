@@ -28,7 +28,7 @@ import polars as pl
 
 from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.build import build_dataset, read_metadata, scan_features
-from kizashi.config import DataBuildConfig, EvaluateConfig, dump_config
+from kizashi.config import DataBuildConfig, EvaluateConfig, MetricsConfig, dump_config
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
 from kizashi.evaluation.run_dir import (
@@ -91,9 +91,10 @@ def _day_shuffled(labels: np.ndarray, day: np.ndarray, rng: np.random.Generator)
     return out
 
 
-def _caveats(config: EvaluateConfig, metadata: dict[str, Any]) -> list[str]:
-    caveats = list(config.caveats)
-    if str(metadata.get("source", "")).startswith("synthetic") or config.data.input.path is None:
+def run_caveats(caveats: list[str], data: DataBuildConfig, metadata: dict[str, Any]) -> list[str]:
+    """The data caveats of a run: the config's own, plus what the dataset says of itself."""
+    caveats = list(caveats)
+    if str(metadata.get("source", "")).startswith("synthetic") or data.input.path is None:
         caveats.append(SYNTHETIC_CAVEAT)
     for note in metadata.get("notes", []):
         caveats.append(f"Input note: {note}")
@@ -196,21 +197,13 @@ def run_walk_forward(
                     }
                 )
             )
-        fold_rows.append(_fold_row(fold, horizon, fitted.best_iteration, predictions[-1]))
+        fold_rows.append(fold_row(fold, horizon, fitted.best_iteration, predictions[-1]))
         log.info(
             "fold %d, %dd: %d train / %d valid / %d test rows, best iteration %d, test RankIC %.4f",
             fold.index, horizon, int(train.sum()), int(valid.sum()), int(test.sum()),
             fitted.best_iteration, fold_rows[-1]["rank_ic_mean"] or float("nan"),
         )
 
-    all_predictions = pl.concat(predictions).sort("horizon", "date", "code")
-    metrics = config.metrics
-    evaluation = evaluate_predictions(
-        all_predictions,
-        n_quantiles=metrics.n_quantiles,
-        long_short=metrics.long_short,
-        periods_per_year=metrics.periods_per_year,
-    )
     info = RunInfo(
         model=_model_name(config),
         dataset=str(dataset_dir),
@@ -220,26 +213,56 @@ def run_walk_forward(
         n_folds=len(folds),
         features=features,
         config=dump_config(config),
-        caveats=_caveats(config, metadata),
+        caveats=run_caveats(config.caveats, config.data, metadata),
         source=str(metadata.get("source", "")),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        references=_oracle_reference(frame, folds, horizons),
+        references=oracle_reference(frame, folds, horizons),
     )
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
+    summary = write_run(
+        out,
+        pl.concat(predictions),
+        info,
+        config.metrics,
+        fold_rows=fold_rows,
+        importance=pl.concat(importance) if importance else None,
+    )
+    seconds = time.perf_counter() - started
+    log.info("wrote run %s in %.1fs", out, seconds)
+    return WalkForwardResult(run_dir=out, info=info, summary=summary, seconds=seconds)
+
+
+def write_run(
+    out: str | Path,
+    predictions: pl.DataFrame,
+    info: RunInfo,
+    metrics: MetricsConfig,
+    *,
+    fold_rows: list[dict[str, Any]],
+    importance: pl.DataFrame | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Evaluate ``predictions`` (PREDICTION_SCHEMA rows of every fold and horizon) and write
+    the run directory ``out`` atomically (see ``kizashi.evaluation.run_dir``). Returns the
+    per-horizon summary. Shared by every model's walk-forward job."""
+    predictions = predictions.sort("horizon", "date", "code")
+    evaluation = evaluate_predictions(
+        predictions,
+        n_quantiles=metrics.n_quantiles,
+        long_short=metrics.long_short,
+        periods_per_year=metrics.periods_per_year,
+    )
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        all_predictions.write_parquet(tmp / PREDICTIONS)
+        predictions.write_parquet(tmp / PREDICTIONS)
         evaluation.daily.write_parquet(tmp / DAILY)
         write_json_atomic(tmp / SUMMARY_JSON, {str(h): v for h, v in evaluation.summary.items()})
         summary_table(evaluation.summary).write_csv(tmp / SUMMARY_CSV)
         evaluation.deciles.write_csv(tmp / DECILES)
         pl.DataFrame(fold_rows).write_csv(tmp / FOLDS)
-        if importance:
-            pl.concat(importance).write_csv(tmp / FEATURE_IMPORTANCE)
+        if importance is not None:
+            importance.write_csv(tmp / FEATURE_IMPORTANCE)
         write_json_atomic(tmp / RUN_INFO, info.to_dict())
-    seconds = time.perf_counter() - started
-    log.info("wrote run %s in %.1fs", out, seconds)
-    return WalkForwardResult(run_dir=out, info=info, summary=evaluation.summary, seconds=seconds)
+    return evaluation.summary
 
 
 @dataclass
@@ -277,7 +300,9 @@ def _labels(frame: pl.DataFrame, horizon: int, kind: str) -> np.ndarray:
     return _column(frame, target_return_name(horizon))
 
 
-def _fold_row(fold: Fold, horizon: int, best_iteration: int, predictions: pl.DataFrame) -> dict[str, Any]:
+def fold_row(fold: Fold, horizon: int, best_iteration: int, predictions: pl.DataFrame) -> dict[str, Any]:
+    """One ``folds.csv`` row: the fold's date spans, the model's best iteration (or epoch)
+    and the test window's mean daily IC / RankIC."""
     daily = daily_ic(predictions)
     parts = {name: getattr(fold, f"{name}_dates") for name in ("train", "val", "test")}
     row: dict[str, Any] = {"fold": fold.index, "horizon": horizon}
@@ -292,7 +317,7 @@ def _fold_row(fold: Fold, horizon: int, best_iteration: int, predictions: pl.Dat
     return row
 
 
-def _oracle_reference(frame: pl.DataFrame, folds: list[Fold], horizons: list[int]) -> dict[str, dict[str, float]]:
+def oracle_reference(frame: pl.DataFrame, folds: list[Fold], horizons: list[int]) -> dict[str, dict[str, float]]:
     """Mean daily RankIC of the planted signal's oracle on the test days, per horizon."""
     if ORACLE_COLUMN not in frame.columns:
         return {}
