@@ -84,7 +84,10 @@ runner = CliRunner()
 
 
 def test_cli_help_for_every_command():
-    commands = ([], ["data"], ["data", "build"], ["data", "columns"], ["data", "check"], ["evaluate"], ["report"], ["demo"])
+    commands = (
+        [], ["data"], ["data", "build"], ["data", "columns"], ["data", "check"],
+        ["evaluate"], ["report"], ["models"], ["models", "list"], ["demo"],
+    )
     for args in commands:
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)
@@ -140,3 +143,12 @@ def test_cli_too_short_calendar_is_a_config_error(tmp_path):
     text = " ".join(result.output.split())  # rich wraps long messages
     assert "calendar too short" in text and "trading days needed" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_models_list_counts_parameters():
+    from kizashi.models import create_model
+
+    result = runner.invoke(app, ["models", "list", "--n-features", "100"])
+    assert result.exit_code == 0, result.output
+    small = sum(p.numel() for p in create_model("atft_gat_fan", preset="small", n_features=100).parameters())
+    assert f"{small:,}" in result.output and "base" in result.output

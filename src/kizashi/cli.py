@@ -5,6 +5,7 @@
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
     kizashi evaluate     [--config FILE] [--control] [--out DIR]
     kizashi report       RUN_DIR [--out DIR]
+    kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
 """
 
@@ -370,6 +371,41 @@ def report(
     from kizashi.evaluation.report import write_report
 
     console.print(f"report: {write_report(run_dir, out)}")
+
+
+models_app = typer.Typer(help="Models in the registry (kizashi.models.create_model).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@friendly_errors
+def models_list(
+    n_features: int = typer.Option(400, "--n-features", help="Input width used to count parameters."),
+) -> None:
+    """Every registered model and preset with its parameter count."""
+    from kizashi.models import create_model, list_models, model_presets
+
+    table = Table(title="kizashi models", title_justify="left")
+    for column in ("model", "preset", "parameters", "preset fields"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for name in list_models():
+        for preset, fields in model_presets(name).items():
+            overrides = {"n_features": n_features} if "n_features" in _config_fields(name) else {}
+            model = create_model(name, preset=preset, **overrides)
+            count = sum(p.numel() for p in model.parameters())
+            table.add_row(name, preset, f"{count:,}", ", ".join(f"{k}={v}" for k, v in fields.items()))
+    console.print(table)
+
+
+def _config_fields(name: str) -> set[str]:
+    import dataclasses
+
+    from kizashi.models import model_config
+
+    try:
+        return {f.name for f in dataclasses.fields(model_config(name, n_features=1))}
+    except (TypeError, ValueError):
+        return set()
 
 
 @app.command("demo")
