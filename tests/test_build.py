@@ -86,7 +86,7 @@ runner = CliRunner()
 def test_cli_help_for_every_command():
     commands = (
         [], ["data"], ["data", "build"], ["data", "columns"], ["data", "check"],
-        ["evaluate"], ["report"], ["models"], ["models", "list"], ["demo"],
+        ["evaluate"], ["train"], ["report"], ["models"], ["models", "list"], ["demo"],
     )
     for args in commands:
         result = runner.invoke(app, [*args, "--help"])

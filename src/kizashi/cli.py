@@ -4,6 +4,7 @@
     kizashi data columns [--config FILE] [--family NAME]
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
     kizashi evaluate     [--config FILE] [--control] [--out DIR]
+    kizashi train        [--config FILE] [--resume] [--out DIR] [--devices N]
     kizashi report       RUN_DIR [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
@@ -351,6 +352,41 @@ def evaluate(
     if out is None and control:
         out = Path(str(cfg.output.dir) + "_control")
     result = run_walk_forward(cfg, control=control, out_dir=out)
+    if report:
+        from kizashi.evaluation.report import write_report
+
+        logging.getLogger(__name__).info("report: %s", write_report(result.run_dir))
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "summary": result.summary}, default=str))
+    else:
+        _print_run_summary(result)
+
+
+@app.command("train")
+@friendly_errors
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/atft_gat_fan.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints (same --out)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices per fold: N (>1 = DDP), 'auto', or a list '0,1'."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Walk-forward training of a neural model (ATFT-GAT-FAN); same tables and report as `evaluate`."""
+    from kizashi.config import load_train_config
+    from kizashi.training.train import TrainingInterrupted, run_training
+
+    overrides = None
+    if devices is not None:
+        overrides = {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}}
+    cfg = load_train_config(config, overrides)
+    try:
+        result = run_training(cfg, out_dir=out, resume=resume)
+    except TrainingInterrupted as err:
+        err_console.print(f"[bold yellow]interrupted:[/] {err}", highlight=False)
+        raise typer.Exit(130 if err.signal_name == "SIGINT" else 143) from None
+    if not result.summary:  # a DDP rank other than 0: rank 0 writes and reports
+        return
     if report:
         from kizashi.evaluation.report import write_report
 

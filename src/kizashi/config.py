@@ -255,8 +255,8 @@ class TrainConfig(StrictModel):
 
     ``data_config`` / ``data`` as in :class:`EvaluateConfig`. For every fold (or those in
     ``folds``) the model is trained on the training days, validated on the validation slice
-    and predicts the test days; predictions are written in the run-directory format, so
-    ``kizashi evaluate --predictions RUN_DIR`` and ``kizashi report`` work on them.
+    and predicts the test days; the run directory is written in the same format as
+    ``kizashi evaluate`` (summary, daily, deciles, folds), so ``kizashi report`` works on it.
     """
 
     data_config: Path | None = None

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-import lightning.pytorch as pl
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
@@ -85,10 +85,10 @@ class EMACallback(Callback):
     # -- state -------------------------------------------------------------------------
 
     @staticmethod
-    def _parameters(pl_module: pl.LightningModule) -> dict[str, Tensor]:
+    def _parameters(pl_module: L.LightningModule) -> dict[str, Tensor]:
         return {name: p for name, p in pl_module.named_parameters() if p.is_floating_point()}
 
-    def _ensure(self, pl_module: pl.LightningModule) -> bool:
+    def _ensure(self, pl_module: L.LightningModule) -> bool:
         """Materialize the EMA on the module's device (from a checkpoint when one was
         loaded); returns whether an EMA exists."""
         if self._loaded is not None:
@@ -100,12 +100,12 @@ class EMACallback(Callback):
             self._loaded = None
         return self.ema is not None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._ensure(pl_module):
             self.ema = {n: p.detach().clone() for n, p in self._parameters(pl_module).items()}
             self.updates = 0
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
 
     def current_decay(self) -> float:
@@ -114,7 +114,7 @@ class EMACallback(Callback):
         return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
 
     @torch.no_grad()
-    def update(self, pl_module: pl.LightningModule) -> None:
+    def update(self, pl_module: L.LightningModule) -> None:
         assert self.ema is not None
         params = self._parameters(pl_module)
         names = list(self.ema)
@@ -124,7 +124,7 @@ class EMACallback(Callback):
         self.updates += 1
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # one update per optimizer step (not per micro-batch under gradient accumulation)
         if trainer.global_step > self._last_step and self.ema is not None:
@@ -134,7 +134,7 @@ class EMACallback(Callback):
     # -- swapping ----------------------------------------------------------------------
 
     @torch.no_grad()
-    def swap_in(self, pl_module: pl.LightningModule) -> None:
+    def swap_in(self, pl_module: L.LightningModule) -> None:
         """Put the EMA weights into the module (the live ones are kept aside)."""
         if self._backup is not None or not self._ensure(pl_module):
             return
@@ -145,7 +145,7 @@ class EMACallback(Callback):
             params[name].copy_(value)
 
     @torch.no_grad()
-    def swap_out(self, pl_module: pl.LightningModule) -> None:
+    def swap_out(self, pl_module: L.LightningModule) -> None:
         """Restore the live weights."""
         if self._backup is None:
             return
@@ -154,25 +154,25 @@ class EMACallback(Callback):
             params[name].copy_(value)
         self._backup = None
 
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.swap_in(pl_module)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.swap_out(pl_module)
 
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.swap_in(pl_module)
 
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.swap_out(pl_module)
 
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.swap_in(pl_module)
 
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.swap_out(pl_module)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.swap_out(pl_module)
 
     # -- checkpoints -------------------------------------------------------------------
@@ -249,20 +249,20 @@ class GradientFlowAudit(Callback):
             return batch["edge_index"].shape[-1] > 0
         return True  # not a graph batch: nothing to defer for
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.done = False
         self._deferred = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if not self.done:
             self._batch_has_edges = self._has_edges(batch)
 
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if not self.done:
             self._loss_finite = bool(torch.isfinite(loss.detach()).all())
 
     def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self.done:
             return
@@ -291,7 +291,7 @@ class GradientFlowAudit(Callback):
             return
         raise GradientFlowError(self._message(problems, step))
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.done and self._deferred is not None:
             raise GradientFlowError(
                 self._message(self._deferred, trainer.global_step)
@@ -326,22 +326,24 @@ class NonFiniteGuard(Callback):
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit = int(limit)
         self.skipped = 0
-        self._loss_finite = True
+        self._loss: Tensor | None = None
 
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        self._loss_finite = bool(torch.isfinite(loss.detach()).all())
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        self._loss = loss.detach()  # checked with the gradients: one host sync per step
 
     def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        loss_finite, self._loss_finite = self._loss_finite, True
+        loss, self._loss = self._loss, None
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        grads_finite = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        if loss_finite and grads_finite:
+        checks = [torch.isfinite(loss).all()] if loss is not None else []
+        if grads:
+            checks.append(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        if not checks or bool(torch.stack(checks).all()):
             return
         optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
-        what = "loss" if not loss_finite else "gradient"
+        what = "loss" if loss is not None and not bool(torch.isfinite(loss).all()) else "gradient"
         log.warning(
             "non-finite %s at optimizer step %d: step skipped (%d of at most %d)",
             what, trainer.global_step + 1, self.skipped, self.limit,
@@ -426,28 +428,28 @@ class SignalCheckpoint(Checkpoint):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
 
     # -- saving ------------------------------------------------------------------------
 
-    def save(self, trainer: pl.Trainer) -> Path:
+    def save(self, trainer: L.Trainer) -> Path:
         """Write the full training state to ``last.ckpt`` (a collective call under DDP:
         every rank calls it, rank 0 writes)."""
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         return self.path
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.interrupted:
             return
@@ -463,12 +465,12 @@ class SignalCheckpoint(Checkpoint):
             self.signal_name, self.path, trainer.global_step, trainer.current_epoch,
         )
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.interrupted or trainer.state.fn != TrainerFn.FITTING:
             return
         self.save(trainer)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.interrupted and not trainer.val_dataloaders:
             self.save(trainer)
 
@@ -500,18 +502,18 @@ class OOMRecovery(Callback):
         self.splits = 1
         self.retries = 0
 
-    def active_for(self, trainer: pl.Trainer) -> bool:
+    def active_for(self, trainer: L.Trainer) -> bool:
         active = self.enabled if self.enabled is not None else trainer.strategy.root_device.type == "cuda"
         if active and trainer.world_size > 1:
             log.info("OOM recovery is off under multi-device training")
             return False
         return bool(active)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if hasattr(pl_module, "oom_recovery"):
             pl_module.oom_recovery = self if self.active_for(trainer) else None
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if getattr(pl_module, "oom_recovery", None) is self:
             pl_module.oom_recovery = None
 

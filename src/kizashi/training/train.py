@@ -1,0 +1,778 @@
+"""`kizashi train`: walk-forward training of a registry model (ATFT-GAT-FAN by default) with
+Lightning, written as a run directory that ``kizashi evaluate`` / ``kizashi report`` read.
+
+    dataset (built or reused) -> DayPanelCache -> folds over the cache calendar
+      per fold:  feature stats on the fold's training days only
+                 -> train loader (shuffled from seed + fold, resumable mid-epoch),
+                    validation loader, test loader (one batch = days_per_batch days)
+                 -> model from the registry (n_features / horizons / window from the data)
+                 -> Lightning Trainer + callbacks (gradient audit, NaN guard, EMA, OOM
+                    recovery, early stopping + best checkpoint on val RankIC@first horizon,
+                    signal checkpoint) -> fit
+                 -> predict the test days with the best checkpoint (its EMA weights when
+                    the EMA is on) -> PREDICTION_SCHEMA rows
+      -> write_run (metrics, folds.csv, run.json with the oracle reference)
+
+Run directory ``OUT`` (``output.dir``)::
+
+    run.json, predictions.parquet, daily.parquet, summary.*, deciles.csv, folds.csv
+    checkpoints/fold_{k}/   last.ckpt (latest training state), best.ckpt (best validation
+                            RankIC), feature_stats.json, fit.json (written when the fold's
+                            fit is complete), predictions.parquet (the fold's test rows)
+    logs/fold_{k}/          TensorBoard events (or W&B's files)
+
+Interruption: SIGINT/SIGTERM during training saves ``last.ckpt`` at the next batch boundary
+and raises :class:`TrainingInterrupted`; ``run_training(..., resume=True)`` (``kizashi
+train --resume``) skips the folds already predicted, predicts folds whose fit is complete,
+and continues the others from ``last.ckpt`` (optimizer, schedulers, EMA, early-stopping
+state, loop position; the interrupted epoch continues with the days not yet trained, in the
+same shuffled order). Without ``resume`` a fold's old checkpoints are removed first.
+
+Multi-GPU: ``trainer.devices > 1`` runs Lightning DDP (``strategy="ddp"``) with no other
+change: the training sampler shards each epoch's day order over the ranks, validation and
+prediction run every day on every rank (the RankIC sums are reduced; only rank 0 writes).
+bf16: ``trainer.precision: auto`` is ``bf16-mixed`` on CUDA (autocast; fp32 weights and
+optimizer), ``32-true`` on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader, Sampler
+
+from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.build import read_metadata, scan_features
+from kizashi.config import TrainConfig, dump_config
+from kizashi.datasets import DayPanelCache, DayPanelDataset, collate_days, fit_feature_stats, fold_day_indices
+from kizashi.errors import ConfigError, KizashiError
+from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, RunInfo
+from kizashi.features.targets import target_return_name
+from kizashi.models import create_model
+from kizashi.models.losses import LossConfig
+from kizashi.splits import Fold, walk_forward_folds
+from kizashi.training.callbacks import (
+    LAST_CHECKPOINT,
+    EMACallback,
+    GradientFlowAudit,
+    NonFiniteGuard,
+    OOMRecovery,
+    SignalCheckpoint,
+)
+from kizashi.training.checkpoint_io import AtomicCheckpointIO
+from kizashi.training.module import ForecastModule
+from kizashi.training.walk_forward import (
+    ORACLE_COLUMN,
+    ensure_dataset,
+    fold_row,
+    oracle_reference,
+    run_caveats,
+    write_run,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+LOGS_DIR = "logs"
+BEST_NAME = "best"
+FIT_FILE = "fit.json"
+FOLD_PREDICTIONS = "predictions.parquet"
+STATS_FILE = "feature_stats.json"
+CONFIG_FILE = "config.json"
+# Training artefacts kept across write_run (which replaces the run directory as a whole).
+KEPT_DIRS = (CHECKPOINTS_DIR, LOGS_DIR)
+
+
+class TrainingInterrupted(KizashiError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; resume with ``--resume``."""
+
+    def __init__(self, message: str, signal_name: str | None, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class FoldResult:
+    """What one fold's training did."""
+
+    fold: int
+    global_step: int  # optimizer steps
+    epochs: int  # epochs started
+    best_epoch: int  # 1-based epoch of the checkpoint that predicted the test days
+    best_checkpoint: str | None
+    resumed: bool
+    seconds: float
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    info: RunInfo
+    summary: dict[int, dict[str, Any]]
+    folds: list[FoldResult]
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------
+# data feeding
+# --------------------------------------------------------------------------------------
+
+
+class HorizonTargets:
+    """Collate function: :func:`~kizashi.datasets.collate_days`, then ``y`` / ``y_mask``
+    cut to the model's horizons (``columns`` of the cache's ``H``), and with
+    ``centre_ranks`` the per-day percentile ranks (in [0, 1]) centred on 0 (``rank - 0.5``,
+    invalid entries stay 0). Picklable (DataLoader workers)."""
+
+    def __init__(self, columns: Sequence[int], centre_ranks: bool) -> None:
+        self.columns = [int(c) for c in columns]
+        self.centre_ranks = centre_ranks
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate_days(items)
+        index = torch.tensor(self.columns, dtype=torch.int64)
+        y, y_mask = batch["y"].index_select(1, index), batch["y_mask"].index_select(1, index)
+        if self.centre_ranks:
+            y = torch.where(y_mask, y - 0.5, torch.zeros_like(y))
+        return {**batch, "y": y, "y_mask": y_mask}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Dataset positions ``0..n-1`` in an order drawn from ``(seed, epoch)`` (or in order
+    when ``shuffle=False``): the same seed gives the same order in every process, so a
+    resumed run can continue an epoch where it stopped (:meth:`resume_at` skips the items
+    already trained). Lightning calls :meth:`set_epoch` before each epoch.
+
+    Under ``torch.distributed`` each rank takes every ``world``-th item of the epoch's
+    order (padded by repetition to equal lengths, as ``DistributedSampler``).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, n_done: int) -> None:
+        """The next iteration is epoch ``epoch`` without its first ``n_done`` items."""
+        self.epoch = int(epoch)
+        self._resume = (int(epoch), int(n_done))
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This rank's positions for ``epoch`` (the whole epoch)."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, int(epoch)]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        rank, world = self._world()
+        if world > 1:
+            per_rank = math.ceil(self.n / world)
+            order = np.resize(order, per_rank * world)[rank::world]
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(self.epoch)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1] :]
+        self._resume = None
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        _, world = self._world()
+        return math.ceil(self.n / world)
+
+
+def _loader(
+    dataset: DayPanelDataset,
+    days_per_batch: int,
+    collate: HorizonTargets,
+    num_workers: int,
+    sampler: Sampler[int] | None = None,
+    persistent: bool = False,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=days_per_batch,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=persistent and num_workers > 0,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# trainer pieces
+# --------------------------------------------------------------------------------------
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """``auto`` -> ``bf16-mixed`` when training runs on a CUDA device with bf16, else
+    ``32-true``; anything else is passed to Lightning as is."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def _multi_device(devices: int | str) -> bool:
+    if isinstance(devices, int):
+        return devices > 1 or devices == -1
+    text = str(devices).strip()
+    if text.lstrip("-").isdigit():
+        return int(text) > 1 or int(text) == -1
+    return "," in text  # a device list "0,1"; "auto" lets Lightning decide
+
+
+def make_logger(kind: str, save_dir: Path, name: str) -> Any:
+    """The Lightning logger of ``trainer.logger``: TensorBoard (default), W&B (needs the
+    ``wandb`` package), or none."""
+    if kind == "none":
+        return False
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(save_dir), name=name, default_hp_metric=False)
+    if kind == "wandb":
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError(
+                "trainer.logger: wandb requested but the wandb package is not installed "
+                "(pip install wandb, or use logger: tensorboard)"
+            )
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(project="kizashi", name=name, save_dir=str(save_dir))
+    raise ConfigError(f"trainer.logger: unknown logger {kind!r} (tensorboard, wandb, none)")
+
+
+def checkpoint_position(path: str | Path) -> tuple[int, int]:
+    """(epoch, batches of that epoch already trained) of a Lightning checkpoint, read from
+    its fit-loop progress."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    epoch = int(fit_loop["epoch_progress"]["current"]["processed"])
+    batches = int(fit_loop["epoch_loop.batch_progress"]["current"]["processed"])
+    return epoch, batches
+
+
+def _is_global_zero() -> bool:
+    """Whether this process is rank 0 (Lightning reads the rank from the environment that
+    its DDP launcher sets for the other ranks)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _val_check_interval(value: float) -> float | int:
+    """Lightning reads a float as a share of the epoch and an int as a number of batches."""
+    return int(value) if value > 1 and float(value).is_integer() else value
+
+
+def _checkpoint_epoch(path: str | Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+
+
+# --------------------------------------------------------------------------------------
+# the job
+# --------------------------------------------------------------------------------------
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> TrainingResult:
+    """Train, predict and evaluate every selected fold; write the run directory.
+
+    ``resume`` continues an interrupted run in the same ``out_dir`` (see the module
+    docstring). ``callbacks`` are added to every fold's trainer (after the built-in ones).
+    Raises :class:`TrainingInterrupted` when SIGINT/SIGTERM stopped training.
+    """
+    started = time.perf_counter()
+    dataset_dir = ensure_dataset(config.data)
+    metadata = read_metadata(dataset_dir)
+    cache = DayPanelCache(dataset_dir)
+    horizons = _horizons(config, cache)
+    loss = _loss_config(config, horizons)
+    try:
+        folds = walk_forward_folds(cache.dates, config.splits, max(horizons))
+    except ValueError as err:
+        raise ConfigError(f"splits: {err}") from None
+    selected = _select_folds(folds, config.folds)
+    out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
+    if _is_global_zero():
+        _restore_kept(out)
+        _check_resume_config(out, config, resume)
+    log.info(
+        "training %s on %s: %d folds x %d horizons %s, %d features, window %d, %s target%s",
+        config.model.name, cache, len(selected), len(horizons), horizons, cache.n_features,
+        config.window, config.target, " (resuming)" if resume else "",
+    )
+
+    frames: list[pl.DataFrame] = []
+    fold_rows: list[dict[str, Any]] = []
+    fold_results: list[FoldResult] = []
+    for fold in selected:
+        frame, fold_result = _run_fold(config, cache, fold, horizons, loss, out, resume, callbacks)
+        frames.append(frame)
+        fold_results.append(fold_result)
+        for h in horizons:
+            fold_rows.append(fold_row(fold, h, fold_result.best_epoch, frame.filter(pl.col("horizon") == h)))
+
+    predictions = pl.concat(frames)
+    if not _is_global_zero():  # under DDP the other ranks trained along; rank 0 writes
+        return TrainingResult(run_dir=out, info=RunInfo(model=config.model.name, dataset=str(dataset_dir),
+                              horizons=list(horizons), seed=config.seed), summary={}, folds=fold_results,
+                              seconds=time.perf_counter() - started)
+    info = RunInfo(
+        model=config.model.name if config.model.preset is None else f"{config.model.name}:{config.model.preset}",
+        dataset=str(dataset_dir),
+        horizons=list(horizons),
+        seed=config.seed,
+        n_folds=len(selected),
+        features=list(cache.feature_columns),
+        config=dump_config(config),
+        caveats=run_caveats(config.caveats, config.data, metadata),
+        source=str(metadata.get("source", "")),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        references=_oracle(dataset_dir, metadata, selected, horizons),
+    )
+    summary = _write_run_keeping(out, predictions, info, config, fold_rows)
+    seconds = time.perf_counter() - started
+    log.info("wrote run %s in %.1fs", out, seconds)
+    return TrainingResult(run_dir=out, info=info, summary=summary, folds=fold_results, seconds=seconds)
+
+
+def _horizons(config: TrainConfig, cache: DayPanelCache) -> list[int]:
+    horizons = list(config.horizons or cache.horizons)
+    missing = sorted(set(horizons) - set(cache.horizons))
+    if missing:
+        raise ConfigError(f"horizons: {missing} not built in the dataset (targets.horizons = {cache.horizons})")
+    if len(set(horizons)) != len(horizons):
+        raise ConfigError(f"horizons: duplicates in {horizons}")
+    return horizons
+
+
+def _loss_config(config: TrainConfig, horizons: list[int]) -> LossConfig:
+    weights = config.loss.horizon_weights
+    if weights is not None and len(weights) != len(horizons):
+        raise ConfigError(
+            f"loss.horizon_weights has {len(weights)} entries for {len(horizons)} horizons {horizons}"
+        )
+    try:
+        return LossConfig(
+            huber_delta=config.loss.huber_delta,
+            horizon_weights=tuple(weights) if weights is not None else None,
+            quantile_weight=config.loss.quantile_weight,
+            rank_weight=config.loss.rank_weight,
+        )
+    except ValueError as err:
+        raise ConfigError(f"loss: {err}") from None
+
+
+def _select_folds(folds: list[Fold], wanted: list[int] | None) -> list[Fold]:
+    if wanted is None:
+        return folds
+    available = [f.index for f in folds]
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise ConfigError(f"folds: {unknown} not among the folds {available}")
+    return [f for f in folds if f.index in set(wanted)]
+
+
+def _build_model(config: TrainConfig, n_features: int, horizons: list[int]) -> torch.nn.Module:
+    overrides = dict(config.model.overrides)
+    data_values = {"n_features": n_features, "horizons": tuple(horizons), "window": config.window}
+    for key, value in data_values.items():
+        given = overrides.get(key)
+        if given is not None and (tuple(given) if isinstance(given, list | tuple) else given) != value:
+            raise ConfigError(
+                f"model.overrides.{key} = {given!r} disagrees with the data ({value!r}); "
+                "set horizons / window at the top level and leave n_features to the dataset"
+            )
+        overrides[key] = value
+    try:
+        return create_model(config.model.name, preset=config.model.preset, **overrides)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+def _run_fold(
+    config: TrainConfig,
+    cache: DayPanelCache,
+    fold: Fold,
+    horizons: list[int],
+    loss: LossConfig,
+    out: Path,
+    resume: bool,
+    extra_callbacks: Sequence[Callback],
+) -> tuple[pl.DataFrame, FoldResult]:
+    """Fit (or continue, or reuse) one fold and predict its test days."""
+    started = time.perf_counter()
+    fold_dir = fold_checkpoint_dir(out, fold.index)
+    fit_file, predictions_file, last = fold_dir / FIT_FILE, fold_dir / FOLD_PREDICTIONS, fold_dir / LAST_CHECKPOINT
+    if resume and fit_file.is_file() and predictions_file.is_file():
+        log.info("fold %d: already trained and predicted (%s), reusing", fold.index, fold_dir)
+        fit = json.loads(fit_file.read_text(encoding="utf-8"))
+        return pl.read_parquet(predictions_file), _fold_result(fold, fit, resumed=True, seconds=0.0)
+    if not resume and _is_global_zero() and fold_dir.exists() and any(fold_dir.iterdir()):
+        log.warning("fold %d: a fresh run (no --resume) removes the previous checkpoints in %s", fold.index, fold_dir)
+        shutil.rmtree(fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+
+    L.seed_everything(config.seed + fold.index, workers=True, verbose=False)
+    sampler, train_loader, val_loader, test_loader = _fold_loaders(config, cache, fold, horizons, fold_dir)
+    module = ForecastModule(
+        _build_model(config, cache.n_features, horizons),
+        horizons,
+        loss,
+        lr=config.optimizer.lr,
+        weight_decay=config.optimizer.weight_decay,
+        lr_factors=config.optimizer.lr_factors,
+        warmup_steps=config.optimizer.warmup_steps,
+    )
+    signal_checkpoint = SignalCheckpoint(fold_dir)
+    best_checkpoint = (
+        ModelCheckpoint(
+            dirpath=fold_dir, filename=BEST_NAME, monitor=f"val/rank_ic_{horizons[0]}d", mode="max",
+            save_top_k=1, save_last=False, save_on_train_epoch_end=False, auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        if val_loader is not None
+        else None
+    )
+    trainer = _fold_trainer(
+        config, fold, out, _fold_callbacks(config, horizons, val_loader is not None),
+        [*([best_checkpoint] if best_checkpoint is not None else []), signal_checkpoint, *extra_callbacks],
+        n_train_batches=len(train_loader),
+    )
+
+    fit_done = resume and fit_file.is_file()
+    ckpt_path = str(last) if resume and last.is_file() and not fit_done else None
+    if fit_done:
+        log.info("fold %d: fit already complete, predicting", fold.index)
+        fit = json.loads(fit_file.read_text(encoding="utf-8"))
+    else:
+        if ckpt_path is not None:
+            epoch, done = checkpoint_position(ckpt_path)
+            sampler.resume_at(epoch, done * config.trainer.days_per_batch)
+            log.info("fold %d: resuming from %s (epoch %d, %d batches of it done)", fold.index, ckpt_path, epoch, done)
+        with _fit_warnings_filtered():
+            try:
+                trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=False)
+            except SIGTERMException:  # a SIGTERM outside our handler's window (Lightning's own)
+                signal_checkpoint.requested = signal_checkpoint.requested or signal.SIGTERM
+        _raise_if_interrupted(signal_checkpoint, fold, trainer)
+        fit = _fit_summary(trainer, best_checkpoint, resumed=ckpt_path is not None)
+        if trainer.is_global_zero:
+            write_json_atomic(fit_file, fit)
+
+    # the best validation checkpoint (with its EMA); without validation the fit's final
+    # state: in memory, or last.ckpt when only the prediction was left to do
+    best = fit.get("best_checkpoint")
+    predict_from = str(fold_dir / Path(best).name) if best else (str(last) if fit_done and last.is_file() else None)
+    with _fit_warnings_filtered():
+        outputs = trainer.predict(
+            module, test_loader, ckpt_path=predict_from, return_predictions=True, weights_only=False
+        )
+    frame = _prediction_frame(cache, fold.index, horizons, outputs or [])
+    if trainer.is_global_zero:
+        with atomic_path(predictions_file) as tmp:
+            frame.write_parquet(tmp)
+    seconds = time.perf_counter() - started
+    result = _fold_result(fold, fit, resumed=ckpt_path is not None, seconds=seconds)
+    log.info(
+        "fold %d: %d optimizer steps, %d epochs, test days predicted by epoch %d%s (%.1fs)",
+        fold.index, result.global_step, result.epochs, result.best_epoch,
+        " (EMA weights)" if config.trainer.ema_decay is not None else "", seconds,
+    )
+    return frame, result
+
+
+def _fold_loaders(
+    config: TrainConfig, cache: DayPanelCache, fold: Fold, horizons: list[int], fold_dir: Path
+) -> tuple[EpochShuffleSampler, DataLoader, DataLoader | None, DataLoader]:
+    """Feature statistics of the fold's training days (saved beside the checkpoints), the
+    day datasets and their loaders: train (resumable shuffle from seed + fold), val, test."""
+    days = fold_day_indices(cache, fold)
+    stats = fit_feature_stats(cache, days.train)
+    if _is_global_zero():
+        stats.save(fold_dir / STATS_FILE)
+    datasets = {}
+    for part in ("train", "val", "test"):
+        if len(getattr(days, part)):
+            dataset = DayPanelDataset(cache, getattr(days, part), window=config.window, stats=stats, target=config.target)
+            if len(dataset):
+                datasets[part] = dataset
+    if "train" not in datasets or "test" not in datasets:
+        raise KizashiError(f"fold {fold.index}: no training or test days with stocks")
+    collate = HorizonTargets([cache.horizons.index(h) for h in horizons], centre_ranks=config.target == "rank")
+    tcfg = config.trainer
+    sampler = EpochShuffleSampler(len(datasets["train"]), seed=config.seed + fold.index)
+    train = _loader(datasets["train"], tcfg.days_per_batch, collate, tcfg.num_workers, sampler, persistent=True)
+    val = _loader(datasets["val"], tcfg.days_per_batch, collate, tcfg.num_workers) if "val" in datasets else None
+    test = _loader(datasets["test"], tcfg.days_per_batch, collate, tcfg.num_workers)
+    return sampler, train, val, test
+
+
+def _fold_callbacks(config: TrainConfig, horizons: list[int], with_validation: bool) -> list[Callback]:
+    """The training callbacks of a fold (the checkpoint callbacks are added after them)."""
+    tcfg = config.trainer
+    callbacks: list[Callback] = [GradientFlowAudit(), NonFiniteGuard(tcfg.nan_guard_limit), OOMRecovery()]
+    if tcfg.ema_decay is not None:
+        callbacks.append(EMACallback(tcfg.ema_decay))
+    if with_validation and tcfg.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStopping(
+                monitor=f"val/rank_ic_{horizons[0]}d", mode="max", patience=tcfg.early_stopping_patience,
+                check_finite=False,
+            )
+        )
+    return callbacks
+
+
+def _fold_trainer(
+    config: TrainConfig,
+    fold: Fold,
+    out: Path,
+    callbacks: list[Callback],
+    checkpoint_callbacks: list[Callback],
+    n_train_batches: int,
+) -> L.Trainer:
+    tcfg = config.trainer
+    logger = make_logger(tcfg.logger, out / LOGS_DIR, f"fold_{fold.index}")
+    callbacks = list(callbacks)
+    if logger is not False:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    interactive = sys.stderr.isatty()
+    if interactive:
+        callbacks.append(RichProgressBar())
+    limit = tcfg.limit_train_batches
+    if limit is not None:
+        n_train_batches = min(n_train_batches, int(limit) if isinstance(limit, int) else max(1, int(n_train_batches * limit)))
+    return L.Trainer(
+        default_root_dir=str(fold_checkpoint_dir(out, fold.index)),
+        max_epochs=tcfg.max_epochs,
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        strategy="ddp" if _multi_device(tcfg.devices) else "auto",
+        precision=resolve_precision(tcfg.precision, tcfg.accelerator),
+        gradient_clip_val=config.optimizer.grad_clip,
+        gradient_clip_algorithm="norm",
+        logger=logger,
+        # ModelCheckpoint then SignalCheckpoint (Lightning runs checkpoint callbacks last, in
+        # this order): last.ckpt holds the end-of-epoch state of every other callback
+        callbacks=[*callbacks, *checkpoint_callbacks],
+        enable_checkpointing=True,
+        enable_progress_bar=interactive,
+        enable_model_summary=False,
+        limit_train_batches=limit if limit is not None else 1.0,
+        val_check_interval=_val_check_interval(tcfg.val_check_interval),
+        log_every_n_steps=max(1, min(50, n_train_batches)),
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def _raise_if_interrupted(signal_checkpoint: SignalCheckpoint, fold: Fold, trainer: L.Trainer) -> None:
+    if signal_checkpoint.requested is None:
+        return
+    path = signal_checkpoint.path if signal_checkpoint.path.is_file() else None
+    raise TrainingInterrupted(
+        f"training interrupted by {signal_checkpoint.signal_name} in fold {fold.index} at optimizer step "
+        f"{trainer.global_step}; checkpoint: {path or 'none (no training step since the last one)'}; "
+        "run again with --resume to continue",
+        signal_checkpoint.signal_name,
+        path,
+    )
+
+
+def _fit_summary(trainer: L.Trainer, best: ModelCheckpoint | None, resumed: bool) -> dict[str, Any]:
+    best_path = best.best_model_path if best is not None and best.best_model_path else None
+    if best_path is not None and not Path(best_path).is_file():
+        best_path = None
+    best_epoch = _checkpoint_epoch(best_path) + 1 if best_path is not None else trainer.current_epoch
+    score = best.best_model_score if best is not None else None
+    return {
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": int(best_epoch),
+        "best_checkpoint": best_path,
+        "best_score": float(score) if score is not None else None,
+        "resumed": resumed,
+    }
+
+
+def _fold_result(fold: Fold, fit: dict[str, Any], *, resumed: bool, seconds: float) -> FoldResult:
+    return FoldResult(
+        fold=fold.index,
+        global_step=int(fit["global_step"]),
+        epochs=int(fit["epochs"]),
+        best_epoch=int(fit["best_epoch"]),
+        best_checkpoint=fit.get("best_checkpoint"),
+        resumed=resumed or bool(fit.get("resumed")),
+        seconds=seconds,
+    )
+
+
+@contextlib.contextmanager
+def _fit_warnings_filtered() -> Iterator[None]:
+    """Lightning's advice that does not apply here: the cache is memory-mapped, so loader
+    workers are optional, and the resumable sampler handles mid-epoch restarts."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+        # the fold directory holds feature_stats.json; stale checkpoints were removed above
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        # lightning 2.6's own use of a torch 2.13 deprecation
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+        yield
+
+
+def _prediction_frame(
+    cache: DayPanelCache, fold_index: int, horizons: list[int], outputs: list[dict[str, torch.Tensor]]
+) -> pl.DataFrame:
+    """PREDICTION_SCHEMA rows (long, one per stock-day and horizon) of the predicted batches:
+    prediction = the point forecast; target = the cache's forward return over the horizon;
+    forward_return_1d = the 1-day forward return (NaN when the dataset has no 1d target)."""
+    if not outputs:
+        return pl.DataFrame(schema=PREDICTION_SCHEMA)
+    day = torch.cat([o["day"] for o in outputs]).numpy()
+    code = torch.cat([o["code"] for o in outputs]).numpy()
+    point = torch.cat([o["point"] for o in outputs]).numpy().astype(np.float64)
+    targets = np.asarray(cache.targets[day, code], dtype=np.float64)  # [N, H_cache]
+    forward_1d = targets[:, cache.horizons.index(1)] if 1 in cache.horizons else np.full(len(day), np.nan)
+    dates = pl.Series("date", cache.dates[day]).cast(pl.Date)
+    codes = pl.Series("code", np.asarray(cache.codes, dtype=object)[code], dtype=pl.Utf8)
+    frames = []
+    for j, h in enumerate(horizons):
+        frames.append(
+            pl.DataFrame(
+                {
+                    "date": dates,
+                    "code": codes,
+                    "fold": np.full(len(day), fold_index, dtype=np.int32),
+                    "horizon": np.full(len(day), h, dtype=np.int32),
+                    "prediction": point[:, j],
+                    "target": targets[:, cache.horizons.index(h)],
+                    "forward_return_1d": forward_1d,
+                },
+                schema=PREDICTION_SCHEMA,
+            )
+        )
+    return pl.concat(frames)
+
+
+def _oracle(dataset_dir: Path, metadata: dict[str, Any], folds: list[Fold], horizons: list[int]) -> dict[str, Any]:
+    if ORACLE_COLUMN not in metadata.get("oracle_columns", []):
+        return {}
+    columns = ["date", ORACLE_COLUMN, *(target_return_name(h) for h in horizons)]
+    return oracle_reference(scan_features(dataset_dir).select(columns).collect(), folds, horizons)
+
+
+# --------------------------------------------------------------------------------------
+# the run directory around the training artefacts
+# --------------------------------------------------------------------------------------
+
+
+def _staging(out: Path) -> Path:
+    return out.parent / f".{out.name}.training"
+
+
+def _restore_kept(out: Path) -> None:
+    """Move training artefacts set aside by an interrupted ``_write_run_keeping`` back."""
+    staging = _staging(out)
+    if not staging.is_dir():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for child in staging.iterdir():
+        target = out / child.name
+        if target.exists():
+            log.warning("%s: %s exists; leaving %s where it is", out, child.name, child)
+            continue
+        os.replace(child, target)
+    with contextlib.suppress(OSError):
+        staging.rmdir()
+
+
+def _write_run_keeping(
+    out: Path, predictions: pl.DataFrame, info: RunInfo, config: TrainConfig, fold_rows: list[dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """``write_run`` replaces ``out`` atomically as a whole; the checkpoints and logs are
+    moved aside (renames, no copy) and back so that they survive it."""
+    staging = _staging(out)
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in KEPT_DIRS:
+        if (out / name).exists():
+            os.replace(out / name, staging / name)
+    try:
+        return write_run(out, predictions, info, config.metrics, fold_rows=fold_rows)
+    finally:
+        _restore_kept(out)
+
+
+def _check_resume_config(out: Path, config: TrainConfig, resume: bool) -> None:
+    """Record the config beside the checkpoints; on resume, warn about what changed."""
+    path = out / CHECKPOINTS_DIR / CONFIG_FILE
+    current = dump_config(config)
+    if resume and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(saved) | set(current) if k != "output" and saved.get(k) != current.get(k))
+        if changed:
+            log.warning("resume: config sections changed since the checkpoints were written: %s", ", ".join(changed))
+    write_json_atomic(path, current)
+
+
+def fold_checkpoint_dir(out: str | Path, fold: int) -> Path:
+    """Where fold ``fold``'s checkpoints live in run directory ``out``."""
+    return Path(out) / CHECKPOINTS_DIR / f"fold_{fold}"
+
+
+__all__ = [
+    "EpochShuffleSampler",
+    "FoldResult",
+    "HorizonTargets",
+    "TrainingInterrupted",
+    "TrainingResult",
+    "checkpoint_position",
+    "fold_checkpoint_dir",
+    "make_logger",
+    "resolve_precision",
+    "run_training",
+]
