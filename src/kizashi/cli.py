@@ -335,6 +335,18 @@ def _print_run_summary(result: Any) -> None:
     console.print(f"run directory: {result.run_dir}  ({result.seconds:.0f} s)")
 
 
+def _finish_run(result: Any, report: bool, as_json: bool) -> None:
+    """After a walk-forward job: the HTML report, then the summary as a table or JSON."""
+    if report:
+        from kizashi.evaluation.report import write_report
+
+        logging.getLogger(__name__).info("report: %s", write_report(result.run_dir))
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "summary": result.summary}, default=str))
+    else:
+        _print_run_summary(result)
+
+
 @app.command("evaluate")
 @friendly_errors
 def evaluate(
@@ -352,14 +364,7 @@ def evaluate(
     if out is None and control:
         out = Path(str(cfg.output.dir) + "_control")
     result = run_walk_forward(cfg, control=control, out_dir=out)
-    if report:
-        from kizashi.evaluation.report import write_report
-
-        logging.getLogger(__name__).info("report: %s", write_report(result.run_dir))
-    if as_json:
-        typer.echo(json.dumps({"run_dir": str(result.run_dir), "summary": result.summary}, default=str))
-    else:
-        _print_run_summary(result)
+    _finish_run(result, report, as_json)
 
 
 @app.command("train")
@@ -387,14 +392,7 @@ def train(
         raise typer.Exit(130 if err.signal_name == "SIGINT" else 143) from None
     if not result.summary:  # a DDP rank other than 0: rank 0 writes and reports
         return
-    if report:
-        from kizashi.evaluation.report import write_report
-
-        logging.getLogger(__name__).info("report: %s", write_report(result.run_dir))
-    if as_json:
-        typer.echo(json.dumps({"run_dir": str(result.run_dir), "summary": result.summary}, default=str))
-    else:
-        _print_run_summary(result)
+    _finish_run(result, report, as_json)
 
 
 @app.command("report")
