@@ -1,5 +1,10 @@
 """Return distribution family: rolling skew and kurtosis, drawdown and draw-up from the
-window's extreme, largest daily moves, share of up days."""
+window's extreme, largest daily moves, share of up days.
+
+``skew_{w}d`` is the population skewness g1 = m3 / m2^1.5 of the window's daily returns
+(Polars' ``rolling_skew``, biased); pandas' ``rolling().skew()`` is the bias-corrected
+G1 = g1 * sqrt(w (w - 1)) / (w - 2). Kurtosis is the population excess kurtosis likewise.
+"""
 
 from __future__ import annotations
 

@@ -71,6 +71,9 @@ def technical_family(ctx: FeatureContext) -> list[FeatureSpec]:
         mean, std = ts_mean(cl, w), ts_std(cl, w)
         specs.append(FeatureSpec(f"bollinger_pctb_{w}d", safe_div(cl - (mean - 2 * std), 4 * std), FAMILY, w - 1))
         specs.append(FeatureSpec(f"bollinger_width_{w}d", safe_div(4 * std, mean), FAMILY, w - 1))
+    # True range needs the previous close, so ATR over w days reads w + 1 rows (lookback w):
+    # a stock's first w rows are null, one more than a plain w-day mean (pandas' rolling
+    # mean of the same true range starts one row earlier, from a row without a prev close).
     prev = c(PREV_CLOSE)
     true_range = pl.max_horizontal(hi, prev) - pl.min_horizontal(lo, prev)
     for w in ATR_WINDOWS:
