@@ -48,7 +48,7 @@ import polars as pl
 
 from kizashi.config import LongShortConfig
 from kizashi.data.schema import CODE, DATE
-from kizashi.errors import KizashiError
+from kizashi.evaluation.run_dir import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,6 @@ LONG_SHORT_COLUMNS = ("gross", "net", "turnover", "n_long", "n_short")
 def _over(expr: pl.Expr, keys: list[str]) -> pl.Expr:
     """``expr`` evaluated per group of ``keys`` (or over the whole frame when there are none)."""
     return expr.over(keys) if keys else expr
-
-
-def _check_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> None:
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise KizashiError(f"{what}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
 
 
 def long_short_weights(
@@ -89,7 +83,7 @@ def long_short_weights(
         ``[held names]`` frame ``*by, date, code, weight, realized`` sorted by ``*by, date, code``.
     """
     keys = list(by)
-    _check_columns(frame, [*keys, DATE, CODE, prediction, realized], "long_short_weights")
+    require_columns(frame, [*keys, DATE, CODE, prediction, realized], "long_short_weights")
     day = [*keys, DATE]
     tradable = frame.select(*day, CODE, prediction, realized).filter(
         pl.col(prediction).is_finite() & pl.col(realized).is_finite()

@@ -46,7 +46,7 @@ from kizashi.evaluation.backtest import (
     long_short_returns,
     portfolio_stats,
 )
-from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, SUMMARY_FIELDS
+from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, SUMMARY_FIELDS, require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ def _resolve_by(frame: pl.DataFrame, by: Sequence[str], what: str) -> list[str]:
     keys = [c for c in by if not (c == HORIZON and c not in frame.columns)]
     if len(keys) < len(by):
         logger.debug("%s: frame has no %r column; grouping by %s", what, HORIZON, keys)
-    missing = [c for c in keys if c not in frame.columns]
-    if missing:
-        raise KizashiError(f"{what}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
+    require_columns(frame, keys, what)
     if not keys:
         raise KizashiError(f"{what}: `by` must name at least one column (e.g. 'date')")
     return keys
@@ -253,13 +251,7 @@ class EvaluationResult:
 
 def _check_predictions(predictions: pl.DataFrame) -> None:
     """Required columns present and one row per (date, code, horizon), or a clear error."""
-    needed = [c for c in PREDICTION_SCHEMA if c != "fold"]
-    missing = [c for c in needed if c not in predictions.columns]
-    if missing:
-        raise KizashiError(
-            f"predictions frame: missing column(s) {', '.join(missing)}; "
-            f"has {', '.join(predictions.columns)}"
-        )
+    require_columns(predictions, [c for c in PREDICTION_SCHEMA if c != "fold"], "predictions frame")
     duplicated = predictions.filter(pl.struct(DATE, CODE, HORIZON).is_duplicated())
     if duplicated.height:
         examples = duplicated.select(DATE, CODE, HORIZON).unique().sort(DATE, CODE, HORIZON).head(5)

@@ -40,6 +40,7 @@ from kizashi.evaluation.run_dir import (
     RunInfo,
     read_run_info,
     read_summary,
+    require_columns,
     require_run_dir,
 )
 
@@ -163,11 +164,7 @@ def _read_table(path: Path, required: Sequence[str]) -> pl.DataFrame:
         )
     except (OSError, pl.exceptions.PolarsError) as err:
         raise KizashiError(f"{path}: cannot read ({err})") from err
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise KizashiError(
-            f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(frame.columns)})"
-        )
+    require_columns(frame, required, str(path))
     return frame
 
 

@@ -30,6 +30,7 @@ Every table is long (a ``horizon`` column), so one reader serves every horizon.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,14 @@ class RunInfo:
     def from_dict(cls, data: dict[str, Any]) -> RunInfo:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def require_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> None:
+    """A clear error naming ``what`` (a function or file), the missing columns and the ones
+    there, when ``frame`` lacks any of ``needed``."""
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise KizashiError(f"{what}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
 
 
 def require_run_dir(path: str | Path) -> Path:
