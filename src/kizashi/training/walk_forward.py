@@ -152,16 +152,20 @@ def run_walk_forward(
     day = frame.get_column("date").rank("dense").to_numpy().astype(np.int64)
     rng = np.random.default_rng(config.seed)
     forward_1d = _column(frame, target_return_name(1))
+    labels_by_horizon = {h: _labels(frame, h, config.model.label) for h in horizons}
+    targets_by_horizon = {h: _column(frame, target_return_name(h)) for h in horizons}
+    # Row masks of each fold's parts, shared by its horizons: [N] bool each.
+    parts = {f.index: tuple(np.isin(dates, d) for d in (f.train_dates, f.val_dates, f.test_dates)) for f in folds}
 
     predictions, importance, fold_rows = [], [], []
     tasks = [(fold, h) for fold in folds for h in horizons]
     for fold, horizon in progress(tasks, "walk-forward fits"):
-        labels = _labels(frame, horizon, config.model.label)
-        if control:
+        labels = labels_by_horizon[horizon]
+        if control:  # a fresh within-day permutation for every fit
             labels = _day_shuffled(labels, day, rng)
-        train = np.isin(dates, fold.train_dates) & np.isfinite(labels)
-        valid = np.isin(dates, fold.val_dates) & np.isfinite(labels)
-        test = np.isin(dates, fold.test_dates)
+        in_train, in_valid, test = parts[fold.index]
+        train = in_train & np.isfinite(labels)
+        valid = in_valid & np.isfinite(labels)
         if not train.any() or not test.any():
             raise KizashiError(f"fold {fold.index}: no training or test rows for horizon {horizon}d")
         if config.signal is not None:
@@ -179,7 +183,7 @@ def run_walk_forward(
                     "fold": np.full(int(test.sum()), fold.index, dtype=np.int32),
                     "horizon": np.full(int(test.sum()), horizon, dtype=np.int32),
                     "prediction": fitted.predict(x[test]),
-                    "target": _column(frame, target_return_name(horizon))[test],
+                    "target": targets_by_horizon[horizon][test],
                     "forward_return_1d": forward_1d[test],
                 },
                 schema=PREDICTION_SCHEMA,
