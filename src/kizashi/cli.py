@@ -417,29 +417,18 @@ def models_list(
     n_features: int = typer.Option(400, "--n-features", help="Input width used to count parameters."),
 ) -> None:
     """Every registered model and preset with its parameter count."""
-    from kizashi.models import create_model, list_models, model_presets
+    from kizashi.models import config_fields, create_model, list_models, model_presets
 
     table = Table(title="kizashi models", title_justify="left")
     for column in ("model", "preset", "parameters", "preset fields"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for name in list_models():
         for preset, fields in model_presets(name).items():
-            overrides = {"n_features": n_features} if "n_features" in _config_fields(name) else {}
+            overrides = {"n_features": n_features} if "n_features" in config_fields(name) else {}
             model = create_model(name, preset=preset, **overrides)
             count = sum(p.numel() for p in model.parameters())
             table.add_row(name, preset, f"{count:,}", ", ".join(f"{k}={v}" for k, v in fields.items()))
     console.print(table)
-
-
-def _config_fields(name: str) -> set[str]:
-    import dataclasses
-
-    from kizashi.models import model_config
-
-    try:
-        return {f.name for f in dataclasses.fields(model_config(name, n_features=1))}
-    except (TypeError, ValueError):
-        return set()
 
 
 @app.command("demo")

@@ -6,6 +6,7 @@
 
 from kizashi.models.registry import (
     ModelEntry,
+    config_fields,
     create_model,
     list_models,
     model_config,
@@ -20,6 +21,7 @@ __all__ = [
     "ATFTGATFAN",
     "ATFTGATFANConfig",
     "ModelEntry",
+    "config_fields",
     "create_model",
     "list_models",
     "model_config",

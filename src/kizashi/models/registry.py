@@ -91,6 +91,11 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def config_fields(name: str) -> list[str]:
+    """The field names of model ``name``'s config dataclass (what ``overrides`` may set)."""
+    return _field_names(_entry(name).config_cls)
+
+
 def model_presets(name: str) -> dict[str, dict[str, Any]]:
     """The presets of model ``name`` (a copy): ``{preset: {field: value}}``."""
     return {key: dict(values) for key, values in _entry(name).presets.items()}
