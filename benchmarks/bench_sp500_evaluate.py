@@ -23,6 +23,7 @@ from rich.table import Table
 
 from kizashi.config import load_evaluate_config
 from kizashi.evaluation.report import write_report
+from kizashi.evaluation.run_dir import SUMMARY_DISPLAY
 from kizashi.log import setup_logging
 from kizashi.training.walk_forward import run_walk_forward
 
@@ -31,20 +32,6 @@ CONFIGS = {
     "reversal": ROOT / "configs" / "evaluate" / "sp500_reversal.yaml",
     "lightgbm": ROOT / "configs" / "evaluate" / "sp500_lightgbm.yaml",
 }
-ROWS = (
-    ("rank_ic_mean", "RankIC", "{:+.4f}"),
-    ("rank_icir", "RankICIR", "{:+.3f}"),
-    ("rank_ic_tstat", "RankIC t", "{:+.2f}"),
-    ("ic_mean", "IC", "{:+.4f}"),
-    ("hit_rate", "RankIC > 0", "{:.1%}"),
-    ("decile_spread", "D10 - D1", "{:+.5f}"),
-    ("ls_annual_return", "L/S annual", "{:+.1%}"),
-    ("ls_sharpe", "L/S Sharpe", "{:+.2f}"),
-    ("ls_sharpe_net", "L/S Sharpe net 10bp", "{:+.2f}"),
-    ("ls_max_drawdown", "L/S max DD", "{:.1%}"),
-    ("ls_turnover", "turnover", "{:.2f}"),
-    ("n_days", "test days", "{:d}"),
-)
 
 
 def main() -> None:
@@ -66,7 +53,7 @@ def main() -> None:
         table.add_column("metric")
         for name, result in results.items():
             table.add_column(f"{result.info.model} ({result.info.n_folds} folds)", justify="right")
-        for key, header, fmt in ROWS:
+        for key, header, fmt in SUMMARY_DISPLAY:
             cells = []
             for result in results.values():
                 value = result.summary.get(horizon, {}).get(key)

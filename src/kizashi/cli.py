@@ -286,21 +286,6 @@ def _print_report(report: Any) -> None:
             console.print(f"[red]{issue.rule}[/] examples:\n{issue.examples}", highlight=False)
 
 
-SUMMARY_COLUMNS = (
-    ("rank_ic_mean", "RankIC (mean daily)", "{:+.4f}"),
-    ("rank_ic_std", "RankIC std", "{:.4f}"),
-    ("rank_icir", "RankICIR", "{:+.3f}"),
-    ("rank_ic_tstat", "RankIC t-stat", "{:+.2f}"),
-    ("ic_mean", "IC (mean daily)", "{:+.4f}"),
-    ("hit_rate", "days with RankIC > 0", "{:.1%}"),
-    ("decile_spread", "top - bottom decile return", "{:+.5f}"),
-    ("ls_annual_return", "long-short annual return", "{:+.1%}"),
-    ("ls_sharpe", "long-short Sharpe", "{:+.2f}"),
-    ("ls_sharpe_net", "long-short Sharpe after costs", "{:+.2f}"),
-    ("ls_max_drawdown", "long-short max drawdown", "{:.1%}"),
-    ("ls_turnover", "daily turnover", "{:.2f}"),
-    ("n_days", "test days", "{:d}"),
-)
 
 
 def _format(value: Any, pattern: str) -> str:
@@ -314,6 +299,8 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
 
 
 def _print_run_summary(result: Any) -> None:
+    from kizashi.evaluation.run_dir import SUMMARY_DISPLAY  # here: polars stays out of CLI start-up
+
     info = result.info
     title = f"{info.model} walk-forward: {info.source or info.dataset} ({info.n_folds} folds)"
     if info.control:
@@ -322,7 +309,7 @@ def _print_run_summary(result: Any) -> None:
     table.add_column("metric")
     for horizon in info.horizons:
         table.add_column(f"{horizon}d", justify="right")
-    for key, header, fmt in SUMMARY_COLUMNS:
+    for key, header, fmt in SUMMARY_DISPLAY:
         table.add_row(header, *(_format(result.summary[h].get(key), fmt) for h in info.horizons))
     oracle = info.references.get("oracle_rank_ic_mean", {})
     if oracle:

@@ -82,6 +82,24 @@ SUMMARY_FIELDS = (
 )
 
 
+# How the terminal tables show the summary: (field, label, format), in display order.
+SUMMARY_DISPLAY = (
+    ("rank_ic_mean", "RankIC (mean daily)", "{:+.4f}"),
+    ("rank_ic_std", "RankIC std", "{:.4f}"),
+    ("rank_icir", "RankICIR", "{:+.3f}"),
+    ("rank_ic_tstat", "RankIC t-stat", "{:+.2f}"),
+    ("ic_mean", "IC (mean daily)", "{:+.4f}"),
+    ("hit_rate", "days with RankIC > 0", "{:.1%}"),
+    ("decile_spread", "top - bottom decile return", "{:+.5f}"),
+    ("ls_annual_return", "long-short annual return", "{:+.1%}"),
+    ("ls_sharpe", "long-short Sharpe", "{:+.2f}"),
+    ("ls_sharpe_net", "long-short Sharpe after costs", "{:+.2f}"),
+    ("ls_max_drawdown", "long-short max drawdown", "{:.1%}"),
+    ("ls_turnover", "daily turnover", "{:.2f}"),
+    ("n_days", "test days", "{:d}"),
+)
+
+
 @dataclass
 class RunInfo:
     """``run.json``: what was run, on what, and what a reader must know about the data."""
