@@ -16,7 +16,7 @@ import math
 
 import polars as pl
 
-# Helper columns added by the pipeline (features.pipeline.prepare_panel); dropped on output.
+# Helper columns added by the pipeline (features.pipeline.prepare_base); dropped on output.
 ROW = "_row"  # 0-based row number within the stock
 SESSION = "_session"  # 0-based index of the date in the market calendar
 PREV_CLOSE = "_prev_close"  # previous adjusted close of the same stock (null on row 0)

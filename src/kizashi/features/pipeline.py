@@ -2,9 +2,12 @@
 
 Steps (all vectorized over the panel; no Python loop per stock or per day):
 
-1. :func:`prepare_panel` sorts by (code, date), adds helper columns (``_row``, ``_ret``,
-   ...), joins the per-date market table, the per-(date, sector) sector table and the
-   weekly margin balances as of publication, and adds the ``target_*`` columns.
+1. :func:`prepare_base` sorts by (code, date), adds helper columns (``_row``, ``_ret``,
+   ...) and the ``target_*`` columns; :func:`context_tables` builds, from the whole panel,
+   the per-date market table, the per-(date, sector) sector table, the correlation graphs
+   with their per-(date, code) neighbour table, and keeps the weekly margin balances;
+   :func:`attach_context` joins them onto rows (margin as of publication), per chunk in a
+   build, or once for the whole panel in :func:`prepare_panel`.
 2. :func:`iter_feature_chunks` evaluates stage-1 expressions (reading prepared columns;
    stock-level ones per stock with ``over("code")``, masked while ``_row < lookback``),
    then stage-2 expressions (reading stage-1 features), then per-day normalization, over
