@@ -44,11 +44,8 @@ TINY = dict(
 
 
 @pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(torch_single_thread):
+    """Tiny tensors: one torch thread is faster than several and deterministic."""
 
 
 def tiny_config(**overrides) -> ATFTGATFANConfig:

@@ -26,11 +26,8 @@ N, L, F, D = 6, 16, 5, 8
 
 
 @pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(torch_single_thread):
+    """Tiny tensors: one torch thread is faster than several and deterministic."""
 
 
 def random_graph(n_nodes: int, n_edges: int, edge_dim: int = 3, seed: int = 0):
