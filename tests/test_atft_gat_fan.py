@@ -112,6 +112,8 @@ SWITCHES = list(itertools.product(
     [False, True],  # small_init_heads + layerscale
     [False, True],  # rank/correlation loss term
 ))
+# gat_latest_features (default on) switched off, with GAT on, in a few combinations
+SWITCHES_PLAIN_GAT_NODES = [(True, False, False, 0.0, False, False), (True, True, True, 0.2, True, True)]
 
 
 @pytest.mark.parametrize(
@@ -124,6 +126,17 @@ def test_gradient_flow_audit(gat, fan, san, freq_dropout, small_init, rank):
     config = tiny_config(gat=gat, use_fan=fan, use_san=san, freq_dropout=freq_dropout,
                          small_init_heads=small_init, layerscale=small_init,
                          layerscale_init=1e-4)
+    loss_config = LossConfig(horizon_weights=(1.0, 0.8), rank_weight=0.5 if rank else 0.0)
+    problems = audit_one_step(ATFTGATFAN(config), make_batch(), loss_config)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("gat, fan, san, freq_dropout, small_init, rank", SWITCHES_PLAIN_GAT_NODES)
+def test_gradient_flow_audit_gat_over_the_summary_only(gat, fan, san, freq_dropout, small_init, rank):
+    torch.manual_seed(0)
+    config = tiny_config(gat=gat, use_fan=fan, use_san=san, freq_dropout=freq_dropout,
+                         small_init_heads=small_init, layerscale=small_init,
+                         layerscale_init=1e-4, gat_latest_features=False)
     loss_config = LossConfig(horizon_weights=(1.0, 0.8), rank_weight=0.5 if rank else 0.0)
     problems = audit_one_step(ATFTGATFAN(config), make_batch(), loss_config)
     assert not problems, "\n".join(problems)
@@ -237,8 +250,8 @@ def test_registry_builds_from_name_preset_config_and_overrides():
 
 
 @pytest.mark.parametrize(
-    "preset, gat, expected", [("small", True, 315_664), ("small", False, 298_128),
-                              ("base", True, 1_156_176), ("base", False, 1_054_416)],
+    "preset, gat, expected", [("small", True, 341_328), ("small", False, 298_128),
+                              ("base", True, 1_207_504), ("base", False, 1_054_416)],
 )
 def test_preset_parameter_counts_match_the_documented_table(preset, gat, expected):
     model = create_model("atft_gat_fan", preset, n_features=400, gat=gat)
@@ -272,9 +285,9 @@ def test_registry_errors_name_the_valid_choices():
         (dict(quantiles=(0.0, 0.5)), r"\(0, 1\)"),
         (dict(dropout=1.0), "dropout"),
         (dict(freq_dropout=-0.1), "freq_dropout"),
-        (dict(fan_top_k=6), "fan_top_k"),
-        (dict(san_slice_len=9), "san_slice_len"),
-        (dict(freq_dropout_band=5), "freq_dropout_band"),
+        (dict(use_fan=True, fan_top_k=6), "fan_top_k"),
+        (dict(use_san=True, san_slice_len=9), "san_slice_len"),
+        (dict(freq_dropout=0.1, freq_dropout_band=5), "freq_dropout_band"),
         (dict(gat_tau=0.0), "gat_tau"),
         (dict(layerscale_init=0.0), "layerscale_init"),
         (dict(lstm_layers=True), "lstm_layers"),
@@ -283,6 +296,15 @@ def test_registry_errors_name_the_valid_choices():
 def test_bad_config_raises(overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**overrides)
+
+
+def test_sizes_of_switched_off_parts_are_not_checked():
+    """A one-day window is valid when FAN, SAN and FreqDropout are off (their sizes do not
+    apply), and the model runs on it."""
+    config = tiny_config(window=1, fan_top_k=6, san_slice_len=9, freq_dropout_band=5)
+    batch = make_batch()
+    batch = {**batch, "x": batch["x"][:, -1:], "mask": batch["mask"][:, -1:]}
+    assert ATFTGATFAN(config)(batch)["point"].shape == (N_STOCKS, 2)
 
 
 # --- losses -------------------------------------------------------------------------------

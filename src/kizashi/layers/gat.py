@@ -15,7 +15,9 @@ Block (per layer, pre-norm)::
 
     h <- h + Dropout(ELU(GATv2(LayerNorm(h), edge_index, edge_attr))) * has_in_edge
 
-with ``heads * (D / heads) = D`` concatenated output channels. No self-loops are added (the
+with ``heads * (D / heads) = D`` concatenated output channels. The node states ``h`` may
+carry more than the caller's ``x``: with ``d_node_extra`` the block owns a projection and
+:meth:`GraphAttentionBlock.embed_nodes` gives ``x + Linear(extra)``, to pass to ``forward``. No self-loops are added (the
 residual already carries the node's own state), and the update of a node without in-edges
 is masked to zero: for such a node (and for every node of a day with ``E = 0``) the output
 is exactly the input, and ``block(x) - x`` — the graph's contribution — is exactly zero.
@@ -84,6 +86,7 @@ class GraphAttentionBlock(nn.Module):
         tau: float = 1.0,
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
+        d_node_extra: int | None = None,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -104,6 +107,14 @@ class GraphAttentionBlock(nn.Module):
             for _ in range(n_layers)
         )
         self.dropout = nn.Dropout(dropout)
+        # Optional node inputs beyond x (e.g. a stock's latest raw features), see embed_nodes.
+        self.node_extra = nn.Linear(d_node_extra, d_model) if d_node_extra is not None else None
+
+    def embed_nodes(self, x: Tensor, extra: Tensor) -> Tensor:
+        """Node states for :meth:`forward`: ``x [N, D] + Linear(extra [N, d_node_extra])``."""
+        if self.node_extra is None:
+            raise ValueError("this GraphAttentionBlock was built without d_node_extra")
+        return x + self.node_extra(extra)
 
     def forward(
         self,
