@@ -248,6 +248,11 @@ class TrainerSettings(StrictModel):
     early_stopping_patience: int | None = Field(3, ge=1, description="epochs without validation RankIC@first horizon gain")
     val_check_interval: float = Field(1.0, gt=0)
     limit_train_batches: int | float | None = None
+    panel_on_device: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="hold the feature panel on the training device and gather windows there "
+        "(auto = on CUDA when it takes at most half the GPU's memory)",
+    )
 
 
 class TrainConfig(StrictModel):

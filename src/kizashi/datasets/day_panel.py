@@ -674,7 +674,12 @@ class DayPanelDataset(Dataset):
                                         when the day has no graph
         edge_attr  [E_d, 3]    float32  correlation, abs_correlation, same_sector
         codes      [N_d]       int64    code indices (``cache.codes``)
+        node_day   [N_d]       int64    the day index ``d`` of every node
         day        int                  day index (``cache.dates[day]``)
+
+    ``with_features=False`` leaves ``x`` and ``mask`` out (the CPU work that dominates):
+    :class:`kizashi.datasets.device_panel.DeviceFeaturePanel` gathers them on the device
+    from ``node_day`` and ``codes``, with the same values.
 
     Days of ``day_indices`` with no eligible stock are left out (counted in the log);
     ``days`` holds the ones kept, in the given order.
@@ -693,6 +698,7 @@ class DayPanelDataset(Dataset):
         stats: FeatureStats | None = None,
         min_history: int = 1,
         target: TargetKind = "return",
+        with_features: bool = True,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -712,6 +718,7 @@ class DayPanelDataset(Dataset):
         self.stats = stats
         self.min_history = int(min_history)
         self.target = target
+        self.with_features = bool(with_features)
         eligible = self._eligible_counts(days)
         self.days = days[eligible > 0]
         if len(self.days) < len(days):
@@ -735,7 +742,7 @@ class DayPanelDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         batch = self.assemble([int(self.days[i])])
-        item = {key: batch[key] for key in _NODE_KEYS + _EDGE_KEYS}
+        item = {key: batch[key] for key in _NODE_KEYS + _EDGE_KEYS if key in batch}
         item["day"] = batch["days"][0]
         return item
 
@@ -762,23 +769,25 @@ class DayPanelDataset(Dataset):
         node_ptr = np.zeros(len(days) + 1, dtype=np.int64)
         np.cumsum(sizes, out=node_ptr[1:])
         n_nodes = int(node_ptr[-1])
-        x = np.empty((n_nodes, window, n_features), dtype=np.float32)
-        mask = np.zeros((n_nodes, window), dtype=np.bool_)
+        features = self.with_features
+        x = np.empty((n_nodes, window, n_features) if features else (0, window, n_features), dtype=np.float32)
+        mask = np.zeros((n_nodes, window) if features else (0, window), dtype=np.bool_)
         y = np.empty((n_nodes, len(cache.horizons)), dtype=np.float32)
         targets = cache.targets if self.target == "return" else cache.target_ranks
         direct = cache.features.dtype == np.float32
         edge_parts, attr_parts = [], []
         for b, (day, (codes, alive_window, pad)) in enumerate(zip(days, per_day)):
             start, stop = node_ptr[b], node_ptr[b + 1]
-            first = int(day) + 1 - alive_window.shape[0]
-            x_day = x[start:stop]
-            x_day[:, :pad] = np.nan  # before the calendar start: missing, filled with 0 below
-            stock_major = cache.features[first : int(day) + 1].transpose(1, 0, 2)  # [N, L', F] view
-            if direct:  # mode="clip" (codes are in range anyway): np.take writes out unbuffered
-                np.take(stock_major, codes, axis=0, out=x_day[:, pad:], mode="clip")
-            else:
-                x_day[:, pad:] = stock_major[codes]
-            mask[start:stop, pad:] = alive_window[:, codes].T
+            if features:
+                first = int(day) + 1 - alive_window.shape[0]
+                x_day = x[start:stop]
+                x_day[:, :pad] = np.nan  # before the calendar start: missing, filled with 0 below
+                stock_major = cache.features[first : int(day) + 1].transpose(1, 0, 2)  # [N, L', F] view
+                if direct:  # mode="clip" (codes are in range anyway): np.take writes out unbuffered
+                    np.take(stock_major, codes, axis=0, out=x_day[:, pad:], mode="clip")
+                else:
+                    x_day[:, pad:] = stock_major[codes]
+                mask[start:stop, pad:] = alive_window[:, codes].T
             np.take(targets[int(day)], codes, axis=0, out=y[start:stop], mode="clip")
             edge_index, edge_attr = self._day_graph(int(day), codes)
             edge_parts.append(edge_index + start)
@@ -791,9 +800,10 @@ class DayPanelDataset(Dataset):
         y_mask = np.isfinite(y)
         y[~y_mask] = 0.0
         codes_all = np.concatenate([codes for codes, _, _ in per_day]) if per_day else np.empty(0, np.int64)
+        node_features = {"x": torch.from_numpy(x), "mask": torch.from_numpy(mask)} if features else {}
         return {
-            "x": torch.from_numpy(x),
-            "mask": torch.from_numpy(mask),
+            **node_features,
+            "node_day": torch.from_numpy(np.repeat(np.asarray(days, dtype=np.int64), sizes)),
             "y": torch.from_numpy(y),
             "y_mask": torch.from_numpy(y_mask),
             "edge_index": torch.from_numpy(np.concatenate(edge_parts, axis=1) if len(edge_parts) > 1 else edge_parts[0]),
@@ -817,7 +827,7 @@ class DayPanelDataset(Dataset):
         return edge_index, np.ascontiguousarray(attr[keep], dtype=np.float32)
 
 
-_NODE_KEYS = ("x", "mask", "y", "y_mask", "codes")
+_NODE_KEYS = ("x", "mask", "y", "y_mask", "codes", "node_day")  # x, mask: not without_features
 _EDGE_KEYS = ("edge_index", "edge_attr")
 
 
@@ -825,9 +835,9 @@ def _as_batch(item: dict[str, Any]) -> dict[str, Any]:
     """A one-day item as a one-day batch (no tensor copied); a batch unchanged."""
     if "node_ptr" in item:
         return item
-    n_nodes = item["x"].shape[0]
+    n_nodes = item["codes"].shape[0]
     return {
-        **{key: item[key] for key in _NODE_KEYS + _EDGE_KEYS},
+        **{key: item[key] for key in _NODE_KEYS + _EDGE_KEYS if key in item},
         "batch_day": torch.zeros(n_nodes, dtype=torch.int64),
         "node_ptr": torch.tensor([0, n_nodes], dtype=torch.int64),
         "days": [int(item["day"])],
@@ -837,7 +847,8 @@ def _as_batch(item: dict[str, Any]) -> dict[str, Any]:
 def collate_days(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Concatenate days into one graph batch (N = sum of N_d, E = sum of E_d, B days).
 
-    Returns ``x`` [N, L, F], ``mask`` [N, L], ``y`` / ``y_mask`` [N, H], ``edge_index``
+    Returns ``x`` [N, L, F], ``mask`` [N, L] (unless built ``with_features=False``),
+    ``y`` / ``y_mask`` [N, H], ``node_day`` [N], ``edge_index``
     [2, E] (each day's node indices shifted by the nodes of the days before it),
     ``edge_attr`` [E, 3], ``codes`` [N] int64, ``batch_day`` [N] int64 (position 0..B-1 of
     the node's day in the batch), ``node_ptr`` [B + 1] int64 (day b's nodes are
@@ -855,7 +866,7 @@ def collate_days(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     node_counts = torch.tensor([int(batch["node_ptr"][-1]) for batch in batches], dtype=torch.int64)
     node_offsets = torch.cumsum(node_counts, dim=0) - node_counts
     day_offsets = np.cumsum([0] + [len(batch["days"]) for batch in batches])
-    out = {key: torch.cat([batch[key] for batch in batches]) for key in _NODE_KEYS + ("edge_attr",)}
+    out = {key: torch.cat([batch[key] for batch in batches]) for key in _NODE_KEYS + ("edge_attr",) if key in batches[0]}
     out["edge_index"] = torch.cat([batch["edge_index"] + node_offsets[b] for b, batch in enumerate(batches)], dim=1)
     out["batch_day"] = torch.cat([batch["batch_day"] + int(day_offsets[b]) for b, batch in enumerate(batches)])
     out["node_ptr"] = torch.cat(

@@ -12,6 +12,11 @@ factors) with an optional linear warm-up, and validation RankIC per horizon. Eve
 else (EMA, gradient audit, NaN guard, signal checkpoints, OOM recovery) is a callback
 (``kizashi.training.callbacks``); gradient clipping and bf16 autocast are the Trainer's.
 
+Features on the device: after :meth:`ForecastModule.attach_panel`, batches without ``x``
+(``DayPanelDataset(with_features=False)``) get ``x`` / ``mask`` gathered from a
+:class:`~kizashi.datasets.device_panel.DeviceFeaturePanel` on the batch's device, in
+``on_after_batch_transfer`` (before any step, callback or micro-batch split sees them).
+
 Micro-batches: ``training_step`` can run a day batch as ``k`` micro-batches of whole days
 (what :class:`~kizashi.training.callbacks.OOMRecovery` asks for after an out-of-memory
 error). Each micro-batch's forward runs under activation checkpointing, so only one
@@ -36,6 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from kizashi.datasets.day_panel import FeatureStats
+from kizashi.datasets.device_panel import DeviceFeaturePanel
 from kizashi.evaluation.metrics import daily_ic
 from kizashi.models.losses import ForecastLoss, LossConfig
 from kizashi.models.optim import param_groups
@@ -43,14 +50,14 @@ from kizashi.models.optim import param_groups
 log = logging.getLogger(__name__)
 
 # Per-node tensors of a day batch (sliced by node ranges when a batch is split).
-NODE_KEYS = ("x", "mask", "y", "y_mask", "codes")
+NODE_KEYS = ("x", "mask", "y", "y_mask", "codes", "node_day")
 
 
 def split_day_batch(batch: Mapping[str, Any], n_parts: int) -> list[dict[str, Any]]:
     """Split a collated day batch into ``n_parts`` (at most one per day) batches of whole,
     consecutive days, in order: concatenating the parts' nodes gives the batch's nodes.
 
-    Node tensors (``x``, ``mask``, ``y``, ``y_mask``, ``codes``) are sliced (views), edges
+    Node tensors (``x``, ``mask``, ``y``, ``y_mask``, ``codes``, ``node_day``) are sliced (views), edges
     are kept within their day's part and re-indexed, ``batch_day`` / ``node_ptr`` / ``days``
     are rebased. Other keys are passed through unchanged.
     """
@@ -137,6 +144,21 @@ class ForecastModule(L.LightningModule):
         self._step_batch: Mapping[str, Any] | None = None
         self._step_splits = 1
         self._val_parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        self.panel: DeviceFeaturePanel | None = None
+        self.panel_stats: FeatureStats | None = None
+
+    def attach_panel(self, panel: DeviceFeaturePanel, stats: FeatureStats | None) -> None:
+        """Gather ``x`` / ``mask`` of feature-less batches from ``panel``, standardized with
+        ``stats`` (the fold's training statistics)."""
+        self.panel, self.panel_stats = panel, stats
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, Mapping) and "x" not in batch and "node_day" in batch:
+            if self.panel is None:
+                raise RuntimeError("a batch without features: attach_panel(...) first")
+            x, mask = self.panel.gather(batch["node_day"], batch["codes"], self.panel_stats)
+            batch = {**batch, "x": x, "mask": mask}
+        return batch
 
     # -- forward -----------------------------------------------------------------------
 

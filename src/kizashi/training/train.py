@@ -4,7 +4,10 @@ Lightning, written as a run directory that ``kizashi evaluate`` / ``kizashi repo
     dataset (built or reused) -> DayPanelCache -> folds over the cache calendar
       per fold:  feature stats on the fold's training days only
                  -> train loader (shuffled from seed + fold, resumable mid-epoch),
-                    validation loader, test loader (one batch = days_per_batch days)
+                    validation loader, test loader (one batch = days_per_batch days);
+                    with the feature panel on the device (trainer.panel_on_device) the
+                    loaders carry indices, targets and graphs, and the module gathers the
+                    [N, L, F] windows on the GPU (kizashi.datasets.device_panel)
                  -> model from the registry (n_features / horizons / window from the data)
                  -> Lightning Trainer + callbacks (gradient audit, NaN guard, EMA, OOM
                     recovery, early stopping + best checkpoint on val RankIC@first horizon,
@@ -66,7 +69,16 @@ from torch.utils.data import DataLoader, Sampler
 from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.build import read_metadata, scan_features
 from kizashi.config import TrainConfig, dump_config
-from kizashi.datasets import DayPanelCache, DayPanelDataset, collate_days, fit_feature_stats, fold_day_indices
+from kizashi.datasets import (
+    DayPanelCache,
+    DayPanelDataset,
+    DeviceFeaturePanel,
+    FeatureStats,
+    collate_days,
+    fit_feature_stats,
+    fold_day_indices,
+    panel_bytes,
+)
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, RunInfo
 from kizashi.features.targets import target_return_name
@@ -343,11 +355,12 @@ def run_training(
         config.window, config.target, " (resuming)" if resume else "",
     )
 
+    panel = _feature_panel(config, cache)
     frames: list[pl.DataFrame] = []
     fold_rows: list[dict[str, Any]] = []
     fold_results: list[FoldResult] = []
     for fold in selected:
-        frame, fold_result = _run_fold(config, cache, fold, horizons, loss, out, resume, callbacks)
+        frame, fold_result = _run_fold(config, cache, fold, horizons, loss, out, resume, callbacks, panel)
         frames.append(frame)
         fold_results.append(fold_result)
         for h in horizons:
@@ -440,6 +453,7 @@ def _run_fold(
     out: Path,
     resume: bool,
     extra_callbacks: Sequence[Callback],
+    panel: DeviceFeaturePanel | None = None,
 ) -> tuple[pl.DataFrame, FoldResult]:
     """Fit (or continue, or reuse) one fold and predict its test days."""
     started = time.perf_counter()
@@ -455,7 +469,9 @@ def _run_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
 
     L.seed_everything(config.seed + fold.index, workers=True, verbose=False)
-    sampler, train_loader, val_loader, test_loader = _fold_loaders(config, cache, fold, horizons, fold_dir)
+    stats, sampler, train_loader, val_loader, test_loader = _fold_loaders(
+        config, cache, fold, horizons, fold_dir, with_features=panel is None
+    )
     module = ForecastModule(
         _build_model(config, cache.n_features, horizons),
         horizons,
@@ -465,6 +481,8 @@ def _run_fold(
         lr_factors=config.optimizer.lr_factors,
         warmup_steps=config.optimizer.warmup_steps,
     )
+    if panel is not None:
+        module.attach_panel(panel, stats)
     signal_checkpoint = SignalCheckpoint(fold_dir)
     best_checkpoint = (
         ModelCheckpoint(
@@ -523,11 +541,35 @@ def _run_fold(
     return frame, result
 
 
+def _feature_panel(config: TrainConfig, cache: DayPanelCache) -> DeviceFeaturePanel | None:
+    """The device-resident feature panel when ``trainer.panel_on_device`` asks for one
+    ("on"; "auto": on CUDA when it takes at most half of the GPU's memory), else None."""
+    setting, tcfg = config.trainer.panel_on_device, config.trainer
+    needed = panel_bytes(cache, config.window)
+    if setting == "off":
+        return None
+    if setting == "auto":
+        on_cuda = tcfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        if not on_cuda:
+            return None
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        if needed > total // 2:
+            log.info(
+                "feature panel (%.1f GB) exceeds half of the GPU's %.1f GB: windows are built by the "
+                "loader on the CPU (trainer.panel_on_device: on forces the device panel)", needed / 1e9, total / 1e9,
+            )
+            return None
+    log.info("feature panel on the training device (%.2f GB); loaders carry indices only", needed / 1e9)
+    return DeviceFeaturePanel(cache, config.window)
+
+
 def _fold_loaders(
-    config: TrainConfig, cache: DayPanelCache, fold: Fold, horizons: list[int], fold_dir: Path
-) -> tuple[EpochShuffleSampler, DataLoader, DataLoader | None, DataLoader]:
+    config: TrainConfig, cache: DayPanelCache, fold: Fold, horizons: list[int], fold_dir: Path,
+    *, with_features: bool = True,
+) -> tuple[FeatureStats, EpochShuffleSampler, DataLoader, DataLoader | None, DataLoader]:
     """Feature statistics of the fold's training days (saved beside the checkpoints), the
-    day datasets and their loaders: train (resumable shuffle from seed + fold), val, test."""
+    day datasets and their loaders: train (resumable shuffle from seed + fold), val, test.
+    ``with_features=False``: batches without ``x`` / ``mask`` (a device panel fills them)."""
     days = fold_day_indices(cache, fold)
     stats = fit_feature_stats(cache, days.train)
     if _is_global_zero():
@@ -535,7 +577,8 @@ def _fold_loaders(
     datasets = {}
     for part in ("train", "val", "test"):
         if len(getattr(days, part)):
-            dataset = DayPanelDataset(cache, getattr(days, part), window=config.window, stats=stats, target=config.target)
+            dataset = DayPanelDataset(cache, getattr(days, part), window=config.window, stats=stats,
+                                      target=config.target, with_features=with_features)
             if len(dataset):
                 datasets[part] = dataset
     if "train" not in datasets or "test" not in datasets:
@@ -546,7 +589,7 @@ def _fold_loaders(
     train = _loader(datasets["train"], tcfg.days_per_batch, collate, tcfg.num_workers, sampler, persistent=True)
     val = _loader(datasets["val"], tcfg.days_per_batch, collate, tcfg.num_workers) if "val" in datasets else None
     test = _loader(datasets["test"], tcfg.days_per_batch, collate, tcfg.num_workers)
-    return sampler, train, val, test
+    return stats, sampler, train, val, test
 
 
 def _fold_callbacks(config: TrainConfig, horizons: list[int], with_validation: bool) -> list[Callback]:
