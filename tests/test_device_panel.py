@@ -83,6 +83,7 @@ def test_training_with_the_panel_on_device_matches_the_cpu_loader(dataset_dir, t
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gather_on_cuda_equals_the_cpu_batches(cache):
     days = np.r_[0:3, cache.n_days - 5 : cache.n_days]
     stats = fit_feature_stats(cache, np.arange(20, 150))
