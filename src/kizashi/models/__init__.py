@@ -16,6 +16,7 @@ from kizashi.models.registry import (
 
 # Built-in models register themselves on import (keep this list in sync with models/).
 from kizashi.models.atft_gat_fan import ATFTGATFAN, ATFTGATFANConfig  # noqa: E402
+from kizashi.models.stage1 import Stage1Config, Stage1Model  # noqa: E402
 
 __all__ = [
     "ATFTGATFAN",
@@ -27,4 +28,6 @@ __all__ = [
     "model_config",
     "model_presets",
     "register_model",
+    "Stage1Config",
+    "Stage1Model",
 ]

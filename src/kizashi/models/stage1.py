@@ -1,0 +1,291 @@
+"""Stage-1: masked reconstruction of multi-timeframe bars with ONE shared encoder.
+
+Per timeframe ``tf`` (``B`` windows, ``T`` bars, ``C = 6`` input channels: OHLCV and a
+derived one such as log range; ``D = d_model``)::
+
+    x_tf [B, T, C], masked_tf [B, T] bool (True = hidden from the model)
+      -> x * ~masked -> stem_tf: depthwise Conv1d(C, k) + pointwise Conv1d(C -> D)
+         + timeframe embedding e_tf; masked steps replaced by the shared mask token  [B, T, D]
+      -> shared encoder (the SAME module for every timeframe)                        [B, T, D]
+           "transformer": learned positions + nn.TransformerEncoder
+           "lm":          kizashi.models.lm_adapter.LMEncoderAdapter (patchify -> pretrained
+                          LM blocks -> unpatchify)
+      -> shared bottleneck: strided Conv1d (T -> T / s) + transposed Conv1d back (T / s -> T)
+         with a residual                                                              [B, T, D]
+      -> decoder_tf: LayerNorm + Linear(D -> 4)  -> reconstructed OHLC                [B, T, 4]
+
+Parameter count with N timeframes = encoder + bottleneck + mask token + N x (stem + decoder)
+(``parameter_breakdown``; test). The timeframes share everything except their stems,
+embeddings and decoders: the seed's bug of one encoder per timeframe cannot happen here,
+because the module owns exactly one ``encoder``.
+
+Losses (:func:`masked_reconstruction_loss`, :func:`cross_timeframe_consistency`):
+
+* reconstruction: Huber (or MSE) between the reconstruction and the target OHLC on the
+  masked positions only, averaged over those positions of every timeframe;
+* consistency: the fine timeframe's reconstruction aggregated to the coarse one (groups of
+  ``k = coarse / fine`` consecutive bars: open = first, high = max, low = min, close =
+  last) against the coarse reconstruction of the same span. With aligned windows (both end
+  at the same instant, on a coarse bar close), the last ``T_fine / k`` coarse bars cover the
+  fine window. Both sides are compared in price units: each timeframe's normalization
+  ``(value - shift) / scale`` is undone first (first/max/min/last commute with a positive
+  affine map, so the comparison does not depend on the timeframes' statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kizashi.models.registry import register_model
+
+N_INPUT_CHANNELS = 6  # open, high, low, close, volume, derived (e.g. log range)
+N_OUTPUT_CHANNELS = 4  # open, high, low, close
+
+
+@dataclass
+class Stage1Config:
+    """Configuration of :class:`Stage1Model` (validated on construction)."""
+
+    timeframes: tuple[str, ...] = ("m30", "h1", "h4", "d1")
+    seq_len: int = 64  # T, bars per window and timeframe
+    in_channels: int = N_INPUT_CHANNELS
+    out_channels: int = N_OUTPUT_CHANNELS
+    d_model: int = 64
+    stem_kernel: int = 5
+    dropout: float = 0.1
+    encoder: Literal["transformer", "lm"] = "transformer"
+    # plain Transformer encoder
+    n_layers: int = 2
+    n_heads: int = 4
+    ff_mult: int = 4
+    # pretrained language-model encoder
+    lm_name_or_path: str | None = None
+    lm_layers: int | None = None  # first K blocks; None = all
+    patch_len: int = 16
+    # bottleneck
+    bottleneck_stride: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timeframes, list | tuple):
+            self.timeframes = tuple(str(t) for t in self.timeframes)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when a value is invalid."""
+        for name in ("seq_len", "in_channels", "out_channels", "d_model", "stem_kernel", "n_layers",
+                     "n_heads", "ff_mult", "patch_len", "bottleneck_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.timeframes or len(set(self.timeframes)) != len(self.timeframes):
+            raise ValueError(f"timeframes must be distinct and non-empty, got {self.timeframes!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.encoder not in ("transformer", "lm"):
+            raise ValueError(f"encoder must be 'transformer' or 'lm', got {self.encoder!r}")
+        if self.encoder == "transformer" and self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.encoder == "lm":
+            if not self.lm_name_or_path:
+                raise ValueError("encoder 'lm' needs lm_name_or_path (a local directory, a hub id or "
+                                 "'bundled:all-minilm-l6-v2')")
+            if self.seq_len % self.patch_len:
+                raise ValueError(f"seq_len={self.seq_len} must be a multiple of patch_len={self.patch_len}")
+        if self.seq_len % self.bottleneck_stride:
+            raise ValueError(f"seq_len={self.seq_len} must be a multiple of bottleneck_stride={self.bottleneck_stride}")
+        if self.stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd (same-length convolution), got {self.stem_kernel}")
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "small": dict(d_model=64, n_layers=2, n_heads=4),
+    "base": dict(d_model=128, n_layers=4, n_heads=8),
+}
+
+
+class TimeframeStem(nn.Module):
+    """``x [B, T, C]`` -> ``[B, T, D]``: depthwise then pointwise 1-D convolution, plus the
+    timeframe's embedding."""
+
+    def __init__(self, in_channels: int, d_model: int, kernel: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(in_channels, in_channels, kernel, padding=kernel // 2, groups=in_channels)
+        self.pointwise = nn.Conv1d(in_channels, d_model, 1)
+        self.embedding = nn.Parameter(torch.zeros(d_model))
+        nn.init.normal_(self.embedding, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.pointwise(F.gelu(self.depthwise(x.transpose(1, 2))))
+        return h.transpose(1, 2) + self.embedding
+
+
+class TransformerSequenceEncoder(nn.Module):
+    """``[B, T, D]`` -> ``[B, T, D]``: learned positions + pre-norm Transformer encoder."""
+
+    def __init__(self, config: Stage1Config) -> None:
+        super().__init__()
+        d = config.d_model
+        self.positions = nn.Parameter(torch.zeros(config.seq_len, d))
+        nn.init.normal_(self.positions, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d, config.n_heads, config.ff_mult * d, dropout=config.dropout, batch_first=True, norm_first=True,
+            activation="gelu",
+        )
+        self.layers = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.norm(self.layers(h + self.positions[: h.shape[1]]))
+
+
+class Bottleneck(nn.Module):
+    """``[B, T, D]`` -> ``[B, T, D]`` through a strided compression to ``T / s`` steps."""
+
+    def __init__(self, d_model: int, stride: int) -> None:
+        super().__init__()
+        self.down = nn.Conv1d(d_model, d_model, stride, stride=stride)
+        self.up = nn.ConvTranspose1d(d_model, d_model, stride, stride=stride)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, h: Tensor) -> Tensor:
+        compressed = F.gelu(self.down(h.transpose(1, 2)))  # [B, D, T / s]
+        return self.norm(h + self.up(compressed).transpose(1, 2))
+
+
+@register_model("stage1", config_cls=Stage1Config, presets=PRESETS)
+class Stage1Model(nn.Module):
+    """Masked multi-timeframe reconstruction (module docstring).
+
+    ``forward(inputs, masked)``: ``inputs`` maps every configured timeframe to ``[B, T, C]``,
+    ``masked`` (optional) to ``[B, T]`` bool. Returns ``{tf: [B, T, 4]}`` reconstructed OHLC.
+    ``encode(tf, x, masked)`` returns the shared encoder's output ``[B, T, D]`` (what a
+    fine-tuning head reads).
+    """
+
+    def __init__(self, config: Stage1Config) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        d = config.d_model
+        self.stems = nn.ModuleDict({tf: TimeframeStem(config.in_channels, d, config.stem_kernel)
+                                    for tf in config.timeframes})
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        nn.init.normal_(self.mask_token, std=0.02)
+        if config.encoder == "lm":
+            from kizashi.models.lm_adapter import LMEncoderAdapter
+
+            self.encoder: nn.Module = LMEncoderAdapter(
+                d, config.lm_name_or_path, patch_len=config.patch_len, lm_layers=config.lm_layers
+            )
+        else:
+            self.encoder = TransformerSequenceEncoder(config)
+        self.bottleneck = Bottleneck(d, config.bottleneck_stride)
+        self.decoders = nn.ModuleDict({
+            tf: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.out_channels)) for tf in config.timeframes
+        })
+
+    def encode(self, tf: str, x: Tensor, masked: Tensor | None = None) -> Tensor:
+        cfg = self.config
+        if tf not in self.stems:
+            raise ValueError(f"unknown timeframe {tf!r}; the model has {list(cfg.timeframes)}")
+        if x.dim() != 3 or x.shape[1] != cfg.seq_len or x.shape[2] != cfg.in_channels:
+            raise ValueError(f"{tf}: x must be [B, seq_len={cfg.seq_len}, {cfg.in_channels}], got {tuple(x.shape)}")
+        if masked is not None:
+            if masked.shape != x.shape[:2]:
+                raise ValueError(f"{tf}: masked must be {tuple(x.shape[:2])}, got {tuple(masked.shape)}")
+            x = x.masked_fill(masked.unsqueeze(-1), 0.0)
+        h = self.stems[tf](x)
+        if masked is not None:
+            h = torch.where(masked.unsqueeze(-1), self.mask_token.to(h.dtype), h)
+        return self.bottleneck(self.encoder(h))
+
+    def forward(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        missing = [tf for tf in self.config.timeframes if tf not in inputs]
+        if missing:
+            raise ValueError(f"inputs lack timeframes {missing}; got {sorted(inputs)}")
+        masked = masked or {}
+        return {tf: self.decoders[tf](self.encode(tf, inputs[tf], masked.get(tf))) for tf in self.config.timeframes}
+
+    def parameter_breakdown(self) -> dict[str, int]:
+        """Parameter counts: ``encoder`` (incl. bottleneck and mask token) and, per
+        timeframe, ``stem:<tf>`` and ``decoder:<tf>``."""
+        count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+        out = {"encoder": count(self.encoder) + count(self.bottleneck) + self.mask_token.numel()}
+        for tf in self.config.timeframes:
+            out[f"stem:{tf}"] = count(self.stems[tf])
+            out[f"decoder:{tf}"] = count(self.decoders[tf])
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------
+
+
+def masked_reconstruction_loss(
+    reconstruction: Mapping[str, Tensor],
+    target: Mapping[str, Tensor],
+    masked: Mapping[str, Tensor],
+    kind: Literal["huber", "mse"] = "huber",
+    delta: float = 1.0,
+) -> Tensor:
+    """Mean loss over the masked positions of every timeframe (``[B, T, 4]`` each; ``masked``
+    ``[B, T]``). Unmasked positions do not count; 0 (with a gradient path) when nothing is
+    masked."""
+    errors, count = [], 0
+    for tf, recon in reconstruction.items():
+        where = masked[tf]
+        if kind == "huber":
+            loss = F.huber_loss(recon, target[tf], reduction="none", delta=delta)
+        elif kind == "mse":
+            loss = (recon - target[tf]).square()
+        else:
+            raise ValueError(f"kind must be 'huber' or 'mse', got {kind!r}")
+        errors.append((loss * where.unsqueeze(-1).to(loss.dtype)).sum())
+        count += int(where.sum()) * recon.shape[-1]
+    total = torch.stack(errors).sum()
+    return total / count if count else total * 0.0
+
+
+def aggregate_ohlc(bars: Tensor, k: int) -> Tensor:
+    """``[B, T, 4]`` OHLC -> ``[B, T / k, 4]``: consecutive groups of ``k`` bars as one bar
+    (open = first, high = max, low = min, close = last). ``T`` must be a multiple of ``k``."""
+    batch, steps, channels = bars.shape
+    if channels != 4 or steps % k:
+        raise ValueError(f"aggregate_ohlc: need [B, T, 4] with T % {k} == 0, got {tuple(bars.shape)}")
+    groups = bars.reshape(batch, steps // k, k, 4)
+    return torch.stack(
+        [groups[..., 0, 0], groups[..., 1].amax(dim=-1), groups[..., 2].amin(dim=-1), groups[..., -1, 3]], dim=-1
+    )
+
+
+def cross_timeframe_consistency(
+    fine: Tensor,
+    coarse: Tensor,
+    ratio: int,
+    *,
+    fine_affine: tuple[Tensor | float, Tensor | float] = (0.0, 1.0),
+    coarse_affine: tuple[Tensor | float, Tensor | float] = (0.0, 1.0),
+    kind: Literal["huber", "mse"] = "huber",
+    delta: float = 1.0,
+) -> Tensor:
+    """Consistency between a fine reconstruction ``[B, T_f, 4]`` aggregated by ``ratio`` and
+    the coarse reconstruction ``[B, T_c, 4]`` of the same span (the last ``T_f / ratio``
+    coarse bars: aligned windows end at the same instant). ``*_affine = (shift, scale)``
+    undoes each timeframe's normalization (``value = normalized * scale + shift``; scalars or
+    ``[B, 1, 1]``-broadcastable tensors, ``scale > 0``) before the comparison."""
+    span = fine.shape[1] // ratio
+    if span < 1 or span > coarse.shape[1]:
+        raise ValueError(f"fine window of {fine.shape[1]} bars / ratio {ratio} does not fit {coarse.shape[1]} coarse bars")
+    fine_prices = fine * fine_affine[1] + fine_affine[0]
+    coarse_prices = coarse[:, -span:] * coarse_affine[1] + coarse_affine[0]
+    aggregated = aggregate_ohlc(fine_prices[:, -span * ratio :], ratio)
+    if kind == "huber":
+        return F.huber_loss(aggregated, coarse_prices, delta=delta)
+    return (aggregated - coarse_prices).square().mean()
