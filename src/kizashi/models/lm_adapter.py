@@ -177,6 +177,10 @@ class LMEncoderAdapter(nn.Module):
             if not _is_placeholder(self.lm, name):
                 yield parameter
 
+    def lm_blocks(self) -> list[nn.Module]:
+        """The LM's encoder blocks, bottom (first) to top (last)."""
+        return list(self.lm.encoder.block if self.family == "t5" else self.lm.encoder.layer)
+
     def forward(self, h: Tensor) -> Tensor:
         batch, steps, width = h.shape
         if steps % self.patch_len:

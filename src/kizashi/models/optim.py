@@ -49,12 +49,17 @@ def param_groups(
     weight_decay: float,
     lr: float,
     lr_factors: Mapping[str, float] | None = None,
+    *,
+    frozen_to_include: Iterable[nn.Parameter] = (),
 ) -> list[dict[str, Any]]:
     """Parameter groups for ``torch.optim`` (e.g. ``AdamW(param_groups(...))``).
 
     One group per (lr factor, decay / no decay) that has parameters; each trainable
-    parameter appears exactly once, frozen ones (``requires_grad=False``) not at all.
+    parameter appears exactly once, frozen ones (``requires_grad=False``) not at all, except
+    those in ``frozen_to_include`` (frozen now and unfrozen later by gradual unfreezing; the
+    optimizer skips them while they have no gradient).
     """
+    include = {id(p) for p in frozen_to_include}
     lr_factors = dict(lr_factors or {})
     for prefix, factor in lr_factors.items():
         if not factor > 0:
@@ -64,7 +69,7 @@ def param_groups(
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
     for module_name, module in model.named_modules():
         for local_name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
+            if (not param.requires_grad and id(param) not in include) or id(param) in seen:
                 continue
             seen.add(id(param))
             name = f"{module_name}.{local_name}" if module_name else local_name

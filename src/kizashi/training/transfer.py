@@ -1,0 +1,119 @@
+"""Transfer-learning controls for a pretrained language-model encoder (Stage-1's
+``transfer_learning`` keys): gradual unfreezing and the LM's learning-rate factor.
+
+* :class:`GradualUnfreezing` (a Lightning callback): the LM's pretrained parameters are
+  frozen for the first ``freeze_epochs`` epochs. Then either everything is unfrozen at once
+  (``blocks_per_epoch=None``) or ``blocks_per_epoch`` more encoder blocks per epoch, from the
+  top block down; the LM's other parameters (embeddings, position bias, final norm) are
+  unfrozen with the bottom block. The state is a function of the epoch number only, so a
+  resumed run continues the same schedule.
+* :func:`transfer_param_groups`: the optimizer's groups with the LM at
+  ``lm_learning_rate_factor`` x the base learning rate, frozen LM parameters included (the
+  optimizer skips them until they have gradients), no weight decay on norms and biases.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+from torch import nn
+
+from kizashi.models.lm_adapter import LMEncoderAdapter
+from kizashi.models.optim import param_groups
+
+log = logging.getLogger(__name__)
+
+
+def find_lm_adapter(module: nn.Module) -> LMEncoderAdapter | None:
+    """The (single) :class:`LMEncoderAdapter` inside ``module``, or None."""
+    found = [m for m in module.modules() if isinstance(m, LMEncoderAdapter)]
+    if len(found) > 1:
+        raise ValueError(f"expected one language-model adapter, found {len(found)}")
+    return found[0] if found else None
+
+
+def fraction_frozen(parameters: Iterable[nn.Parameter]) -> float:
+    """Share of the elements of ``parameters`` with ``requires_grad=False`` (0..1)."""
+    total = frozen = 0
+    for p in parameters:
+        total += p.numel()
+        frozen += 0 if p.requires_grad else p.numel()
+    return frozen / total if total else 0.0
+
+
+def unfrozen_blocks(epoch: int, freeze_epochs: int, n_blocks: int, blocks_per_epoch: int | None) -> int:
+    """How many of ``n_blocks`` (counted from the top) are trainable during ``epoch`` (0-based)."""
+    if epoch < freeze_epochs:
+        return 0
+    if blocks_per_epoch is None:
+        return n_blocks
+    return min(n_blocks, (epoch - freeze_epochs + 1) * blocks_per_epoch)
+
+
+def apply_unfreezing(adapter: LMEncoderAdapter, n_unfrozen: int) -> None:
+    """Make the top ``n_unfrozen`` blocks trainable and the others frozen; the LM's
+    non-block parameters follow the bottom block."""
+    blocks = adapter.lm_blocks()
+    n_blocks = len(blocks)
+    block_params = set()
+    for index, block in enumerate(blocks):
+        trainable = index >= n_blocks - n_unfrozen
+        for p in block.parameters():
+            p.requires_grad_(trainable)
+            block_params.add(id(p))
+    for p in adapter.lm_parameters():
+        if id(p) not in block_params:
+            p.requires_grad_(n_unfrozen >= n_blocks)
+
+
+class GradualUnfreezing(L.Callback):
+    """Freeze the LM for ``freeze_epochs`` epochs, then unfreeze it (all at once, or
+    ``blocks_per_epoch`` blocks per epoch from the top). Logs ``transfer/lm_frozen_fraction``.
+    Does nothing for a model without an LM adapter."""
+
+    def __init__(self, freeze_epochs: int, blocks_per_epoch: int | None = None) -> None:
+        if freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be >= 0, got {freeze_epochs}")
+        if blocks_per_epoch is not None and blocks_per_epoch < 1:
+            raise ValueError(f"blocks_per_epoch must be >= 1 or None, got {blocks_per_epoch}")
+        self.freeze_epochs = int(freeze_epochs)
+        self.blocks_per_epoch = blocks_per_epoch
+        self.frozen_fraction: float | None = None
+
+    def _apply(self, trainer: Any, pl_module: nn.Module) -> None:
+        adapter = find_lm_adapter(pl_module)
+        if adapter is None:
+            return
+        n_blocks = len(adapter.lm_blocks())
+        n = unfrozen_blocks(trainer.current_epoch, self.freeze_epochs, n_blocks, self.blocks_per_epoch)
+        apply_unfreezing(adapter, n)
+        fraction = fraction_frozen(adapter.lm_parameters())
+        if fraction != self.frozen_fraction:
+            log.info("epoch %d: language model %.0f%% frozen (%d of %d blocks trainable)",
+                     trainer.current_epoch, 100 * fraction, n, n_blocks)
+        self.frozen_fraction = fraction
+
+    def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        self._apply(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        self._apply(trainer, pl_module)
+        if hasattr(pl_module, "log") and self.frozen_fraction is not None and getattr(trainer, "logger", None):
+            pl_module.log("transfer/lm_frozen_fraction", self.frozen_fraction, on_step=False, on_epoch=True)
+
+
+def transfer_param_groups(
+    model: nn.Module, lr: float, weight_decay: float, lm_learning_rate_factor: float = 1.0
+) -> list[dict[str, Any]]:
+    """:func:`kizashi.models.optim.param_groups` with the LM adapter's pretrained
+    parameters at ``lm_learning_rate_factor`` x ``lr`` (frozen ones included)."""
+    adapter = find_lm_adapter(model)
+    if adapter is None:
+        return param_groups(model, weight_decay=weight_decay, lr=lr)
+    prefix = next(name for name, module in model.named_modules() if module is adapter.lm)
+    lm_params = list(adapter.lm_parameters())
+    return param_groups(model, weight_decay=weight_decay, lr=lr, lr_factors={prefix: lm_learning_rate_factor},
+                        frozen_to_include=lm_params)
