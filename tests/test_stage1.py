@@ -17,6 +17,7 @@ from kizashi.models.stage1 import (
     Stage1Model,
     aggregate_ohlc,
     cross_timeframe_consistency,
+    grouped_consistency,
     masked_reconstruction_loss,
 )
 from kizashi.training.callbacks import gradient_problems
@@ -158,3 +159,28 @@ def test_lm_loading_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConfigError, match=r"not in the local Hugging Face cache.*local directory"):
         LMEncoderAdapter(16, "someone/no-such-model-xyz", patch_len=4)
+
+
+def test_grouped_consistency_equals_the_aligned_form_and_skips_incomplete_bars():
+    g = torch.Generator().manual_seed(0)
+    fine, coarse = torch.randn(2, 8, 4, generator=g), torch.randn(2, 5, 4, generator=g)
+    # aligned: the 8 fine bars are the last 4 coarse bars (ratio 2)
+    groups = torch.tensor([[1, 1, 2, 2, 3, 3, 4, 4]] * 2)
+    complete = torch.tensor([[False, True, True, True, True]] * 2)
+    expected = cross_timeframe_consistency(fine, coarse, 2, kind="mse",
+                                           fine_affine=(0.0, 3.0), coarse_affine=(0.0, 5.0))
+    got = grouped_consistency(fine, coarse, groups, complete, fine_scale=3.0, coarse_scale=5.0, kind="mse")
+    torch.testing.assert_close(got, expected)
+    # a fine bar without a coarse bar (-1) and an incomplete coarse bar do not count
+    groups2 = torch.tensor([[1, 1, 2, 2, 3, 3, -1, -1]] * 2)
+    complete2 = torch.tensor([[False, True, True, True, False]] * 2)
+    fine2 = fine.clone()
+    fine2[:, 6:] += 100.0  # bars outside every compared group
+    partial = grouped_consistency(fine2, coarse, groups2, complete2, kind="mse")
+    reference = cross_timeframe_consistency(fine[:, :6], coarse[:, :4], 2, kind="mse")
+    torch.testing.assert_close(partial, reference)
+    fine.requires_grad_(True)
+    grouped_consistency(fine, coarse, groups, complete).backward()
+    assert torch.isfinite(fine.grad).all() and fine.grad.abs().sum() > 0
+    nothing = grouped_consistency(fine, coarse, groups, torch.zeros_like(complete))
+    assert nothing.item() == 0.0

@@ -34,6 +34,8 @@ Losses (:func:`masked_reconstruction_loss`, :func:`cross_timeframe_consistency`)
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -289,3 +291,49 @@ def cross_timeframe_consistency(
     if kind == "huber":
         return F.huber_loss(aggregated, coarse_prices, delta=delta)
     return (aggregated - coarse_prices).square().mean()
+
+
+def grouped_consistency(
+    fine: Tensor,
+    coarse: Tensor,
+    groups: Tensor,
+    complete: Tensor,
+    *,
+    fine_scale: Tensor | float = 1.0,
+    coarse_scale: Tensor | float = 1.0,
+    kind: Literal["huber", "mse"] = "huber",
+    delta: float = 1.0,
+) -> Tensor:
+    """The cross-timeframe consistency for windows whose bars are matched by time.
+
+    ``fine [B, T_f, 4]``, ``coarse [B, T_c, 4]`` reconstructions (log price / scale);
+    ``groups [B, T_f]`` int64: the coarse bar (index in the coarse window) containing each
+    fine bar, -1 for none; ``complete [B, T_c]`` bool: the coarse bars to compare (all their
+    fine bars inside the fine window, not partial). The fine bars of each group are
+    aggregated (open = first, high = max, low = min, close = last) after undoing the scales,
+    and compared with the coarse bar. 0 (with a gradient path) when no bar is complete."""
+    batch, steps, _ = fine.shape
+    slots = coarse.shape[1]
+    f, c = fine * fine_scale, coarse * coarse_scale
+    flat = torch.where(groups >= 0, groups, slots) + torch.arange(batch, device=fine.device).unsqueeze(1) * (slots + 1)
+    flat = flat.reshape(-1)
+    size = batch * (slots + 1)
+
+    def reduce(values: Tensor, how: str, fill: float) -> Tensor:
+        base = torch.full((size,), fill, dtype=values.dtype, device=values.device)
+        return base.scatter_reduce(0, flat, values.reshape(-1), how, include_self=True).reshape(batch, slots + 1)[:, :slots]
+
+    positions = torch.arange(steps, device=fine.device, dtype=fine.dtype).expand(batch, steps)
+    first = reduce(positions, "amin", float(steps)).clamp(max=steps - 1).long()
+    last = reduce(positions, "amax", -1.0).clamp(min=0).long()
+    aggregated = torch.stack([
+        f[..., 0].gather(1, first),
+        reduce(f[..., 1], "amax", -math.inf),
+        reduce(f[..., 2], "amin", math.inf),
+        f[..., 3].gather(1, last),
+    ], dim=-1)
+    use = complete.unsqueeze(-1).expand_as(c)
+    if not bool(use.any()):
+        return (f.sum() + c.sum()) * 0.0
+    a, b = aggregated[use], c[use]
+    return F.huber_loss(a, b, delta=delta) if kind == "huber" else (a - b).square().mean()
