@@ -10,6 +10,11 @@ derived one such as log range; ``D = d_model``)::
            "transformer": learned positions + nn.TransformerEncoder
            "lm":          kizashi.models.lm_adapter.LMEncoderAdapter (patchify -> pretrained
                           LM blocks -> unpatchify)
+         fusion "joint" (default): the timeframes' token sequences are concatenated into
+         one [B, N_tf * T, D] sequence, so a fine bar attends to the coarse bars of the same
+         time (an unmasked coarse bar tells the high, low and close of a masked fine span:
+         information linear interpolation does not have); "separate": each timeframe's
+         [B, T, D] alone (no cross-timeframe input)
       -> shared bottleneck: strided Conv1d (T -> T / s) + transposed Conv1d back (T / s -> T)
          with a residual                                                              [B, T, D]
       -> decoder_tf: LayerNorm + Linear(D -> 4)  -> reconstructed OHLC                [B, T, 4]
@@ -62,6 +67,8 @@ class Stage1Config:
     stem_kernel: int = 5
     dropout: float = 0.1
     encoder: Literal["transformer", "lm"] = "transformer"
+    fusion: Literal["joint", "separate"] = "joint"
+    time_bias: float = 0.5  # transformer: attention logit bias -time_bias * |dt| in bars (0 = off)
     # plain Transformer encoder
     n_layers: int = 2
     n_heads: int = 4
@@ -89,6 +96,8 @@ class Stage1Config:
             raise ValueError(f"timeframes must be distinct and non-empty, got {self.timeframes!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.fusion not in ("joint", "separate"):
+            raise ValueError(f"fusion must be 'joint' or 'separate', got {self.fusion!r}")
         if self.encoder not in ("transformer", "lm"):
             raise ValueError(f"encoder must be 'transformer' or 'lm', got {self.encoder!r}")
         if self.encoder == "transformer" and self.d_model % self.n_heads:
@@ -127,23 +136,71 @@ class TimeframeStem(nn.Module):
         return h.transpose(1, 2) + self.embedding
 
 
+class BiasedAttentionBlock(nn.Module):
+    """Pre-norm Transformer block, ``[B, L, D]`` -> ``[B, L, D]``, whose self-attention takes
+    an additive logit bias ``[L, L]`` (``F.scaled_dot_product_attention``; the same
+    computation in training and evaluation, unlike ``nn.TransformerEncoderLayer``'s
+    inference fast path, which gave different outputs with a float mask under no_grad)."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(ff_mult * d_model, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, bias: Tensor | None = None) -> Tensor:
+        batch, length, width = h.shape
+        q, k, v = self.qkv(self.norm1(h)).reshape(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
+        h = h + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, width)))
+        return h + self.drop(self.ff(self.norm2(h)))
+
+
 class TransformerSequenceEncoder(nn.Module):
-    """``[B, T, D]`` -> ``[B, T, D]``: learned positions + pre-norm Transformer encoder."""
+    """``[B, k*T, D]`` -> ``[B, k*T, D]``: learned positions + pre-norm Transformer encoder."""
 
     def __init__(self, config: Stage1Config) -> None:
         super().__init__()
         d = config.d_model
+        # position within a timeframe's window, the same for every timeframe (the stems add the
+        # timeframe's own embedding), so the encoder's size does not depend on N_tf
+        self.seq_len = config.seq_len
         self.positions = nn.Parameter(torch.zeros(config.seq_len, d))
         nn.init.normal_(self.positions, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d, config.n_heads, config.ff_mult * d, dropout=config.dropout, batch_first=True, norm_first=True,
-            activation="gelu",
+        self.layers = nn.ModuleList(
+            BiasedAttentionBlock(d, config.n_heads, config.ff_mult, config.dropout) for _ in range(config.n_layers)
         )
-        self.layers = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.norm(self.layers(h + self.positions[: h.shape[1]]))
+    def forward(self, h: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``h [B, k * T, D]``: k >= 1 timeframe windows of T tokens, concatenated;
+        ``bias [k*T, k*T]`` an additive attention-logit bias (see :func:`time_distance_bias`)."""
+        blocks = h.shape[1] // self.seq_len
+        if blocks * self.seq_len != h.shape[1]:
+            raise ValueError(f"sequence of {h.shape[1]} tokens is not a whole number of {self.seq_len}-bar windows")
+        h = h + self.positions.repeat(blocks, 1)
+        for layer in self.layers:
+            h = layer(h, bias)
+        return self.norm(h)
+
+
+def time_distance_bias(durations: list[float], seq_len: int, slope: float) -> Tensor:
+    """``[k*T, k*T]`` attention bias ``-slope * |t_i - t_j| / max(d_i, d_j)`` for k aligned
+    windows of ``seq_len`` bars with bar durations ``durations`` (any unit): ``t`` is a bar's
+    centre relative to the common window end, so a token attends most to the bars of any
+    timeframe that are near it in time (ALiBi-like, in units of the coarser bar)."""
+    centres, widths = [], []
+    for duration in durations:
+        steps = torch.arange(seq_len, dtype=torch.float64)
+        centres.append(-(seq_len - 1 - steps) * duration - duration / 2)
+        widths.append(torch.full((seq_len,), float(duration), dtype=torch.float64))
+    t, d = torch.cat(centres), torch.cat(widths)
+    scale = torch.maximum(d.unsqueeze(0), d.unsqueeze(1))
+    return (-slope * (t.unsqueeze(0) - t.unsqueeze(1)).abs() / scale).float()
 
 
 class Bottleneck(nn.Module):
@@ -160,14 +217,21 @@ class Bottleneck(nn.Module):
         return self.norm(h + self.up(compressed).transpose(1, 2))
 
 
+def _minutes(timeframe: str) -> int:
+    """Minutes of a timeframe name (m5, h1, d1, ...); the model needs only the ratios."""
+    units = {"m": 1, "h": 60, "d": 1440}
+    if len(timeframe) < 2 or timeframe[0] not in units or not timeframe[1:].isdigit():
+        raise ValueError(f"timeframe {timeframe!r}: expected m<N>, h<N> or d<N>")
+    return units[timeframe[0]] * int(timeframe[1:])
+
+
 @register_model("stage1", config_cls=Stage1Config, presets=PRESETS)
 class Stage1Model(nn.Module):
     """Masked multi-timeframe reconstruction (module docstring).
 
     ``forward(inputs, masked)``: ``inputs`` maps every configured timeframe to ``[B, T, C]``,
     ``masked`` (optional) to ``[B, T]`` bool. Returns ``{tf: [B, T, 4]}`` reconstructed OHLC.
-    ``encode(tf, x, masked)`` returns the shared encoder's output ``[B, T, D]`` (what a
-    fine-tuning head reads).
+    ``encode(inputs, masked)`` returns the encoder's output ``{tf: [B, T, D]}``.
     """
 
     def __init__(self, config: Stage1Config) -> None:
@@ -188,11 +252,19 @@ class Stage1Model(nn.Module):
         else:
             self.encoder = TransformerSequenceEncoder(config)
         self.bottleneck = Bottleneck(d, config.bottleneck_stride)
+        if config.encoder == "transformer" and config.time_bias > 0:
+            from_minutes = [float(_minutes(tf)) for tf in config.timeframes]
+            joint = time_distance_bias(from_minutes, config.seq_len, config.time_bias)
+            single = time_distance_bias([1.0], config.seq_len, config.time_bias)
+            self.register_buffer("joint_bias", joint, persistent=False)
+            self.register_buffer("single_bias", single, persistent=False)
+        else:
+            self.joint_bias = self.single_bias = None
         self.decoders = nn.ModuleDict({
             tf: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.out_channels)) for tf in config.timeframes
         })
 
-    def encode(self, tf: str, x: Tensor, masked: Tensor | None = None) -> Tensor:
+    def _embed(self, tf: str, x: Tensor, masked: Tensor | None) -> Tensor:
         cfg = self.config
         if tf not in self.stems:
             raise ValueError(f"unknown timeframe {tf!r}; the model has {list(cfg.timeframes)}")
@@ -205,14 +277,30 @@ class Stage1Model(nn.Module):
         h = self.stems[tf](x)
         if masked is not None:
             h = torch.where(masked.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        return self.bottleneck(self.encoder(h))
+        return h
 
-    def forward(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        missing = [tf for tf in self.config.timeframes if tf not in inputs]
+    def encode(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The shared encoder's (and bottleneck's) output per timeframe: ``{tf: [B, T, D]}``
+        (what a fine-tuning head reads)."""
+        timeframes = self.config.timeframes
+        missing = [tf for tf in timeframes if tf not in inputs]
         if missing:
             raise ValueError(f"inputs lack timeframes {missing}; got {sorted(inputs)}")
         masked = masked or {}
-        return {tf: self.decoders[tf](self.encode(tf, inputs[tf], masked.get(tf))) for tf in self.config.timeframes}
+        embedded = [self._embed(tf, inputs[tf], masked.get(tf)) for tf in timeframes]
+        if self.config.fusion == "joint":
+            joint = torch.cat(embedded, dim=1)
+            out = self.encoder(joint) if self.joint_bias is None else self.encoder(joint, self.joint_bias.to(joint.dtype))
+            encoded = out.split(self.config.seq_len, dim=1)
+        elif self.single_bias is None:
+            encoded = [self.encoder(h) for h in embedded]
+        else:
+            encoded = [self.encoder(h, self.single_bias.to(h.dtype)) for h in embedded]
+        return {tf: self.bottleneck(h) for tf, h in zip(timeframes, encoded)}
+
+    def forward(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        encoded = self.encode(inputs, masked)
+        return {tf: self.decoders[tf](h) for tf, h in encoded.items()}
 
     def parameter_breakdown(self) -> dict[str, int]:
         """Parameter counts: ``encoder`` (incl. bottleneck and mask token) and, per
