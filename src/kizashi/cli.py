@@ -5,6 +5,7 @@
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
     kizashi evaluate     [--config FILE] [--control] [--out DIR]
     kizashi train        [--config FILE] [--resume] [--out DIR] [--devices N]
+    kizashi pretrain     [--config FILE] [--out DIR] [--json]
     kizashi report       RUN_DIR [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
@@ -380,6 +381,36 @@ def train(
     if not result.summary:  # a DDP rank other than 0: rank 0 writes and reports
         return
     _finish_run(result, report, as_json)
+
+
+@app.command("pretrain")
+@friendly_errors
+def pretrain(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/stage1.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Stage-1 self-supervised pretraining: masked multi-timeframe bar reconstruction."""
+    from kizashi.config import load_pretrain_config
+    from kizashi.training.pretrain import run_pretraining
+
+    result = run_pretraining(load_pretrain_config(config), out_dir=out)
+    if as_json:
+        typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics,
+                               "summary": {k: v for k, v in result.summary.items() if k != "config"}}, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Stage-1 pretraining: {result.summary['encoder']}, {result.summary['parameters']:,} parameters")
+    for column in ("epoch", "train loss", "val reconstruction", "val masked corr", "val consistency", "LM frozen", "seconds"):
+        table.add_column(column, justify="right")
+    for row in result.metrics:
+        frozen = row["lm_frozen_fraction"]
+        table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['val_reconstruction']:.4f}",
+                      f"{row['val_masked_corr']:+.3f}", f"{row['val_consistency']:.4f}",
+                      "-" if frozen != frozen else f"{frozen:.0%}", f"{row['epoch_seconds']:.1f}")
+    console.print(table)
+    console.print(f"encoder: {result.out_dir / 'encoder.pt'}  ({result.summary['seconds']:.0f} s)")
 
 
 @app.command("report")

@@ -366,3 +366,95 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def dump_config(config: BaseModel) -> dict[str, Any]:
     """JSON-safe dict of a config (for metadata files)."""
     return config.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------
+# Stage-1 pretraining (`kizashi pretrain`)
+# --------------------------------------------------------------------------------------
+
+
+class SyntheticBarsSettings(StrictModel):
+    """The synthetic intraday market used when ``data.paths`` is empty
+    (:class:`kizashi.data.synthetic_intraday.SyntheticBarsConfig`)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["SYN_A", "SYN_B", "SYN_C", "SYN_D"])
+    timeframe: str = "m5"
+    n_days: int = Field(60, ge=2)
+    seed: int = 0
+    session: Literal["24h", "equity"] = "24h"
+
+
+class BarsInputSettings(StrictModel):
+    paths: list[Path] = Field(default_factory=list, description="bar files (CSV or Parquet); empty = synthetic")
+    duplicates: Literal["error", "first", "last"] = Field("error", description="duplicated timestamps: an error, or keep one row")
+    synthetic: SyntheticBarsSettings = Field(default_factory=SyntheticBarsSettings)
+
+
+class MaskSettings(StrictModel):
+    ratio: float = Field(0.15, ge=0, lt=1)
+    min_span: int = Field(3, ge=1)
+    max_span: int = Field(10, ge=1)
+    synchronized: bool = Field(False, description="mask the same wall-clock intervals in every timeframe")
+
+
+class WindowSettings(StrictModel):
+    seq_len: int = Field(64, ge=2, description="bars per timeframe window (T)")
+    anchor_stride: int = Field(1, ge=1, description="training windows every n base bars")
+    val_anchor_stride: int = Field(4, ge=1)
+    mask: MaskSettings = Field(default_factory=MaskSettings)
+    stats_windows: int = Field(2000, ge=10, description="training windows sampled for the statistics")
+
+
+class TransferLearningSettings(StrictModel):
+    """The seed configs' keys; ``use_pretrained_lm: false`` = the random-init Transformer."""
+
+    use_pretrained_lm: bool = False
+    lm_name_or_path: str = "bundled:all-minilm-l6-v2"
+    freeze_lm_epochs: int = Field(0, ge=0)
+    patch_len: int = Field(16, ge=1)
+    lm_learning_rate_factor: float = Field(0.1, gt=0)
+    lm_layers: int | None = Field(None, ge=1, description="keep the first K encoder blocks; null = all")
+    unfreeze_blocks_per_epoch: int | None = Field(None, ge=1, description="null = unfreeze all at once")
+
+
+class PretrainLossSettings(StrictModel):
+    kind: Literal["huber", "mse"] = "huber"
+    huber_delta: float = Field(1.0, gt=0)
+    consistency_weight: float = Field(0.1, ge=0)
+
+
+class PretrainTrainerSettings(StrictModel):
+    max_epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = Field("auto", description="auto = bf16-mixed on CUDA, 32-true on CPU")
+    num_workers: int = Field(0, ge=0)
+    logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    one_cycle: bool = Field(True, description="one-cycle learning rate (10% warm-up, cosine decay)")
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+
+
+class PretrainConfig(StrictModel):
+    """`kizashi pretrain`: Stage-1 masked multi-timeframe reconstruction."""
+
+    data: BarsInputSettings = Field(default_factory=BarsInputSettings)
+    timeframes: list[str] | None = Field(None, description="null = the base timeframe and every default coarser one")
+    train_end: str | None = Field(None, description="ISO time: windows ending before it train; null = the first 80%")
+    val_end: str | None = Field(None, description="ISO time: validation windows end before it; null = to the end")
+    windows: WindowSettings = Field(default_factory=WindowSettings)
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="stage1", preset="small"))
+    transfer_learning: TransferLearningSettings = Field(default_factory=TransferLearningSettings)
+    loss: PretrainLossSettings = Field(default_factory=PretrainLossSettings)
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    trainer: PretrainTrainerSettings = Field(default_factory=PretrainTrainerSettings)
+    seed: int = 0
+    output: RunOutputConfig = Field(default_factory=lambda: RunOutputConfig(dir=Path("artifacts/pretrain/stage1")))
+
+
+def load_pretrain_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    data = read_yaml(path) if path is not None else {}
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return config_from_dict(PretrainConfig, data, source=str(path) if path is not None else "<defaults>")

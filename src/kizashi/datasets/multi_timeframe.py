@@ -278,6 +278,8 @@ def save_window_stats(stats: Mapping[str, TimeframeStats], path: str | Path, **i
     from kizashi.atomic import write_json_atomic
 
     path = Path(path)
+    if "timeframes" in info:
+        raise ValueError("save_window_stats: 'timeframes' is the statistics' own key")
     write_json_atomic(path, {"timeframes": {tf: asdict(s) for tf, s in stats.items()}, **info})
     return path
 

@@ -4,7 +4,9 @@
       -> Stage1Model(inputs, masked) -> {tf: [B, T, 4]}
       -> loss = reconstruction (masked positions only)
                + consistency_weight * mean over adjacent timeframe pairs of the grouped
-                 consistency (fine aggregated to coarse, in log-price units)
+                 consistency (fine aggregated to coarse, in the coarse timeframe's
+                 normalized units: log price / the coarse price scale, so the term is of
+                 the reconstruction's order)
 
 Logged per step and epoch: ``train/loss``, ``train/reconstruction``, ``train/consistency``;
 per validation epoch: ``val/loss``, ``val/reconstruction``, ``val/consistency`` and
@@ -79,7 +81,7 @@ class Stage1Module(L.LightningModule):
         if self.pairs and self.consistency_weight > 0:
             consistency = torch.stack([
                 grouped_consistency(outputs[fine], outputs[coarse], batch["groups"][fine], batch["complete"][coarse],
-                                    fine_scale=self.price_scales[fine], coarse_scale=self.price_scales[coarse],
+                                    fine_scale=self.price_scales[fine] / self.price_scales[coarse], coarse_scale=1.0,
                                     kind=self.loss_kind, delta=self.huber_delta)
                 for fine, coarse in self.pairs
             ]).mean()

@@ -1,0 +1,282 @@
+"""`kizashi pretrain`: Stage-1 masked multi-timeframe reconstruction, end to end.
+
+    bars (files, or the synthetic intraday market)
+      -> validate_bars (duplicates policy; the reports saved as bars_report.json)
+      -> build_timeframes (base + coarser, close-time labels)
+      -> aligned windows: training anchors before train_end, validation anchors in
+         [train_end, val_end); statistics from the training windows only (stats.json)
+      -> Stage1Model (random-init Transformer, or a pretrained LM behind the patch adapter)
+      -> Lightning fit: Stage1Module + gradient-flow audit, non-finite guard, gradual
+         unfreezing of the LM, the best checkpoint on val/reconstruction
+      -> encoder.pt (model config + weights + window statistics), metrics.csv (one row per
+         epoch: losses, masked correlation, LM frozen fraction, seconds), pretrain.json
+
+Output directory ``OUT`` (``output.dir``)::
+
+    bars_report.json   per symbol: BarReport.to_dict()
+    stats.json         per-timeframe window statistics, the training range
+    metrics.csv        epoch, train_loss, val_loss, val_reconstruction, val_consistency,
+                       val_masked_corr, lm_frozen_fraction, epoch_seconds
+    encoder.pt         {"config": Stage1Config fields, "state_dict": the best weights,
+                        "stats": stats.json's content, "timeframes": [...]}
+    pretrain.json      parameter counts, timings, peak memory, best epoch, the config
+    checkpoints/       best.ckpt (Lightning)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import polars as pl
+import psutil
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.config import PretrainConfig, dump_config
+from kizashi.data.bars import build_timeframes, read_bars, validate_bars
+from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
+from kizashi.data.timeframes import DEFAULT_TIMEFRAMES, coarser_timeframes, timeframe_minutes
+from kizashi.datasets.multi_timeframe import (
+    MaskConfig,
+    MultiTimeframeWindows,
+    collate_windows,
+    fit_window_stats,
+    save_window_stats,
+)
+from kizashi.errors import ConfigError, KizashiError
+from kizashi.models import create_model
+from kizashi.models.stage1 import Stage1Model
+from kizashi.training.callbacks import GradientFlowAudit, NonFiniteGuard
+from kizashi.training.stage1_module import Stage1Module
+from kizashi.training.train import make_logger, resolve_precision
+from kizashi.training.transfer import GradualUnfreezing, find_lm_adapter, fraction_frozen
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.pt"
+METRICS_FILE = "metrics.csv"
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_reconstruction", "val_consistency", "val_masked_corr",
+                  "lm_frozen_fraction", "epoch_seconds")
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    metrics: list[dict[str, float]]
+    summary: dict[str, Any]
+
+
+def load_bar_series(config: PretrainConfig) -> tuple[dict[str, pl.DataFrame], dict[str, Any], str]:
+    """Validated base bars per symbol, their reports (as dicts) and the common base timeframe."""
+    data = config.data
+    raw: dict[str, pl.DataFrame] = {}
+    if data.paths:
+        for path in data.paths:
+            symbol = Path(path).stem
+            if symbol in raw:
+                raise ConfigError(f"data.paths: two files named {symbol!r}")
+            raw[symbol] = read_bars(path)
+    else:
+        s = data.synthetic
+        raw = generate_bars(SyntheticBarsConfig(symbols=tuple(s.symbols), timeframe=s.timeframe, n_days=s.n_days,
+                                                seed=s.seed, session=s.session))
+    bars, reports, bases = {}, {}, set()
+    for symbol, frame in raw.items():
+        validated, report = validate_bars(frame, source=symbol, duplicates=data.duplicates)
+        bars[symbol], reports[symbol] = validated, report.to_dict()
+        bases.add(report.base_timeframe)
+    if len(bases) != 1:
+        raise KizashiError(f"the symbols have different base timeframes {sorted(bases)}; pretrain them separately")
+    return bars, reports, bases.pop()
+
+
+def _timeframes(config: PretrainConfig, base: str) -> list[str]:
+    if config.timeframes is None:
+        return [base, *coarser_timeframes(base, DEFAULT_TIMEFRAMES)]
+    chosen = sorted(config.timeframes, key=timeframe_minutes)
+    if chosen[0] != base:
+        raise ConfigError(f"timeframes: the finest must be the data's base timeframe {base}, got {chosen}")
+    return chosen
+
+
+def _train_end(config: PretrainConfig, series: dict[str, dict[str, pl.DataFrame]], base: str) -> np.datetime64:
+    if config.train_end is not None:
+        return np.datetime64(config.train_end, "us")
+    closes = np.concatenate([frames[base]["timestamp"].dt.epoch("us").to_numpy() for frames in series.values()])
+    return np.datetime64(int(np.quantile(closes, 0.8)), "us")
+
+
+class EpochRecorder(L.Callback):
+    """One metrics row per training epoch (see METRIC_COLUMNS), written at the epoch's end,
+    after its validation (the training loss is this epoch's mean, counted here)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._started = time.perf_counter()
+        self._loss_sum, self._batches = 0.0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+        self._loss_sum, self._batches = 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and torch.isfinite(loss.detach()):
+            self._loss_sum += float(loss.detach())
+            self._batches += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        adapter = find_lm_adapter(pl_module)
+        self.rows.append({
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": self._loss_sum / self._batches if self._batches else float("nan"),
+            "val_loss": metrics.get("val/loss", float("nan")),
+            "val_reconstruction": metrics.get("val/reconstruction", float("nan")),
+            "val_consistency": metrics.get("val/consistency", float("nan")),
+            "val_masked_corr": metrics.get("val/masked_corr", float("nan")),
+            "lm_frozen_fraction": fraction_frozen(adapter.lm_parameters()) if adapter is not None else float("nan"),
+            "epoch_seconds": time.perf_counter() - self._started,
+        })
+        row = self.rows[-1]
+        log.info("epoch %d: val reconstruction %.4f, masked corr %.4f, consistency %.4f (%.1f s)", row["epoch"],
+                 row["val_reconstruction"], row["val_masked_corr"], row["val_consistency"], row["epoch_seconds"])
+
+
+def build_stage1_model(config: PretrainConfig, timeframes: list[str]) -> Stage1Model:
+    spec, tl = config.model, config.transfer_learning
+    overrides = {**spec.overrides, "timeframes": tuple(timeframes), "seq_len": config.windows.seq_len}
+    if tl.use_pretrained_lm:
+        overrides.update(encoder="lm", lm_name_or_path=tl.lm_name_or_path, patch_len=tl.patch_len,
+                         lm_layers=tl.lm_layers)
+    try:
+        return create_model(spec.name, spec.preset, **overrides)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -> PretrainResult:
+    """Pretrain a Stage-1 model (module docstring); returns the metrics and the summary."""
+    started = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    bars, reports, base = load_bar_series(config)
+    write_json_atomic(out / "bars_report.json", reports)
+    timeframes = _timeframes(config, base)
+    series = {symbol: build_timeframes(frame, base, timeframes[1:]) for symbol, frame in bars.items()}
+    train_end = _train_end(config, series, base)
+    val_end = np.datetime64(config.val_end, "us") if config.val_end is not None else None
+    w = config.windows
+    mask = MaskConfig(ratio=w.mask.ratio, min_span=w.mask.min_span, max_span=w.mask.max_span,
+                      synchronized=w.mask.synchronized)
+    try:
+        train = MultiTimeframeWindows(series, timeframes, w.seq_len, time_range=(None, train_end), mask=mask,
+                                      anchor_stride=w.anchor_stride, seed=config.seed)
+        val = MultiTimeframeWindows(series, timeframes, w.seq_len, time_range=(train_end, val_end), mask=mask,
+                                    anchor_stride=w.val_anchor_stride, seed=config.seed + 1)
+    except ValueError as err:
+        raise ConfigError(f"windows: {err}") from None
+    stats = fit_window_stats(train, w.stats_windows, seed=config.seed)
+    train.stats = val.stats = stats
+    save_window_stats(stats, out / "stats.json", train_end=str(train_end), val_end=str(val_end),
+                      timeframe_order=timeframes)
+    log.info("pretraining on %d symbols, timeframes %s: %d training windows (before %s), %d validation windows",
+             len(series), timeframes, len(train), train_end, len(val))
+
+    model = build_stage1_model(config, timeframes)
+    tcfg, tl = config.trainer, config.transfer_learning
+    train_loader = torch.utils.data.DataLoader(train, batch_size=tcfg.batch_size, shuffle=True,
+                                               collate_fn=collate_windows, num_workers=tcfg.num_workers,
+                                               persistent_workers=tcfg.num_workers > 0, drop_last=len(train) > tcfg.batch_size)
+    val_loader = torch.utils.data.DataLoader(val, batch_size=tcfg.batch_size, shuffle=False,
+                                             collate_fn=collate_windows, num_workers=tcfg.num_workers,
+                                             persistent_workers=tcfg.num_workers > 0)
+    steps_per_epoch = len(train_loader)
+    if isinstance(tcfg.limit_train_batches, int):
+        steps_per_epoch = min(steps_per_epoch, tcfg.limit_train_batches)
+    elif isinstance(tcfg.limit_train_batches, float):
+        steps_per_epoch = max(1, int(steps_per_epoch * tcfg.limit_train_batches))
+    module = Stage1Module(
+        model, {tf: s.price_scale for tf, s in stats.items()}, loss_kind=config.loss.kind,
+        huber_delta=config.loss.huber_delta, consistency_weight=config.loss.consistency_weight,
+        lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay,
+        lm_learning_rate_factor=tl.lm_learning_rate_factor, warmup_steps=config.optimizer.warmup_steps,
+        total_steps=tcfg.max_epochs * steps_per_epoch + 1 if tcfg.one_cycle else None,
+    )
+    recorder = EpochRecorder()
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/reconstruction", mode="min",
+                           save_top_k=1, save_weights_only=True)
+    callbacks: list[L.Callback] = [GradientFlowAudit(), NonFiniteGuard(20), recorder, best]
+    if tl.use_pretrained_lm:
+        callbacks.append(GradualUnfreezing(tl.freeze_lm_epochs, tl.unfreeze_blocks_per_epoch))
+    interactive = __import__("sys").stderr.isatty()
+    if interactive:
+        callbacks.append(RichProgressBar())
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer = L.Trainer(
+        max_epochs=tcfg.max_epochs, accelerator=tcfg.accelerator, devices=tcfg.devices,
+        precision=resolve_precision(tcfg.precision, tcfg.accelerator),
+        gradient_clip_val=config.optimizer.grad_clip, logger=make_logger(tcfg.logger, out / "logs", "pretrain"),
+        callbacks=callbacks, enable_progress_bar=interactive, enable_model_summary=False,
+        limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0,
+        limit_val_batches=tcfg.limit_val_batches if tcfg.limit_val_batches is not None else 1.0,
+        num_sanity_val_steps=0, default_root_dir=str(out),
+    )
+    fit_started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    fit_seconds = time.perf_counter() - fit_started
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
+            else psutil.Process().memory_info().rss / 2**30)
+    _write_metrics(out / METRICS_FILE, recorder.rows)
+    stats_json = {tf: dataclasses.asdict(s) for tf, s in stats.items()}
+    with atomic_path(out / ENCODER_FILE) as tmp:
+        torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
+                    "stats": stats_json, "timeframes": timeframes}, tmp)
+    breakdown = model.parameter_breakdown()
+    best_row = min(recorder.rows, key=lambda r: r["val_reconstruction"]) if recorder.rows else {}
+    summary = {
+        "encoder": config.model.name + (":lm" if tl.use_pretrained_lm else ":transformer"),
+        "timeframes": timeframes, "base_timeframe": base, "symbols": sorted(series),
+        "n_train_windows": len(train), "n_val_windows": len(val), "train_end": str(train_end),
+        "parameters": sum(p.numel() for p in model.parameters()), "parameter_breakdown": breakdown,
+        "fit_seconds": fit_seconds, "seconds": time.perf_counter() - started,
+        "peak_memory_gib": peak, "peak_memory_kind": "cuda max allocated" if torch.cuda.is_available() else "process RSS",
+        "best_epoch": best_row.get("epoch"), "best_val_reconstruction": best_row.get("val_reconstruction"),
+        "config": dump_config(config),
+    }
+    write_json_atomic(out / "pretrain.json", summary)
+    log.info("pretrained %s in %.1f s: best val reconstruction %s at epoch %s; encoder: %s", summary["encoder"],
+             fit_seconds, best_row.get("val_reconstruction"), best_row.get("epoch"), out / ENCODER_FILE)
+    return PretrainResult(out_dir=out, metrics=recorder.rows, summary=summary)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(METRIC_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def load_pretrained(path: str | Path) -> tuple[Stage1Model, dict[str, Any]]:
+    """The model saved by :func:`run_pretraining` (``encoder.pt``) and the saved payload."""
+    from kizashi.models.stage1 import Stage1Config
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    model = Stage1Model(Stage1Config(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model, payload

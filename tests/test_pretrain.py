@@ -1,0 +1,77 @@
+"""`kizashi pretrain` end to end on a tiny synthetic market: the output directory (reports,
+stats, metrics per epoch, encoder that reloads to the same outputs), a pretrained-LM run
+(tiny BERT from a temp dir) frozen for one epoch then unfrozen, and config errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kizashi.cli import app
+from kizashi.config import PretrainConfig, config_from_dict
+from kizashi.errors import ConfigError
+from kizashi.training.pretrain import load_pretrained, run_pretraining
+
+TINY = {
+    "data": {"synthetic": {"symbols": ["A", "B"], "timeframe": "m15", "n_days": 30, "seed": 1}},
+    "timeframes": ["m15", "h1", "h4"],
+    "windows": {"seq_len": 16, "anchor_stride": 8, "val_anchor_stride": 8, "stats_windows": 100},
+    "model": {"name": "stage1", "preset": "small", "overrides": {"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}},
+    "trainer": {"max_epochs": 2, "batch_size": 16, "accelerator": "cpu", "logger": "none"},
+}
+
+
+def test_pretrain_writes_a_complete_output_directory(tmp_path, torch_single_thread):
+    config = config_from_dict(PretrainConfig, TINY)
+    result = run_pretraining(config, tmp_path / "run")
+    out = result.out_dir
+    for name in ("bars_report.json", "stats.json", "metrics.csv", "encoder.pt", "pretrain.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("train_loss", "val_reconstruction", "val_masked_corr", "val_consistency"):
+            assert float(row[key]) == float(row[key]), key  # finite, not NaN: this epoch's values
+        assert float(row["val_consistency"]) > 0  # the term is on the reconstruction's scale
+    summary = json.loads((out / "pretrain.json").read_text())
+    assert summary["timeframes"] == ["m15", "h1", "h4"] and summary["parameters"] > 0
+    assert json.loads((out / "stats.json").read_text())["timeframes"].keys() == {"m15", "h1", "h4"}
+    model, payload = load_pretrained(out / "encoder.pt")
+    assert payload["timeframes"] == ["m15", "h1", "h4"]
+    x = {tf: torch.randn(2, 16, 6) for tf in payload["timeframes"]}
+    model.eval()
+    with torch.no_grad():
+        again, _ = load_pretrained(out / "encoder.pt")
+        again.eval()
+        assert all(torch.equal(model(x)[tf], again(x)[tf]) for tf in x)
+
+
+def test_pretrain_with_a_pretrained_lm_frozen_then_unfrozen(tmp_path, torch_single_thread):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    raw = {**TINY, "transfer_learning": {"use_pretrained_lm": True, "lm_name_or_path": str(tmp_path / "bert"),
+                                         "freeze_lm_epochs": 1, "patch_len": 4, "lm_learning_rate_factor": 0.1}}
+    result = run_pretraining(config_from_dict(PretrainConfig, raw), tmp_path / "run")
+    assert [row["lm_frozen_fraction"] for row in result.metrics] == [1.0, 0.0]
+    assert result.summary["encoder"] == "stage1:lm"
+
+
+def test_cli_pretrain_and_config_errors(tmp_path, torch_single_thread):
+    import yaml
+
+    path = tmp_path / "stage1.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "trainer": {**TINY["trainer"], "max_epochs": 1}}))
+    done = CliRunner().invoke(app, ["pretrain", "--config", str(path), "--out", str(tmp_path / "cli"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output.strip().splitlines()[-1])["metrics"][0]["epoch"] == 1
+    with pytest.raises(ConfigError, match="finest must be the data's base timeframe"):
+        run_pretraining(config_from_dict(PretrainConfig, {**TINY, "timeframes": ["h1", "h4"]}), tmp_path / "bad")
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict(PretrainConfig, {**TINY, "transfer_learning": {"freeze_epochs": 3}})
