@@ -454,7 +454,4 @@ class PretrainConfig(StrictModel):
 
 
 def load_pretrain_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
-    data = read_yaml(path) if path is not None else {}
-    if overrides:
-        data = _deep_merge(data, overrides)
-    return config_from_dict(PretrainConfig, data, source=str(path) if path is not None else "<defaults>")
+    return load_job_config(path, PretrainConfig, overrides)
