@@ -155,7 +155,8 @@ class BiasedAttentionBlock(nn.Module):
     def forward(self, h: Tensor, bias: Tensor | None = None) -> Tensor:
         batch, length, width = h.shape
         q, k, v = self.qkv(self.norm1(h)).reshape(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
+        mask = None if bias is None else bias.to(q.dtype)  # under autocast q may be bf16
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         h = h + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, width)))
         return h + self.drop(self.ff(self.norm2(h)))
 
