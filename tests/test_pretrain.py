@@ -75,3 +75,37 @@ def test_cli_pretrain_and_config_errors(tmp_path, torch_single_thread):
         run_pretraining(config_from_dict(PretrainConfig, {**TINY, "timeframes": ["h1", "h4"]}), tmp_path / "bad")
     with pytest.raises(ConfigError, match="unknown key"):
         config_from_dict(PretrainConfig, {**TINY, "transfer_learning": {"freeze_epochs": 3}})
+
+
+def test_finetune_from_the_pretrained_encoder_and_from_scratch(tmp_path, torch_single_thread):
+    from kizashi.training.finetune import run_finetune
+
+    config = config_from_dict(PretrainConfig, TINY)
+    run_pretraining(config, tmp_path / "pre")
+    pretrained_model, _ = load_pretrained(tmp_path / "pre" / "encoder.pt")
+    results = {}
+    for name, encoder in (("pretrained", tmp_path / "pre" / "encoder.pt"), ("scratch", None)):
+        results[name] = run_finetune(config, encoder, tmp_path / name, epochs=2)
+        rows = results[name].metrics
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert all(r["val_mse"] == r["val_mse"] and -1 <= r["val_ic"] <= 1 for r in rows)
+        assert (tmp_path / name / "finetune_metrics.csv").is_file()
+    assert results["pretrained"].pretrained and not results["scratch"].pretrained
+    # a linear probe leaves the pretrained encoder exactly as saved
+    from kizashi.models.stage1 import Stage1Forecaster
+
+    probe = Stage1Forecaster(pretrained_model, freeze_encoder=True)
+    assert not any(p.requires_grad for p in probe.backbone.parameters())
+    assert all(p.requires_grad for p in probe.head.parameters())
+    done = CliRunner().invoke(app, ["finetune", "--encoder", str(tmp_path / "pre" / "encoder.pt"), "--epochs", "1",
+                                    "--out", str(tmp_path / "cli")] + _config_args(tmp_path))
+    assert done.exit_code == 0, done.output
+    assert "pretrained encoder" in done.output
+
+
+def _config_args(tmp_path) -> list[str]:
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return ["--config", str(path)]

@@ -6,6 +6,7 @@
     kizashi evaluate     [--config FILE] [--control] [--out DIR]
     kizashi train        [--config FILE] [--resume] [--out DIR] [--devices N]
     kizashi pretrain     [--config FILE] [--out DIR] [--json]
+    kizashi finetune     [--config FILE] [--encoder FILE] [--epochs N] [--freeze-encoder]
     kizashi report       RUN_DIR [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
@@ -411,6 +412,32 @@ def pretrain(
                       "-" if frozen != frozen else f"{frozen:.0%}", f"{row['epoch_seconds']:.1f}")
     console.print(table)
     console.print(f"encoder: {result.out_dir / 'encoder.pt'}  ({result.summary['seconds']:.0f} s)")
+
+
+@app.command("finetune")
+@friendly_errors
+def finetune(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The pretraining YAML (data, windows, model)."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="encoder.pt from `kizashi pretrain`; omit = from scratch."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir/finetune)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: trainer.max_epochs)."),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head only (a linear probe)."),
+) -> None:
+    """Fine-tune a Stage-1 encoder on the coarsest timeframe's next-bar return (val MSE, IC, rank IC)."""
+    from rich.table import Table
+
+    from kizashi.config import load_pretrain_config
+    from kizashi.training.finetune import run_finetune
+
+    result = run_finetune(load_pretrain_config(config), encoder, out, epochs=epochs, freeze_encoder=freeze_encoder)
+    table = Table(title=f"fine-tuning ({'pretrained encoder' if result.pretrained else 'from scratch'})")
+    for column in ("epoch", "train MSE", "val MSE", "val IC", "val rank IC", "seconds"):
+        table.add_column(column, justify="right")
+    for row in result.metrics:
+        table.add_row(str(row["epoch"]), f"{row['train_mse']:.4f}", f"{row['val_mse']:.4f}", f"{row['val_ic']:+.4f}",
+                      f"{row['val_rank_ic']:+.4f}", f"{row['epoch_seconds']:.1f}")
+    console.print(table)
+    console.print(f"metrics: {result.out_dir / 'finetune_metrics.csv'}")
 
 
 @app.command("report")

@@ -28,7 +28,9 @@ bool (False for bars flagged ``invalid_range``: their inputs are 0 and they neve
 the loss), ``groups`` ``{tf: [T]}`` int64 for each timeframe but the coarsest (the index,
 in the next coarser timeframe's window, of the bar that contains this bar, -1 if none) and
 ``complete`` ``{tf: [T]}`` bool for each but the finest (the coarse bar is not partial and
-all of its finer bars are inside the finer window): what the consistency loss compares.
+all of its finer bars are inside the finer window): what the consistency loss compares;
+``next_return`` (float, fine-tuning label): the coarsest timeframe's next-bar log return,
+scaled (NaN when unknown).
 """
 
 from __future__ import annotations
@@ -235,7 +237,22 @@ class MultiTimeframeWindows(Dataset):
             "groups": {tf: torch.from_numpy(g.astype(np.int64)) for tf, g in groups.items()},
             "complete": {tf: torch.from_numpy(c) for tf, c in complete.items()},
             "anchor_time": item["anchor_time"],
+            "next_return": self.next_return(index),
         }
+
+    def next_return(self, index: int) -> float:
+        """The fine-tuning target of item ``index``: the log return of the coarsest
+        timeframe's next bar (the first one closing after the anchor) over the last visible
+        one, divided by that timeframe's price scale when statistics are set; NaN when there
+        is no next bar or either bar is invalid. A future value by design (a label)."""
+        symbol, t, rows = self.window_indices(index)
+        coarsest = self.timeframes[-1]
+        series = self.data[symbol][coarsest]
+        last = int(rows[coarsest][-1])
+        if last + 1 >= len(series.close_us) or series.invalid[last] or series.invalid[last + 1]:
+            return float("nan")
+        value = float(np.log(series.ohlc[last + 1, 3] / series.ohlc[last, 3]))
+        return value / self.stats[coarsest].price_scale if self.stats is not None else value
 
 
 def collate_windows(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -244,6 +261,7 @@ def collate_windows(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for key in ("inputs", "targets", "masked", "valid", "groups", "complete"):
         out[key] = {tf: torch.stack([item[key][tf] for item in items]) for tf in items[0][key]}
     out["anchor_time"] = torch.tensor([item["anchor_time"] for item in items], dtype=torch.int64)
+    out["next_return"] = torch.tensor([item["next_return"] for item in items], dtype=torch.float32)
     return out
 
 

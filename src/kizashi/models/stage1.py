@@ -314,6 +314,31 @@ class Stage1Model(nn.Module):
         return out
 
 
+class Stage1Forecaster(nn.Module):
+    """A Stage-1 model (pretrained or not) with a small head: the next-bar return of the
+    coarsest timeframe from its last encoded bar. ``forward(inputs)`` -> ``[B]``.
+
+    ``freeze_encoder=True`` trains the head only (a linear probe of the representation)."""
+
+    def __init__(self, backbone: Stage1Model, freeze_encoder: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        order = sorted(backbone.config.timeframes, key=_minutes)
+        self.coarsest = order[-1]
+        d = backbone.config.d_model
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        # not used by the forecast: the reconstruction decoders and the mask token
+        for p in [*backbone.decoders.parameters(), backbone.mask_token]:
+            p.requires_grad_(False)
+        if freeze_encoder:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        encoded = self.backbone.encode(inputs)
+        return self.head(encoded[self.coarsest][:, -1]).squeeze(-1)
+
+
 # --------------------------------------------------------------------------------------
 # losses
 # --------------------------------------------------------------------------------------
