@@ -119,8 +119,6 @@ def main() -> None:
         if value is not None:
             trainer[key] = value
     config = config_from_dict(TrainConfig, raw)
-    from kizashi.splits import walk_forward_folds  # noqa: F401  (fold count below)
-
     n_folds = config.splits.n_folds
     fold = args.fold % n_folds
     config.folds = [fold]

@@ -327,7 +327,7 @@ class _Generator:
     # ------------------------------------------------------------------ structure
     def run(self) -> SyntheticMarket:
         cfg, p = self.cfg, self.p
-        T, N = cfg.n_days, cfg.n_stocks
+        T = cfg.n_days
         self.dates = trading_calendar(cfg.start_date, T, self.rng["calendar"], p.holidays_per_year)
         self._universe()
         self._listings()

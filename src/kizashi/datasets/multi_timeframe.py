@@ -170,8 +170,7 @@ class MultiTimeframeWindows(Dataset):
         validity, bar close times and the anchor price."""
         symbol, t, indices = self.window_indices(index)
         data = self.data[symbol]
-        base = data[self.base]
-        anchor = base.ohlc[np.searchsorted(base.close_us, t, side="right") - 1, 3]
+        anchor = data[self.base].ohlc[indices[self.base][-1], 3]  # the base bar closing at t
         channels, valid, closes, partial = {}, {}, {}, {}
         for tf, rows in indices.items():
             series = data[tf]
@@ -185,7 +184,7 @@ class MultiTimeframeWindows(Dataset):
             channels[tf], valid[tf] = x, ~bad
             closes[tf], partial[tf] = series.close_us[rows], series.partial[rows]
         return {"symbol": symbol, "anchor_time": t, "anchor_price": float(anchor), "channels": channels,
-                "valid": valid, "close_us": closes, "partial": partial}
+                "valid": valid, "close_us": closes, "partial": partial, "rows": indices}
 
     def _normalize(self, tf: str, x: np.ndarray) -> np.ndarray:
         out = x.copy()
@@ -237,15 +236,15 @@ class MultiTimeframeWindows(Dataset):
             "groups": {tf: torch.from_numpy(g.astype(np.int64)) for tf, g in groups.items()},
             "complete": {tf: torch.from_numpy(c) for tf, c in complete.items()},
             "anchor_time": item["anchor_time"],
-            "next_return": self.next_return(index),
+            "next_return": self._next_return(item["symbol"], item["rows"]),
         }
 
-    def next_return(self, index: int) -> float:
-        """The fine-tuning target of item ``index``: the log return of the coarsest
-        timeframe's next bar (the first one closing after the anchor) over the last visible
-        one, divided by that timeframe's price scale when statistics are set; NaN when there
-        is no next bar or either bar is invalid. A future value by design (a label)."""
-        symbol, t, rows = self.window_indices(index)
+    def _next_return(self, symbol: str, rows: Mapping[str, np.ndarray]) -> float:
+        """The fine-tuning label of a window (``rows`` from :meth:`window_indices`): the log
+        return of the coarsest timeframe's next bar (the first one closing after the anchor)
+        over the last visible one, divided by that timeframe's price scale when statistics
+        are set; NaN when there is no next bar or either bar is invalid. A future value by
+        design (a label)."""
         coarsest = self.timeframes[-1]
         series = self.data[symbol][coarsest]
         last = int(rows[coarsest][-1])

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kizashi.data.timeframes import timeframe_minutes
 from kizashi.models.registry import register_model
 
 N_INPUT_CHANNELS = 6  # open, high, low, close, volume, derived (e.g. log range)
@@ -218,14 +219,6 @@ class Bottleneck(nn.Module):
         return self.norm(h + self.up(compressed).transpose(1, 2))
 
 
-def _minutes(timeframe: str) -> int:
-    """Minutes of a timeframe name (m5, h1, d1, ...); the model needs only the ratios."""
-    units = {"m": 1, "h": 60, "d": 1440}
-    if len(timeframe) < 2 or timeframe[0] not in units or not timeframe[1:].isdigit():
-        raise ValueError(f"timeframe {timeframe!r}: expected m<N>, h<N> or d<N>")
-    return units[timeframe[0]] * int(timeframe[1:])
-
-
 @register_model("stage1", config_cls=Stage1Config, presets=PRESETS)
 class Stage1Model(nn.Module):
     """Masked multi-timeframe reconstruction (module docstring).
@@ -254,7 +247,7 @@ class Stage1Model(nn.Module):
             self.encoder = TransformerSequenceEncoder(config)
         self.bottleneck = Bottleneck(d, config.bottleneck_stride)
         if config.encoder == "transformer" and config.time_bias > 0:
-            from_minutes = [float(_minutes(tf)) for tf in config.timeframes]
+            from_minutes = [float(timeframe_minutes(tf)) for tf in config.timeframes]
             joint = time_distance_bias(from_minutes, config.seq_len, config.time_bias)
             single = time_distance_bias([1.0], config.seq_len, config.time_bias)
             self.register_buffer("joint_bias", joint, persistent=False)
@@ -323,7 +316,7 @@ class Stage1Forecaster(nn.Module):
     def __init__(self, backbone: Stage1Model, freeze_encoder: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
-        order = sorted(backbone.config.timeframes, key=_minutes)
+        order = sorted(backbone.config.timeframes, key=timeframe_minutes)
         self.coarsest = order[-1]
         d = backbone.config.d_model
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))

@@ -26,24 +26,17 @@ from torch import Tensor
 
 from kizashi.atomic import atomic_path
 from kizashi.config import PretrainConfig
-from kizashi.data.bars import build_timeframes
-from kizashi.datasets.multi_timeframe import (
-    MaskConfig,
-    MultiTimeframeWindows,
-    TimeframeStats,
-    collate_windows,
-    fit_window_stats,
-)
+from kizashi.datasets.multi_timeframe import MaskConfig, TimeframeStats, collate_windows, fit_window_stats
 from kizashi.errors import ConfigError
 from kizashi.models.optim import param_groups
 from kizashi.models.stage1 import Stage1Forecaster
 from kizashi.training.callbacks import GradientFlowAudit
 from kizashi.training.pretrain import (
     _timeframes,
-    _train_end,
     build_stage1_model,
     load_bar_series,
     load_pretrained,
+    window_datasets,
 )
 
 log = logging.getLogger(__name__)
@@ -130,16 +123,9 @@ def run_finetune(
     else:
         timeframes, seq_len = _timeframes(config, base), config.windows.seq_len
         backbone, stats = None, None
-    series = {symbol: build_timeframes(frame, base, timeframes[1:]) for symbol, frame in bars.items()}
-    train_end = _train_end(config, series, base)
-    val_end = np.datetime64(config.val_end, "us") if config.val_end is not None else None
-    w, no_mask = config.windows, MaskConfig(ratio=0.0)
-    train = MultiTimeframeWindows(series, timeframes, seq_len, time_range=(None, train_end), mask=no_mask,
-                                  anchor_stride=w.anchor_stride, seed=config.seed)
-    val = MultiTimeframeWindows(series, timeframes, seq_len, time_range=(train_end, val_end), mask=no_mask,
-                                anchor_stride=w.val_anchor_stride, seed=config.seed + 1)
+    train, val, _ = window_datasets(config, bars, base, timeframes, seq_len, MaskConfig(ratio=0.0))
     if stats is None:
-        stats = fit_window_stats(train, w.stats_windows, seed=config.seed)
+        stats = fit_window_stats(train, config.windows.stats_windows, seed=config.seed)
         backbone = build_stage1_model(config, timeframes)
     train.stats = val.stats = stats
     model = Stage1Forecaster(backbone, freeze_encoder=freeze_encoder)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,31 @@ def _train_end(config: PretrainConfig, series: dict[str, dict[str, pl.DataFrame]
     return np.datetime64(int(np.quantile(closes, 0.8)), "us")
 
 
+def window_datasets(
+    config: PretrainConfig,
+    bars: dict[str, pl.DataFrame],
+    base: str,
+    timeframes: list[str],
+    seq_len: int,
+    mask: MaskConfig,
+) -> tuple[MultiTimeframeWindows, MultiTimeframeWindows, np.datetime64]:
+    """``(train, val, train_end)``: the timeframes built from ``bars`` and the aligned
+    windows, training anchors before ``train_end``, validation in ``[train_end, val_end)``
+    (no statistics set yet). Shared by pretraining and fine-tuning, so both split alike."""
+    series = {symbol: build_timeframes(frame, base, timeframes[1:]) for symbol, frame in bars.items()}
+    train_end = _train_end(config, series, base)
+    val_end = np.datetime64(config.val_end, "us") if config.val_end is not None else None
+    w = config.windows
+    try:
+        train = MultiTimeframeWindows(series, timeframes, seq_len, time_range=(None, train_end), mask=mask,
+                                      anchor_stride=w.anchor_stride, seed=config.seed)
+        val = MultiTimeframeWindows(series, timeframes, seq_len, time_range=(train_end, val_end), mask=mask,
+                                    anchor_stride=w.val_anchor_stride, seed=config.seed + 1)
+    except ValueError as err:
+        raise ConfigError(f"windows: {err}") from None
+    return train, val, train_end
+
+
 class EpochRecorder(L.Callback):
     """One metrics row per training epoch (see METRIC_COLUMNS), written at the epoch's end,
     after its validation (the training loss is this epoch's mean, counted here)."""
@@ -174,25 +200,16 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     bars, reports, base = load_bar_series(config)
     write_json_atomic(out / "bars_report.json", reports)
     timeframes = _timeframes(config, base)
-    series = {symbol: build_timeframes(frame, base, timeframes[1:]) for symbol, frame in bars.items()}
-    train_end = _train_end(config, series, base)
-    val_end = np.datetime64(config.val_end, "us") if config.val_end is not None else None
     w = config.windows
     mask = MaskConfig(ratio=w.mask.ratio, min_span=w.mask.min_span, max_span=w.mask.max_span,
                       synchronized=w.mask.synchronized)
-    try:
-        train = MultiTimeframeWindows(series, timeframes, w.seq_len, time_range=(None, train_end), mask=mask,
-                                      anchor_stride=w.anchor_stride, seed=config.seed)
-        val = MultiTimeframeWindows(series, timeframes, w.seq_len, time_range=(train_end, val_end), mask=mask,
-                                    anchor_stride=w.val_anchor_stride, seed=config.seed + 1)
-    except ValueError as err:
-        raise ConfigError(f"windows: {err}") from None
+    train, val, train_end = window_datasets(config, bars, base, timeframes, w.seq_len, mask)
     stats = fit_window_stats(train, w.stats_windows, seed=config.seed)
     train.stats = val.stats = stats
-    save_window_stats(stats, out / "stats.json", train_end=str(train_end), val_end=str(val_end),
+    save_window_stats(stats, out / "stats.json", train_end=str(train_end), val_end=str(config.val_end),
                       timeframe_order=timeframes)
     log.info("pretraining on %d symbols, timeframes %s: %d training windows (before %s), %d validation windows",
-             len(series), timeframes, len(train), train_end, len(val))
+             len(bars), timeframes, len(train), train_end, len(val))
 
     model = build_stage1_model(config, timeframes)
     tcfg, tl = config.trainer, config.transfer_learning
@@ -220,7 +237,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     callbacks: list[L.Callback] = [GradientFlowAudit(), NonFiniteGuard(20), recorder, best]
     if tl.use_pretrained_lm:
         callbacks.append(GradualUnfreezing(tl.freeze_lm_epochs, tl.unfreeze_blocks_per_epoch))
-    interactive = __import__("sys").stderr.isatty()
+    interactive = sys.stderr.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
     if torch.cuda.is_available():
@@ -251,7 +268,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     best_row = min(recorder.rows, key=lambda r: r["val_reconstruction"]) if recorder.rows else {}
     summary = {
         "encoder": config.model.name + (":lm" if tl.use_pretrained_lm else ":transformer"),
-        "timeframes": timeframes, "base_timeframe": base, "symbols": sorted(series),
+        "timeframes": timeframes, "base_timeframe": base, "symbols": sorted(bars),
         "n_train_windows": len(train), "n_val_windows": len(val), "train_end": str(train_end),
         "parameters": sum(p.numel() for p in model.parameters()), "parameter_breakdown": breakdown,
         "fit_seconds": fit_seconds, "seconds": time.perf_counter() - started,

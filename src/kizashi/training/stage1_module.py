@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from kizashi.data.timeframes import timeframe_minutes
 from kizashi.models.stage1 import Stage1Model, grouped_consistency, masked_reconstruction_loss
 from kizashi.training.module import LinearWarmup
 from kizashi.training.transfer import transfer_param_groups
@@ -64,8 +65,6 @@ class Stage1Module(L.LightningModule):
         self.lm_learning_rate_factor = float(lm_learning_rate_factor)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = total_steps
-        from kizashi.data.timeframes import timeframe_minutes
-
         ordered = sorted(model.config.timeframes, key=timeframe_minutes)
         self.pairs = list(zip(ordered, ordered[1:]))
         self._val: list[tuple[Tensor, Tensor]] = []
