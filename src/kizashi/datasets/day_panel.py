@@ -544,6 +544,10 @@ class FeatureStats:
     n_days: int = 0
     _mean32: np.ndarray = field(init=False, repr=False)
     _inv_std32: np.ndarray = field(init=False, repr=False)
+    # mean / 1 / std as tensors per device (for torch inputs); not pickled
+    _device_tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float64)
@@ -558,13 +562,20 @@ class FeatureStats:
         """Standardize ``x`` [..., F] (numpy or torch) and fill NaN with 0; returns a new
         float32 array/tensor (torch: on ``x``'s device)."""
         if isinstance(x, torch.Tensor):
-            mean = torch.from_numpy(self._mean32).to(x.device)
-            inv_std = torch.from_numpy(self._inv_std32).to(x.device)
+            key = str(x.device)
+            if key not in self._device_tensors:  # one host-to-device copy per device
+                self._device_tensors[key] = (
+                    torch.from_numpy(self._mean32).to(x.device), torch.from_numpy(self._inv_std32).to(x.device)
+                )
+            mean, inv_std = self._device_tensors[key]
             out = (x.float() - mean) * inv_std
             return out.masked_fill_(~torch.isfinite(out), 0.0)
         out = np.asarray(x, dtype=np.float32).copy()
         self.apply_(out)
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_device_tensors": {}}
 
     def apply_(self, x: np.ndarray) -> np.ndarray:
         """In-place version of :meth:`apply` for a float32 numpy array [..., F] (non-finite

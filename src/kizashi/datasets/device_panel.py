@@ -17,9 +17,10 @@ Layout on the device (T days, N codes, F features, L window)::
                                 is rows d .. d + L - 1 (no negative index, no clamping)
     alive    [L - 1 + T, N]     bool, False on the padding rows
 
-``gather`` standardizes the gathered values with the fold's :class:`FeatureStats` in float32
-(``(x - mean) * (1 / std)``, non-finite -> 0), the same operations, in the same order, as
-``FeatureStats.apply_`` on the CPU, so both paths give identical batches (test). The upload
+``gather`` standardizes the gathered values with the fold's :class:`FeatureStats`
+(``FeatureStats.apply``: float32 ``(x - mean) * (1 / std)``, non-finite -> 0), the same
+operations, in the same order, as ``FeatureStats.apply_`` on the CPU, so both paths give
+identical batches (test). The upload
 streams blocks of days from the memmap, so host memory holds one block, not the panel.
 """
 
@@ -59,7 +60,6 @@ class DeviceFeaturePanel:
         self.cache = cache
         self.window = int(window)
         self._tensors: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
-        self._stats: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"cache": self.cache, "window": self.window}
@@ -103,18 +103,6 @@ class DeviceFeaturePanel:
         )
         return features, alive, offsets
 
-    def _stats_tensors(self, stats: FeatureStats, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = (id(stats), device)
-        if key not in self._stats:
-            if list(stats.feature_columns) != list(self.cache.feature_columns):
-                raise ValueError("stats were fitted on different feature columns than the cache has")
-            self._stats.clear()  # one fold at a time
-            self._stats[key] = (
-                torch.from_numpy(stats.mean.astype(np.float32)).to(device),
-                torch.from_numpy((1.0 / stats.std).astype(np.float32)).to(device),
-            )
-        return self._stats[key]
-
     def gather(self, node_day: Tensor, codes: Tensor, stats: FeatureStats | None) -> tuple[Tensor, Tensor]:
         """Windows of the batch's nodes on ``codes.device``.
 
@@ -126,11 +114,13 @@ class DeviceFeaturePanel:
         features, alive, offsets = self.tensors(device)
         rows = node_day.to(device).unsqueeze(1) + offsets  # [N, L], padded-row indices
         columns = codes.unsqueeze(1)
-        x = features[rows, columns].float()  # [N, L, F]
+        x = features[rows, columns]  # [N, L, F], the cache's dtype
         mask = alive[rows, columns]
         if stats is not None:
-            mean, inv_std = self._stats_tensors(stats, device)
-            x.sub_(mean).mul_(inv_std)
+            if list(stats.feature_columns) != list(self.cache.feature_columns):
+                raise ValueError("stats were fitted on different feature columns than the cache has")
+            return stats.apply(x), mask  # FeatureStats' float32 operations, on x's device
+        x = x.float()
         return x.masked_fill_(~torch.isfinite(x), 0.0), mask
 
     def __repr__(self) -> str:
