@@ -184,3 +184,17 @@ def test_grouped_consistency_equals_the_aligned_form_and_skips_incomplete_bars()
     assert torch.isfinite(fine.grad).all() and fine.grad.abs().sum() > 0
     nothing = grouped_consistency(fine, coarse, groups, torch.zeros_like(complete))
     assert nothing.item() == 0.0
+
+
+@pytest.mark.parametrize("freeze_encoder", [False, True])
+def test_gradient_flow_forecaster(freeze_encoder):
+    from kizashi.models.stage1 import Stage1Forecaster
+
+    torch.manual_seed(0)
+    forecaster = Stage1Forecaster(Stage1Model(Stage1Config(**TINY)), freeze_encoder=freeze_encoder)
+    inputs, _ = make_inputs()
+    forecaster(inputs).square().mean().backward()
+    assert gradient_problems(forecaster.named_parameters()) == {}
+    trainable = {n for n, p in forecaster.named_parameters() if p.requires_grad}
+    assert all(n.startswith("head.") for n in trainable) == freeze_encoder
+    assert not any(n.startswith(("backbone.decoders.", "backbone.mask_token")) for n in trainable)
