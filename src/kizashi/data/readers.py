@@ -37,6 +37,9 @@ _CSV_SUFFIXES = {".csv", ".tsv", ".txt", ".psv"}
 _SNIFF_BYTES = 64 * 1024
 # Cells read as null in CSVs (besides empty cells).
 CSV_NULL_VALUES = ["NA", "N/A", "NULL", "null", "None", "NaN", "nan", "#N/A"]
+# Header cells of a MetaTrader-style export: a name, bracketed (``<DATE>``, ``<TICKVOL>``,
+# ``<REAL VOLUME>``) or not.
+_HEADER_NAME = re.compile(r"<[A-Za-z_][\w .\-]*>|[A-Za-z_][\w .\-]*")
 
 
 # --------------------------------------------------------------------------- tables
@@ -84,6 +87,22 @@ def sniff_separator(head: str, source: str) -> str:
     return best
 
 
+def _is_bracketed_header(head: str) -> bool:
+    """True when the first line is a header of ``<NAME>`` cells (MetaTrader exports).
+
+    E.g. ``<DATE>\\t<TIME>\\t<OPEN>...``: split on one of ``, ; \\t |`` it gives at least
+    two cells and every cell is a name, bracketed or not. HTML/XML (``<!DOCTYPE html>``,
+    ``<?xml ...?>``, ``<html lang="en">``, ``<html><body>``) does not pass and is still
+    refused as such.
+    """
+    line = head.splitlines()[0].strip() if head.strip() else ""
+    for sep in CANDIDATE_SEPARATORS:
+        cells = [cell.strip() for cell in line.split(sep)]
+        if len(cells) >= 2 and all(_HEADER_NAME.fullmatch(cell) for cell in cells):
+            return True
+    return False
+
+
 def _read_csv(path: Path, separator: str | None) -> pl.DataFrame:
     source = str(path)
     with path.open("rb") as fh:
@@ -108,7 +127,7 @@ def _read_csv(path: Path, separator: str | None) -> pl.DataFrame:
             f"(starts with {_describe_head(stripped)}); "
             "a failed download saves the server's error body under the data file's name"
         )
-    if stripped[:1] == "<":
+    if stripped[:1] == "<" and not _is_bracketed_header(stripped):
         raise DataValidationError(
             f"{source}: not a CSV table: the file holds HTML/XML "
             f"(starts with {_describe_head(stripped)})"
@@ -150,7 +169,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
     source = str(path)
     try:
         names = pq.read_schema(path).names
-    except Exception as err:  # pyarrow raises several types for a non-Parquet file
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
         raise DataValidationError(f"{source}: not a readable Parquet file: {err}") from None
     duplicated = sorted(name for name, n in Counter(names).items() if n > 1)
     if duplicated:
