@@ -109,3 +109,53 @@ def _config_args(tmp_path) -> list[str]:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))
     return ["--config", str(path)]
+
+
+def test_pretrain_and_finetune_with_async_windows(tmp_path, torch_single_thread):
+    """windows.mode async: per-timeframe lengths and strides from the YAML keys, separate
+    fusion, no consistency term; the encoder fine-tunes with its own lengths."""
+    from kizashi.training.finetune import run_finetune
+
+    raw = {**TINY,
+           "windows": {"mode": "async", "seq_len": 16, "seq_lens": {"h1": 8, "h4": 8}, "strides": {"m15": 8, "h1": 4},
+                       "anchor_stride": 2, "val_anchor_stride": 4, "stats_windows": 100},
+           "model": {**TINY["model"], "overrides": {**TINY["model"]["overrides"], "fusion": "separate"}},
+           "trainer": {**TINY["trainer"], "max_epochs": 1}}
+    config = config_from_dict(PretrainConfig, raw)
+    result = run_pretraining(config, tmp_path / "run")
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["window_mode"] == "async" and stats["seq_lens"] == {"m15": 16, "h1": 8, "h4": 8}
+    assert stats["strides"] == {"m15": 8, "h1": 4, "h4": 2}
+    row = result.metrics[0]
+    assert row["val_consistency"] == 0.0 and row["val_reconstruction"] > 0 and row["train_loss"] == row["train_loss"]
+    model, _ = load_pretrained(tmp_path / "run" / "encoder.pt")
+    assert model.config.lengths == {"m15": 16, "h1": 8, "h4": 8}
+    tuned = run_finetune(config, tmp_path / "run" / "encoder.pt", tmp_path / "ft", epochs=1)
+    assert tuned.pretrained and tuned.metrics[0]["val_mse"] > 0
+
+    with pytest.raises(ConfigError, match="fusion: separate"):
+        run_pretraining(config_from_dict(PretrainConfig, {**raw, "model": TINY["model"]}), tmp_path / "bad")
+    with pytest.raises(ConfigError, match="mode: async"):
+        config_from_dict(PretrainConfig, {**TINY, "windows": {**TINY["windows"], "seq_lens": {"h1": 8}}})
+    with pytest.raises(ConfigError, match="synchronized needs mode: aligned"):
+        config_from_dict(PretrainConfig, {**raw, "windows": {**raw["windows"], "mask": {"synchronized": True}}})
+
+
+def test_lm_weights_random_builds_the_same_architecture_untrained(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from kizashi.training.pretrain import build_stage1_model
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    lm = {"use_pretrained_lm": True, "lm_name_or_path": str(tmp_path / "bert"), "patch_len": 4}
+    models = {weights: build_stage1_model(config_from_dict(PretrainConfig, {
+        **TINY, "transfer_learning": {**lm, "lm_weights": weights}}), ["m15", "h1", "h4"])
+        for weights in ("pretrained", "random")}
+    saved = BertModel.from_pretrained(tmp_path / "bert").state_dict()
+    key = "encoder.layer.0.attention.self.query.weight"
+    lm_state = {w: m.encoder.lm.state_dict() for w, m in models.items()}
+    assert torch.equal(lm_state["pretrained"][key], saved[key])
+    assert not torch.equal(lm_state["random"][key], saved[key])
+    assert models["pretrained"].parameter_breakdown() == models["random"].parameter_breakdown()

@@ -186,12 +186,13 @@ def test_grouped_consistency_equals_the_aligned_form_and_skips_incomplete_bars()
     assert nothing.item() == 0.0
 
 
+@pytest.mark.parametrize("fusion", ["joint", "separate"])
 @pytest.mark.parametrize("freeze_encoder", [False, True])
-def test_gradient_flow_forecaster(freeze_encoder):
+def test_gradient_flow_forecaster(freeze_encoder, fusion):
     from kizashi.models.stage1 import Stage1Forecaster
 
     torch.manual_seed(0)
-    forecaster = Stage1Forecaster(Stage1Model(Stage1Config(**TINY)), freeze_encoder=freeze_encoder)
+    forecaster = Stage1Forecaster(Stage1Model(Stage1Config(**TINY, fusion=fusion)), freeze_encoder=freeze_encoder)
     inputs, _ = make_inputs()
     forecaster(inputs).square().mean().backward()
     assert gradient_problems(forecaster.named_parameters()) == {}

@@ -398,11 +398,32 @@ class MaskSettings(StrictModel):
 
 
 class WindowSettings(StrictModel):
+    """``mode: aligned``: every timeframe's last ``seq_len`` bars closed by one anchor instant,
+    anchors every ``anchor_stride`` base bars. ``mode: async``: each timeframe's own windows
+    (length ``seq_lens[tf]``, every ``strides[tf]`` bars of that timeframe; missing entries
+    default to ``seq_len`` / ``anchor_stride``), not aligned in time, so no consistency loss
+    and the model must use ``fusion: separate``."""
+
+    mode: Literal["aligned", "async"] = "aligned"
     seq_len: int = Field(64, ge=2, description="bars per timeframe window (T)")
+    seq_lens: dict[str, int] | None = Field(None, description="async: bars per window, per timeframe")
+    strides: dict[str, int] | None = Field(None, description="async: training windows every n bars, per timeframe")
     anchor_stride: int = Field(1, ge=1, description="training windows every n base bars")
-    val_anchor_stride: int = Field(4, ge=1)
+    val_anchor_stride: int = Field(4, ge=1, description="validation windows every n bars (per timeframe in async)")
     mask: MaskSettings = Field(default_factory=MaskSettings)
     stats_windows: int = Field(2000, ge=10, description="training windows sampled for the statistics")
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> WindowSettings:
+        if self.mode == "aligned" and (self.seq_lens or self.strides):
+            raise ValueError("seq_lens and strides are for mode: async (aligned windows share seq_len and anchor_stride)")
+        if self.mode == "async" and self.mask.synchronized:
+            raise ValueError("mask.synchronized needs mode: aligned (async windows do not share wall-clock time)")
+        for name in ("seq_lens", "strides"):
+            bad = {tf: n for tf, n in (getattr(self, name) or {}).items() if n < 1}
+            if bad:
+                raise ValueError(f"{name}: values must be >= 1, got {bad}")
+        return self
 
 
 class TransferLearningSettings(StrictModel):
@@ -414,6 +435,9 @@ class TransferLearningSettings(StrictModel):
     patch_len: int = Field(16, ge=1)
     lm_learning_rate_factor: float = Field(0.1, gt=0)
     lm_layers: int | None = Field(None, ge=1, description="keep the first K encoder blocks; null = all")
+    lm_weights: Literal["pretrained", "random"] = Field(
+        "pretrained", description="random = the LM's architecture, randomly initialized (a control)"
+    )
     unfreeze_blocks_per_epoch: int | None = Field(None, ge=1, description="null = unfreeze all at once")
 
 
@@ -455,3 +479,61 @@ class PretrainConfig(StrictModel):
 
 def load_pretrain_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
     return load_job_config(path, PretrainConfig, overrides)
+
+
+# --------------------------------------------------------------------------------------
+# Experiments (`kizashi experiment`): one pretraining config under named settings
+# --------------------------------------------------------------------------------------
+
+#: Sections every setting of an experiment must leave equal, so the settings compare on
+#: the same seed, data, split and windows.
+EXPERIMENT_SHARED_SECTIONS = ("data", "timeframes", "train_end", "val_end", "windows", "seed")
+
+
+class ExperimentReportSettings(StrictModel):
+    epochs: list[int] = Field(default_factory=lambda: [1, 3, 5], description="epochs tabulated (and the last)")
+    reference: str | None = Field(None, description="the setting the others are compared with; null = the first")
+
+
+class ExperimentConfig(StrictModel):
+    """`kizashi experiment`: a pretraining config (``base`` file, then ``overrides``) run
+    once per entry of ``settings`` (each a mapping of overrides merged over it), with a
+    comparison report. The settings may not change :data:`EXPERIMENT_SHARED_SECTIONS`."""
+
+    kind: Literal["pretrain"] = "pretrain"
+    base: Path | None = Field(None, description="a `kizashi pretrain` YAML; null = its defaults")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="merged over base, for every setting")
+    settings: dict[str, dict[str, Any]] = Field(..., min_length=2)
+    report: ExperimentReportSettings = Field(default_factory=ExperimentReportSettings)
+    output: RunOutputConfig = Field(default_factory=lambda: RunOutputConfig(dir=Path("artifacts/experiments/run")))
+
+    @model_validator(mode="after")
+    def _check_names(self) -> ExperimentConfig:
+        for name in self.settings:
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"settings: {name!r} is not a usable directory name (letters, digits, - _ .)")
+        if self.report.reference is not None and self.report.reference not in self.settings:
+            raise ValueError(f"report.reference={self.report.reference!r} is not one of the settings {list(self.settings)}")
+        return self
+
+    def setting_configs(self, source: str = "<experiment>") -> dict[str, PretrainConfig]:
+        """``{name: PretrainConfig}``, each validated; a :class:`ConfigError` names the
+        setting, and one is raised if the settings differ in a shared section."""
+        base = read_yaml(self.base) if self.base is not None else {}
+        base = _deep_merge(base, self.overrides)
+        configs = {name: config_from_dict(PretrainConfig, _deep_merge(base, extra), source=f"{source}: settings.{name}")
+                   for name, extra in self.settings.items()}
+        first_name, first = next(iter(configs.items()))
+        for name, config in configs.items():
+            for section in EXPERIMENT_SHARED_SECTIONS:
+                if getattr(config, section) != getattr(first, section):
+                    raise ConfigError(
+                        f"{source}: settings.{name} changes {section!r} (unlike {first_name}): the settings of an "
+                        f"experiment must share {', '.join(EXPERIMENT_SHARED_SECTIONS)} so they compare on the "
+                        "same seed and data"
+                    )
+        return configs
+
+
+def load_experiment_config(path: str | Path) -> ExperimentConfig:
+    return load_config(path, ExperimentConfig)

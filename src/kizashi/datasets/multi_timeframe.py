@@ -1,4 +1,4 @@
-"""Aligned multi-timeframe bar windows for Stage-1 masked reconstruction.
+"""Multi-timeframe bar windows (aligned or async) for Stage-1 masked reconstruction.
 
 Input: per symbol, ``{timeframe: frame}`` from :func:`kizashi.data.bars.build_timeframes`
 (bars labelled by their close time ``timestamp``; the base timeframe first).
@@ -9,9 +9,23 @@ rule of ``kizashi.data.bars``: no coarse bar that has not closed by ``t``). Anch
 base closes inside the requested time range for which every timeframe has ``T`` visible
 bars, every ``anchor_stride`` base bars.
 
-Channels (``C = 6``) per bar, in the window's own units; ``a`` = the close of the base bar
-closing at ``t`` (the same anchor for every timeframe, so all timeframes share one price
-scale)::
+Windows ("async" mode). Each timeframe is sampled on its own: a window of timeframe ``tf``
+is its last ``T_tf`` bars (``seq_lens[tf]``, default ``seq_len``) ending at one of its own
+bars, whose close time (the window's end) is inside the time range, every ``stride_tf`` of
+those bars (``strides[tf]`` in bars of ``tf``, default ``anchor_stride``), per symbol. The
+timeframes of an item are NOT aligned in time. Item -> windows, per symbol ``s`` with
+``n_tf`` windows of ``tf`` (in time order) and ``n_s = max_tf n_tf`` items: local item
+``i`` in ``[0, n_s)`` takes window ``floor(i * n_tf / n_s)`` of every ``tf`` (the timeframe
+with the most windows takes each once, every other takes each ``floor`` or ``ceil`` of
+``n_s / n_tf`` times, in time order); items are the symbols' items concatenated in symbol
+order, and an item never mixes symbols. A symbol lacking a window in some timeframe gives
+no item (logged). Span masks are drawn per timeframe (synchronized masking needs aligned
+windows: ``ValueError``); there are no ``groups`` / ``complete`` (the consistency loss
+needs bars matched by time). The item's ``anchor_time`` is the latest window end.
+
+Channels (``C = 6``) per bar, in the window's own units; ``a`` = the anchor price: aligned,
+the close of the base bar closing at ``t`` (the same anchor for every timeframe, so all
+timeframes share one price scale); async, the close of the timeframe window's own last bar::
 
     0..3  log(open / a), log(high / a), log(low / a), log(close / a)   / price_scale[tf]
     4     (log1p(volume) - volume_mean[tf]) / volume_std[tf]
@@ -20,9 +34,11 @@ scale)::
 Targets: channels 0..3 (``[T, 4]``). The price channels are divided by one positive scale
 per timeframe and not shifted, so ``price = exp(target * price_scale) * a`` and the
 cross-timeframe consistency can undo the normalization exactly. Statistics come from the
-training range only (:func:`fit_window_stats`, saved as ``stats.json``).
+training range only (:func:`fit_window_stats`, saved as ``stats.json``; pass
+:meth:`MultiTimeframeWindows.window_metadata` to :func:`save_window_stats` to record the
+mode, lengths and strides: the two modes' price scales differ, as their anchors do).
 
-Per item: ``inputs`` / ``targets`` ``{tf: [T, 6] / [T, 4]}`` float32, ``masked`` ``{tf: [T]}``
+Per item (aligned): ``inputs`` / ``targets`` ``{tf: [T, 6] / [T, 4]}`` float32, ``masked`` ``{tf: [T]}``
 bool (span masking, optionally synchronized by wall-clock time), ``valid`` ``{tf: [T]}``
 bool (False for bars flagged ``invalid_range``: their inputs are 0 and they never count in
 the loss), ``groups`` ``{tf: [T]}`` int64 for each timeframe but the coarsest (the index,
@@ -30,7 +46,11 @@ in the next coarser timeframe's window, of the bar that contains this bar, -1 if
 ``complete`` ``{tf: [T]}`` bool for each but the finest (the coarse bar is not partial and
 all of its finer bars are inside the finer window): what the consistency loss compares;
 ``next_return`` (float, fine-tuning label): the coarsest timeframe's next-bar log return,
-scaled (NaN when unknown).
+scaled (NaN when unknown). Async items have ``inputs`` / ``targets`` / ``masked`` /
+``valid`` of ``[T_tf, ...]`` per timeframe, ``anchor_time`` and ``next_return`` (the
+coarsest window's next bar over its last one; also NaN when that next bar closes at or
+before the item's ``anchor_time``, i.e. when another timeframe's window already shows it:
+the label must lie after every input bar).
 """
 
 from __future__ import annotations
@@ -40,7 +60,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -91,18 +111,29 @@ def _ordered(timeframes: Sequence[str]) -> list[str]:
     return sorted(timeframes, key=timeframe_minutes)
 
 
+WindowMode = Literal["aligned", "async"]
+WINDOW_MODES = ("aligned", "async")
+
+
 class MultiTimeframeWindows(Dataset):
-    """Aligned windows over several symbols (module docstring).
+    """Aligned or async windows over several symbols (module docstring).
 
     Args:
         series: ``{symbol: {timeframe: frame}}`` (``build_timeframes`` output).
         timeframes: the model's timeframes; the finest must be the data's base.
-        seq_len: ``T`` bars per timeframe.
-        time_range: ``(start, end)`` anchors with ``start <= t < end`` (datetimes or None).
+        seq_len: ``T`` bars per timeframe (async: the default of ``seq_lens``).
+        mode: ``"aligned"`` (every timeframe's window ends at the same anchor) or ``"async"``
+            (each timeframe sampled with its own length and stride).
+        seq_lens: async only: ``{tf: T_tf}`` (missing timeframes: ``seq_len``).
+        strides: async only: ``{tf: n}``, a window every ``n`` bars of ``tf`` (missing
+            timeframes: ``anchor_stride``).
+        time_range: ``(start, end)``: window ends ``t`` with ``start <= t < end`` (datetimes,
+            epoch microseconds or None); aligned, ``t`` is the anchor.
         stats: per-timeframe statistics (None: raw, unnormalized channels; see
             :func:`fit_window_stats`).
         mask: span masking; ``seed`` with the item index makes masks reproducible.
-        anchor_stride: keep every n-th eligible anchor.
+        anchor_stride: aligned: keep every n-th eligible anchor (in base bars); async: the
+            default stride of every timeframe.
     """
 
     def __init__(
@@ -111,6 +142,9 @@ class MultiTimeframeWindows(Dataset):
         timeframes: Sequence[str],
         seq_len: int,
         *,
+        mode: WindowMode = "aligned",
+        seq_lens: Mapping[str, int] | None = None,
+        strides: Mapping[str, int] | None = None,
         time_range: tuple[Any, Any] = (None, None),
         stats: Mapping[str, TimeframeStats] | None = None,
         mask: MaskConfig = MaskConfig(),
@@ -119,22 +153,46 @@ class MultiTimeframeWindows(Dataset):
     ) -> None:
         if seq_len < 1 or anchor_stride < 1:
             raise ValueError("seq_len and anchor_stride must be >= 1")
+        if mode not in WINDOW_MODES:
+            raise ValueError(f"mode must be one of {WINDOW_MODES}, got {mode!r}")
         self.timeframes = _ordered(timeframes)
         self.base = self.timeframes[0]
+        self.mode: WindowMode = mode
         self.seq_len, self.mask, self.seed = int(seq_len), mask, int(seed)
+        self.anchor_stride = int(anchor_stride)
+        if mode == "aligned":
+            if seq_lens is not None or strides is not None:
+                raise ValueError("seq_lens and strides are options of mode='async'; aligned windows share seq_len "
+                                 "and anchor_stride")
+        elif mask.synchronized:
+            raise ValueError("synchronized masking hides the same wall-clock time in every timeframe and needs "
+                             "aligned windows; mode='async' windows are not aligned in time (set "
+                             "synchronized=False or mode='aligned')")
+        self.seq_lens = _per_timeframe("seq_lens", seq_lens, self.timeframes, self.seq_len)
+        self.strides = _per_timeframe("strides", strides, self.timeframes, self.anchor_stride) if mode == "async" else None
         self.stats = dict(stats) if stats is not None else None
         self.minutes = {tf: timeframe_minutes(tf) for tf in self.timeframes}
         self.symbols = sorted(series)
         self.data: dict[str, dict[str, _Series]] = {}
-        anchors: list[tuple[int, int]] = []  # (symbol index, base bar index)
-        start_us, end_us = (_to_us(v) for v in time_range)
-        for s, symbol in enumerate(self.symbols):
+        for symbol in self.symbols:
             frames = series[symbol]
             missing = [tf for tf in self.timeframes if tf not in frames]
             if missing:
                 raise ValueError(f"{symbol}: timeframes {missing} missing; built: {sorted(frames)}")
-            data = {tf: _Series(frames[tf]) for tf in self.timeframes}
-            self.data[symbol] = data
+            self.data[symbol] = {tf: _Series(frames[tf]) for tf in self.timeframes}
+        start_us, end_us = (_to_us(v) for v in time_range)
+        if mode == "aligned":
+            self._build_anchors(start_us, end_us)
+        else:
+            self._build_async(start_us, end_us)
+        if len(self) == 0:
+            lengths = self.seq_len if mode == "aligned" else self.seq_lens
+            raise ValueError(f"no window of {lengths} bars in every timeframe within {time_range}")
+
+    def _build_anchors(self, start_us: int | None, end_us: int | None) -> None:
+        anchors: list[tuple[int, int]] = []  # (symbol index, base bar index)
+        for s, symbol in enumerate(self.symbols):
+            data = self.data[symbol]
             base_close = data[self.base].close_us
             enough = np.ones(len(base_close), dtype=bool)
             for tf in self.timeframes:
@@ -144,17 +202,40 @@ class MultiTimeframeWindows(Dataset):
                 enough &= base_close >= start_us
             if end_us is not None:
                 enough &= base_close < end_us
-            eligible = np.flatnonzero(enough)[::anchor_stride]
+            eligible = np.flatnonzero(enough)[::self.anchor_stride]
             anchors.extend((s, int(i)) for i in eligible)
-        if not anchors:
-            raise ValueError(f"no window of {seq_len} bars in every timeframe within {time_range}")
-        self.anchors = np.asarray(anchors, dtype=np.int64)
+        self.anchors = np.asarray(anchors, dtype=np.int64).reshape(-1, 2)
+
+    def _build_async(self, start_us: int | None, end_us: int | None) -> None:
+        # window_ends[s][tf]: [n_tf] int64, the last bar index of each of the symbol's windows of tf
+        self.window_ends: list[dict[str, np.ndarray]] = []
+        counts = []
+        for symbol in self.symbols:
+            ends = {}
+            for tf, series in self.data[symbol].items():
+                close = series.close_us
+                eligible = np.arange(len(close)) >= self.seq_lens[tf] - 1  # T_tf bars up to and with this one
+                if start_us is not None:
+                    eligible &= close >= start_us
+                if end_us is not None:
+                    eligible &= close < end_us
+                ends[tf] = np.flatnonzero(eligible)[:: self.strides[tf]].astype(np.int64)
+            empty = [tf for tf, e in ends.items() if len(e) == 0]
+            if empty and len(empty) < len(ends):
+                log.warning("%s: no window of timeframes %s within the time range; the symbol gives no item",
+                            symbol, empty)
+            self.window_ends.append(ends)
+            counts.append(0 if empty else max(len(e) for e in ends.values()))
+        self.item_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [n_symbols + 1]
 
     def __len__(self) -> int:
-        return len(self.anchors)
+        return len(self.anchors) if self.mode == "aligned" else int(self.item_offsets[-1])
 
     def window_indices(self, index: int) -> tuple[str, int, dict[str, np.ndarray]]:
-        """``(symbol, anchor close (us), {tf: [T] bar indices})`` of item ``index``."""
+        """``(symbol, anchor close (us), {tf: [T_tf] bar indices})`` of item ``index``
+        (async: the anchor is the latest window end)."""
+        if self.mode == "async":
+            return self._async_window_indices(index)
         s, base_index = self.anchors[index]
         symbol = self.symbols[s]
         data = self.data[symbol]
@@ -165,26 +246,60 @@ class MultiTimeframeWindows(Dataset):
             out[tf] = np.arange(last - self.seq_len + 1, last + 1)
         return symbol, t, out
 
+    def _async_window_indices(self, index: int) -> tuple[str, int, dict[str, np.ndarray]]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for {len(self)} items")
+        s = int(np.searchsorted(self.item_offsets, index, side="right")) - 1
+        local, n_items = index - int(self.item_offsets[s]), int(self.item_offsets[s + 1] - self.item_offsets[s])
+        symbol = self.symbols[s]
+        out = {}
+        for tf, ends in self.window_ends[s].items():
+            last = int(ends[local * len(ends) // n_items])  # module docstring: item -> window
+            out[tf] = np.arange(last - self.seq_lens[tf] + 1, last + 1)
+        t = max(int(self.data[symbol][tf].close_us[rows[-1]]) for tf, rows in out.items())
+        return symbol, t, out
+
+    def timeframe_windows(self, tf: str) -> list[tuple[str, np.ndarray]]:
+        """The windows of ``tf`` as ``(symbol, [T_tf] bar indices)``: aligned, one per item
+        (in item order; items may share a coarse window); async, each of the timeframe's
+        windows once (in symbol, then time order)."""
+        if self.mode == "aligned":
+            return [(symbol, rows[tf]) for symbol, _, rows in map(self.window_indices, range(len(self)))]
+        return [(symbol, np.arange(last - self.seq_lens[tf] + 1, last + 1))
+                for symbol, ends in zip(self.symbols, self.window_ends) for last in ends[tf].tolist()]
+
+    def _channels(self, series: _Series, rows: np.ndarray, anchor: float) -> tuple[np.ndarray, np.ndarray]:
+        """Unnormalized ``[T, 6]`` channels of bars ``rows`` (NaN where invalid) and ``[T]`` validity."""
+        ohlc = series.ohlc[rows]
+        bad = series.invalid[rows] | ~(ohlc > 0).all(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prices = np.log(ohlc / anchor)
+            spread = np.log(ohlc[:, 1] / ohlc[:, 2])
+        x = np.column_stack([prices, np.log1p(np.maximum(series.volume[rows], 0.0)), spread])
+        x[bad] = np.nan
+        return x, ~bad
+
     def raw_item(self, index: int) -> dict[str, Any]:
-        """Unnormalized channels ``{tf: [T, 6]}`` (price channels as log ratios to the anchor),
-        validity, bar close times and the anchor price."""
+        """Unnormalized channels ``{tf: [T_tf, 6]}`` (price channels as log ratios to the
+        anchor), validity, bar close times and the anchor prices ``{tf: float}`` (aligned:
+        also ``anchor_price``, the one shared anchor)."""
         symbol, t, indices = self.window_indices(index)
         data = self.data[symbol]
-        anchor = data[self.base].ohlc[indices[self.base][-1], 3]  # the base bar closing at t
+        if self.mode == "aligned":
+            anchor = data[self.base].ohlc[indices[self.base][-1], 3]  # the base bar closing at t
+            anchors = {tf: anchor for tf in indices}
+        else:
+            anchors = {tf: data[tf].ohlc[rows[-1], 3] for tf, rows in indices.items()}  # each window's last close
         channels, valid, closes, partial = {}, {}, {}, {}
         for tf, rows in indices.items():
             series = data[tf]
-            ohlc = series.ohlc[rows]
-            bad = series.invalid[rows] | ~(ohlc > 0).all(axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                prices = np.log(ohlc / anchor)
-                spread = np.log(ohlc[:, 1] / ohlc[:, 2])
-            x = np.column_stack([prices, np.log1p(np.maximum(series.volume[rows], 0.0)), spread])
-            x[bad] = np.nan
-            channels[tf], valid[tf] = x, ~bad
+            channels[tf], valid[tf] = self._channels(series, rows, anchors[tf])
             closes[tf], partial[tf] = series.close_us[rows], series.partial[rows]
-        return {"symbol": symbol, "anchor_time": t, "anchor_price": float(anchor), "channels": channels,
-                "valid": valid, "close_us": closes, "partial": partial, "rows": indices}
+        item = {"symbol": symbol, "anchor_time": t, "anchor_prices": {tf: float(a) for tf, a in anchors.items()},
+                "channels": channels, "valid": valid, "close_us": closes, "partial": partial, "rows": indices}
+        if self.mode == "aligned":
+            item["anchor_price"] = float(anchors[self.base])
+        return item
 
     def _normalize(self, tf: str, x: np.ndarray) -> np.ndarray:
         out = x.copy()
@@ -198,10 +313,10 @@ class MultiTimeframeWindows(Dataset):
     def _masks(self, index: int, closes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, int(index)])
         m = self.mask
-        if m.synchronized:
+        if m.synchronized:  # aligned only (checked on construction)
             durations = {tf: self.minutes[tf] * _US_PER_MINUTE for tf in self.timeframes}
             return synchronized_span_masks(closes, durations, m.ratio, m.min_span, m.max_span, rng)
-        return {tf: span_mask(self.seq_len, m.ratio, m.min_span, m.max_span, rng) for tf in self.timeframes}
+        return {tf: span_mask(self.seq_lens[tf], m.ratio, m.min_span, m.max_span, rng) for tf in self.timeframes}
 
     def _consistency_maps(self, item: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         groups, complete = {}, {}
@@ -223,42 +338,74 @@ class MultiTimeframeWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.raw_item(index)
         masks = self._masks(index, item["close_us"])
-        groups, complete = self._consistency_maps(item)
         inputs, targets = {}, {}
         for tf in self.timeframes:
             x = self._normalize(tf, item["channels"][tf]).astype(np.float32)
             inputs[tf], targets[tf] = torch.from_numpy(x), torch.from_numpy(x[:, :4].copy())
-        return {
+        out: dict[str, Any] = {
             "inputs": inputs,
             "targets": targets,
             "masked": {tf: torch.from_numpy(masks[tf] & item["valid"][tf]) for tf in self.timeframes},
             "valid": {tf: torch.from_numpy(item["valid"][tf]) for tf in self.timeframes},
-            "groups": {tf: torch.from_numpy(g.astype(np.int64)) for tf, g in groups.items()},
-            "complete": {tf: torch.from_numpy(c) for tf, c in complete.items()},
-            "anchor_time": item["anchor_time"],
-            "next_return": self._next_return(item["symbol"], item["rows"]),
         }
+        if self.mode == "aligned":
+            groups, complete = self._consistency_maps(item)
+            out["groups"] = {tf: torch.from_numpy(g.astype(np.int64)) for tf, g in groups.items()}
+            out["complete"] = {tf: torch.from_numpy(c) for tf, c in complete.items()}
+        out["anchor_time"] = item["anchor_time"]
+        out["next_return"] = self._next_return(item["symbol"], item["rows"], item["anchor_time"])
+        return out
 
-    def _next_return(self, symbol: str, rows: Mapping[str, np.ndarray]) -> float:
+    def _next_return(self, symbol: str, rows: Mapping[str, np.ndarray], anchor_time: int) -> float:
         """The fine-tuning label of a window (``rows`` from :meth:`window_indices`): the log
-        return of the coarsest timeframe's next bar (the first one closing after the anchor)
-        over the last visible one, divided by that timeframe's price scale when statistics
-        are set; NaN when there is no next bar or either bar is invalid. A future value by
-        design (a label)."""
+        return of the coarsest timeframe's next bar (the first one closing after its window)
+        over the window's last one, divided by that timeframe's price scale when statistics
+        are set; NaN when there is no next bar, either bar is invalid, or the next bar closes
+        at or before ``anchor_time`` (async: another timeframe's window already shows it;
+        aligned windows never do). A future value by design (a label)."""
         coarsest = self.timeframes[-1]
         series = self.data[symbol][coarsest]
         last = int(rows[coarsest][-1])
         if last + 1 >= len(series.close_us) or series.invalid[last] or series.invalid[last + 1]:
             return float("nan")
+        if series.close_us[last + 1] <= anchor_time:
+            return float("nan")
         value = float(np.log(series.ohlc[last + 1, 3] / series.ohlc[last, 3]))
         return value / self.stats[coarsest].price_scale if self.stats is not None else value
 
+    def window_metadata(self) -> dict[str, Any]:
+        """The window set-up, JSON-ready, for ``save_window_stats(..., **metadata)``:
+        ``window_mode``, ``seq_lens`` and ``anchor_stride`` (aligned) or ``strides`` (async)."""
+        out: dict[str, Any] = {"window_mode": self.mode, "seq_lens": dict(self.seq_lens)}
+        if self.mode == "aligned":
+            out["anchor_stride"] = self.anchor_stride
+        else:
+            out["strides"] = dict(self.strides or {})
+        return out
+
+
+def _per_timeframe(name: str, values: Mapping[str, int] | None, timeframes: Sequence[str], default: int) -> dict[str, int]:
+    """``{tf: int}`` for every timeframe: ``values`` where given, else ``default``."""
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(timeframes))
+    if unknown:
+        raise ValueError(f"{name}: timeframes {unknown} are not among {list(timeframes)}")
+    out = {}
+    for tf in timeframes:
+        value = values.get(tf, default)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name}[{tf!r}] must be a positive int, got {value!r}")
+        out[tf] = int(value)
+    return out
+
 
 def collate_windows(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack items: every ``{tf: [T, ...]}`` becomes ``{tf: [B, T, ...]}``."""
+    """Stack items: every ``{tf: [T_tf, ...]}`` becomes ``{tf: [B, T_tf, ...]}``. ``groups``
+    and ``complete`` only when the items have them (aligned mode)."""
     out: dict[str, Any] = {}
     for key in ("inputs", "targets", "masked", "valid", "groups", "complete"):
-        out[key] = {tf: torch.stack([item[key][tf] for item in items]) for tf in items[0][key]}
+        if key in items[0]:
+            out[key] = {tf: torch.stack([item[key][tf] for item in items]) for tf in items[0][key]}
     out["anchor_time"] = torch.tensor([item["anchor_time"] for item in items], dtype=torch.int64)
     out["next_return"] = torch.tensor([item["next_return"] for item in items], dtype=torch.float32)
     return out
@@ -267,14 +414,26 @@ def collate_windows(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def fit_window_stats(dataset: MultiTimeframeWindows, max_windows: int = 2000, seed: int = 0) -> dict[str, TimeframeStats]:
     """Per-timeframe statistics from (up to ``max_windows``) windows of ``dataset`` (build it
     on the training range only): price scale = the RMS of the price channels, volume and
-    range mean / std. Non-finite and invalid bars are ignored."""
+    range mean / std. Non-finite and invalid bars are ignored. Aligned: ``max_windows``
+    items drawn at random; async: for each timeframe, up to ``max_windows`` of its own
+    windows drawn at random (an async item repeats coarse windows)."""
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(dataset), size=min(max_windows, len(dataset)), replace=False)
     values: dict[str, list[np.ndarray]] = {tf: [] for tf in dataset.timeframes}
-    for index in np.sort(picks):
-        item = dataset.raw_item(int(index))
+    if dataset.mode == "aligned":
+        picks = rng.choice(len(dataset), size=min(max_windows, len(dataset)), replace=False)
+        for index in np.sort(picks):
+            item = dataset.raw_item(int(index))
+            for tf in dataset.timeframes:
+                values[tf].append(item["channels"][tf][item["valid"][tf]])
+    else:
         for tf in dataset.timeframes:
-            values[tf].append(item["channels"][tf][item["valid"][tf]])
+            windows = dataset.timeframe_windows(tf)
+            picks = rng.choice(len(windows), size=min(max_windows, len(windows)), replace=False)
+            for index in np.sort(picks):
+                symbol, rows = windows[int(index)]
+                series = dataset.data[symbol][tf]
+                x, valid = dataset._channels(series, rows, series.ohlc[rows[-1], 3])
+                values[tf].append(x[valid])
     stats = {}
     for tf, chunks in values.items():
         x = np.concatenate(chunks)

@@ -1,7 +1,7 @@
 """Stage-1: masked reconstruction of multi-timeframe bars with ONE shared encoder.
 
-Per timeframe ``tf`` (``B`` windows, ``T`` bars, ``C = 6`` input channels: OHLCV and a
-derived one such as log range; ``D = d_model``)::
+Per timeframe ``tf`` (``B`` windows, ``T`` bars (``T_tf`` with per-timeframe ``seq_lens``),
+``C = 6`` input channels: OHLCV and a derived one such as log range; ``D = d_model``)::
 
     x_tf [B, T, C], masked_tf [B, T] bool (True = hidden from the model)
       -> x * ~masked -> stem_tf: depthwise Conv1d(C, k) + pointwise Conv1d(C -> D)
@@ -14,10 +14,19 @@ derived one such as log range; ``D = d_model``)::
          one [B, N_tf * T, D] sequence, so a fine bar attends to the coarse bars of the same
          time (an unmasked coarse bar tells the high, low and close of a masked fine span:
          information linear interpolation does not have); "separate": each timeframe's
-         [B, T, D] alone (no cross-timeframe input)
+         [B, T_tf, D] alone (no cross-timeframe input)
       -> shared bottleneck: strided Conv1d (T -> T / s) + transposed Conv1d back (T / s -> T)
          with a residual                                                              [B, T, D]
       -> decoder_tf: LayerNorm + Linear(D -> 4)  -> reconstructed OHLC                [B, T, 4]
+
+Window lengths. ``seq_lens`` gives a timeframe its own ``T_tf`` (the dataset's "async"
+windows, each timeframe sampled on its own). Joint fusion concatenates windows that end at
+the same instant (its time-distance bias measures time from the common end), so it needs one
+length for every timeframe and aligned windows: unequal lengths are a configuration error
+and need ``fusion="separate"``, and :class:`~kizashi.training.stage1_module.Stage1Module`
+refuses joint fusion on async batches (no ``groups``). The learned positions are sized by
+the longest window and counted back from a window's last bar (a ``T_tf``-bar window takes
+the last ``T_tf`` rows), so the parameter count depends on ``max(T_tf)`` only.
 
 Parameter count with N timeframes = encoder + bottleneck + mask token + N x (stem + decoder)
 (``parameter_breakdown``; test). The timeframes share everything except their stems,
@@ -40,7 +49,6 @@ Losses (:func:`masked_reconstruction_loss`, :func:`cross_timeframe_consistency`)
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -62,6 +70,7 @@ class Stage1Config:
 
     timeframes: tuple[str, ...] = ("m30", "h1", "h4", "d1")
     seq_len: int = 64  # T, bars per window and timeframe
+    seq_lens: dict[str, int] | None = None  # per-timeframe T_tf (missing: seq_len); unequal -> fusion "separate"
     in_channels: int = N_INPUT_CHANNELS
     out_channels: int = N_OUTPUT_CHANNELS
     d_model: int = 64
@@ -77,6 +86,7 @@ class Stage1Config:
     # pretrained language-model encoder
     lm_name_or_path: str | None = None
     lm_layers: int | None = None  # first K blocks; None = all
+    lm_pretrained: bool = True  # False: the LM's architecture with random initialization (a control)
     patch_len: int = 16
     # bottleneck
     bottleneck_stride: int = 2
@@ -84,7 +94,15 @@ class Stage1Config:
     def __post_init__(self) -> None:
         if isinstance(self.timeframes, list | tuple):
             self.timeframes = tuple(str(t) for t in self.timeframes)
+        if self.seq_lens is not None and isinstance(self.seq_lens, Mapping):
+            self.seq_lens = {str(tf): value for tf, value in self.seq_lens.items()}
         self.validate()
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        """``{tf: T_tf}`` for every timeframe (``seq_lens`` where given, else ``seq_len``)."""
+        given = self.seq_lens or {}
+        return {tf: given.get(tf, self.seq_len) for tf in self.timeframes}
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when a value is invalid."""
@@ -103,14 +121,28 @@ class Stage1Config:
             raise ValueError(f"encoder must be 'transformer' or 'lm', got {self.encoder!r}")
         if self.encoder == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if self.encoder == "lm":
-            if not self.lm_name_or_path:
-                raise ValueError("encoder 'lm' needs lm_name_or_path (a local directory, a hub id or "
-                                 "'bundled:all-minilm-l6-v2')")
-            if self.seq_len % self.patch_len:
-                raise ValueError(f"seq_len={self.seq_len} must be a multiple of patch_len={self.patch_len}")
-        if self.seq_len % self.bottleneck_stride:
-            raise ValueError(f"seq_len={self.seq_len} must be a multiple of bottleneck_stride={self.bottleneck_stride}")
+        if self.encoder == "lm" and not self.lm_name_or_path:
+            raise ValueError("encoder 'lm' needs lm_name_or_path (a local directory, a hub id or "
+                             "'bundled:all-minilm-l6-v2')")
+        if self.seq_lens is not None:
+            if not isinstance(self.seq_lens, Mapping):
+                raise ValueError(f"seq_lens must map timeframes to lengths, got {self.seq_lens!r}")
+            unknown = sorted(set(self.seq_lens) - set(self.timeframes))
+            if unknown:
+                raise ValueError(f"seq_lens: timeframes {unknown} are not among timeframes={list(self.timeframes)}")
+            for tf, value in self.seq_lens.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"seq_lens[{tf!r}] must be a positive int, got {value!r}")
+        lengths = self.lengths
+        for tf, length in lengths.items():
+            name = f"seq_lens[{tf!r}]" if tf in (self.seq_lens or {}) else "seq_len"
+            if self.encoder == "lm" and length % self.patch_len:
+                raise ValueError(f"{name}={length} must be a multiple of patch_len={self.patch_len}")
+            if length % self.bottleneck_stride:
+                raise ValueError(f"{name}={length} must be a multiple of bottleneck_stride={self.bottleneck_stride}")
+        if self.fusion == "joint" and len(set(lengths.values())) > 1:
+            raise ValueError(f"fusion 'joint' needs one window length for every timeframe (windows ending at the "
+                             f"same instant), got seq_lens {lengths}; per-timeframe lengths need fusion='separate'")
         if self.stem_kernel % 2 == 0:
             raise ValueError(f"stem_kernel must be odd (same-length convolution), got {self.stem_kernel}")
 
@@ -163,28 +195,36 @@ class BiasedAttentionBlock(nn.Module):
 
 
 class TransformerSequenceEncoder(nn.Module):
-    """``[B, k*T, D]`` -> ``[B, k*T, D]``: learned positions + pre-norm Transformer encoder."""
+    """``[B, sum_k T_k, D]`` -> same: learned positions + pre-norm Transformer encoder."""
 
     def __init__(self, config: Stage1Config) -> None:
         super().__init__()
         d = config.d_model
-        # position within a timeframe's window, the same for every timeframe (the stems add the
-        # timeframe's own embedding), so the encoder's size does not depend on N_tf
-        self.seq_len = config.seq_len
-        self.positions = nn.Parameter(torch.zeros(config.seq_len, d))
+        # position within a timeframe's window counted back from its last bar, the same for every
+        # timeframe (the stems add the timeframe's own embedding), so the encoder's size does not
+        # depend on N_tf; sized by the longest window, a T_k-bar window takes the last T_k rows
+        self.seq_len = max(config.lengths.values())
+        self.positions = nn.Parameter(torch.zeros(self.seq_len, d))
         nn.init.normal_(self.positions, std=0.02)
         self.layers = nn.ModuleList(
             BiasedAttentionBlock(d, config.n_heads, config.ff_mult, config.dropout) for _ in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, h: Tensor, bias: Tensor | None = None) -> Tensor:
-        """``h [B, k * T, D]``: k >= 1 timeframe windows of T tokens, concatenated;
-        ``bias [k*T, k*T]`` an additive attention-logit bias (see :func:`time_distance_bias`)."""
-        blocks = h.shape[1] // self.seq_len
-        if blocks * self.seq_len != h.shape[1]:
-            raise ValueError(f"sequence of {h.shape[1]} tokens is not a whole number of {self.seq_len}-bar windows")
-        h = h + self.positions.repeat(blocks, 1)
+    def forward(self, h: Tensor, bias: Tensor | None = None, lengths: list[int] | None = None) -> Tensor:
+        """``h [B, L, D]``: k >= 1 timeframe windows of ``lengths`` ``[T_1, ..., T_k]`` tokens
+        concatenated (``L = sum T_i``, each ``T_i <=`` the longest configured window; None:
+        windows of the longest length); ``bias [L, L]`` an additive attention-logit bias (see
+        :func:`time_distance_bias`)."""
+        if lengths is None:
+            blocks = h.shape[1] // self.seq_len
+            if blocks * self.seq_len != h.shape[1]:
+                raise ValueError(f"sequence of {h.shape[1]} tokens is not a whole number of {self.seq_len}-bar windows")
+            lengths = [self.seq_len] * blocks
+        if sum(lengths) != h.shape[1] or not all(1 <= n <= self.seq_len for n in lengths):
+            raise ValueError(f"sequence of {h.shape[1]} tokens does not hold windows of {lengths} bars "
+                             f"(each at most {self.seq_len})")
+        h = h + torch.cat([self.positions[self.seq_len - n:] for n in lengths])
         for layer in self.layers:
             h = layer(h, bias)
         return self.norm(h)
@@ -223,9 +263,9 @@ class Bottleneck(nn.Module):
 class Stage1Model(nn.Module):
     """Masked multi-timeframe reconstruction (module docstring).
 
-    ``forward(inputs, masked)``: ``inputs`` maps every configured timeframe to ``[B, T, C]``,
-    ``masked`` (optional) to ``[B, T]`` bool. Returns ``{tf: [B, T, 4]}`` reconstructed OHLC.
-    ``encode(inputs, masked)`` returns the encoder's output ``{tf: [B, T, D]}``.
+    ``forward(inputs, masked)``: ``inputs`` maps every configured timeframe to ``[B, T_tf, C]``,
+    ``masked`` (optional) to ``[B, T_tf]`` bool. Returns ``{tf: [B, T_tf, 4]}`` reconstructed
+    OHLC. ``encode(inputs, masked)`` returns the encoder's output ``{tf: [B, T_tf, D]}``.
     """
 
     def __init__(self, config: Stage1Config) -> None:
@@ -241,15 +281,19 @@ class Stage1Model(nn.Module):
             from kizashi.models.lm_adapter import LMEncoderAdapter
 
             self.encoder: nn.Module = LMEncoderAdapter(
-                d, config.lm_name_or_path, patch_len=config.patch_len, lm_layers=config.lm_layers
+                d, config.lm_name_or_path, patch_len=config.patch_len, lm_layers=config.lm_layers,
+                pretrained=config.lm_pretrained,
             )
         else:
             self.encoder = TransformerSequenceEncoder(config)
         self.bottleneck = Bottleneck(d, config.bottleneck_stride)
+        self.lengths = config.lengths
         if config.encoder == "transformer" and config.time_bias > 0:
+            # joint: one common length (validated); single: the longest window, a T_tf-bar window
+            # uses the top-left [T_tf, T_tf] block (the bias depends on |i - j| only)
             from_minutes = [float(timeframe_minutes(tf)) for tf in config.timeframes]
-            joint = time_distance_bias(from_minutes, config.seq_len, config.time_bias)
-            single = time_distance_bias([1.0], config.seq_len, config.time_bias)
+            joint = time_distance_bias(from_minutes, self.lengths[config.timeframes[0]], config.time_bias)
+            single = time_distance_bias([1.0], max(self.lengths.values()), config.time_bias)
             self.register_buffer("joint_bias", joint, persistent=False)
             self.register_buffer("single_bias", single, persistent=False)
         else:
@@ -262,8 +306,9 @@ class Stage1Model(nn.Module):
         cfg = self.config
         if tf not in self.stems:
             raise ValueError(f"unknown timeframe {tf!r}; the model has {list(cfg.timeframes)}")
-        if x.dim() != 3 or x.shape[1] != cfg.seq_len or x.shape[2] != cfg.in_channels:
-            raise ValueError(f"{tf}: x must be [B, seq_len={cfg.seq_len}, {cfg.in_channels}], got {tuple(x.shape)}")
+        length = self.lengths[tf]
+        if x.dim() != 3 or x.shape[1] != length or x.shape[2] != cfg.in_channels:
+            raise ValueError(f"{tf}: x must be [B, seq_len={length}, {cfg.in_channels}], got {tuple(x.shape)}")
         if masked is not None:
             if masked.shape != x.shape[:2]:
                 raise ValueError(f"{tf}: masked must be {tuple(x.shape[:2])}, got {tuple(masked.shape)}")
@@ -273,8 +318,14 @@ class Stage1Model(nn.Module):
             h = torch.where(masked.unsqueeze(-1), self.mask_token.to(h.dtype), h)
         return h
 
+    def _run_encoder(self, h: Tensor, lengths: list[int], bias: Tensor | None) -> Tensor:
+        """The shared encoder on ``h [B, sum(lengths), D]`` (windows of ``lengths`` bars)."""
+        if isinstance(self.encoder, TransformerSequenceEncoder):
+            return self.encoder(h, None if bias is None else bias.to(h.dtype), lengths)
+        return self.encoder(h)  # the LM adapter patchifies; every length is a multiple of patch_len
+
     def encode(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """The shared encoder's (and bottleneck's) output per timeframe: ``{tf: [B, T, D]}``
+        """The shared encoder's (and bottleneck's) output per timeframe: ``{tf: [B, T_tf, D]}``
         (what a fine-tuning head reads)."""
         timeframes = self.config.timeframes
         missing = [tf for tf in timeframes if tf not in inputs]
@@ -282,14 +333,12 @@ class Stage1Model(nn.Module):
             raise ValueError(f"inputs lack timeframes {missing}; got {sorted(inputs)}")
         masked = masked or {}
         embedded = [self._embed(tf, inputs[tf], masked.get(tf)) for tf in timeframes]
+        lengths = [self.lengths[tf] for tf in timeframes]
         if self.config.fusion == "joint":
-            joint = torch.cat(embedded, dim=1)
-            out = self.encoder(joint) if self.joint_bias is None else self.encoder(joint, self.joint_bias.to(joint.dtype))
-            encoded = out.split(self.config.seq_len, dim=1)
-        elif self.single_bias is None:
-            encoded = [self.encoder(h) for h in embedded]
+            encoded = self._run_encoder(torch.cat(embedded, dim=1), lengths, self.joint_bias).split(lengths, dim=1)
         else:
-            encoded = [self.encoder(h, self.single_bias.to(h.dtype)) for h in embedded]
+            encoded = [self._run_encoder(h, [n], None if self.single_bias is None else self.single_bias[:n, :n])
+                       for h, n in zip(embedded, lengths)]
         return {tf: self.bottleneck(h) for tf, h in zip(timeframes, encoded)}
 
     def forward(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -309,7 +358,12 @@ class Stage1Model(nn.Module):
 
 class Stage1Forecaster(nn.Module):
     """A Stage-1 model (pretrained or not) with a small head: the next-bar return of the
-    coarsest timeframe from its last encoded bar. ``forward(inputs)`` -> ``[B]``.
+    coarsest timeframe. ``forward(inputs)`` (``{tf: [B, T_tf, C]}``) -> ``[B]``.
+
+    The head reads ``[B, D]``, the coarsest timeframe's last encoded bar, with joint fusion
+    (that bar attended to every timeframe), and ``[B, N_tf * D]``, every timeframe's last
+    encoded bar concatenated finest first, with separate fusion (the timeframes never meet
+    in the encoder, so the coarsest alone would leave the other stems without a gradient).
 
     ``freeze_encoder=True`` trains the head only (a linear probe of the representation)."""
 
@@ -318,8 +372,10 @@ class Stage1Forecaster(nn.Module):
         self.backbone = backbone
         order = sorted(backbone.config.timeframes, key=timeframe_minutes)
         self.coarsest = order[-1]
+        self.readout = tuple(order) if backbone.config.fusion == "separate" else (self.coarsest,)
         d = backbone.config.d_model
-        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        width = d * len(self.readout)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, d), nn.GELU(), nn.Linear(d, 1))
         # not used by the forecast: the reconstruction decoders and the mask token
         for p in [*backbone.decoders.parameters(), backbone.mask_token]:
             p.requires_grad_(False)
@@ -329,7 +385,8 @@ class Stage1Forecaster(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         encoded = self.backbone.encode(inputs)
-        return self.head(encoded[self.coarsest][:, -1]).squeeze(-1)
+        features = torch.cat([encoded[tf][:, -1] for tf in self.readout], dim=-1)  # [B, len(readout) * D]
+        return self.head(features).squeeze(-1)
 
 
 # --------------------------------------------------------------------------------------

@@ -119,11 +119,11 @@ def run_finetune(
         if timeframes[0] != base:
             raise ConfigError(f"the encoder was pretrained on base timeframe {timeframes[0]}, the data's is {base}")
         stats = {tf: TimeframeStats(**values) for tf, values in payload["stats"].items()}
-        seq_len = backbone.config.seq_len
+        seq_len, seq_lens = backbone.config.seq_len, backbone.config.seq_lens
     else:
-        timeframes, seq_len = _timeframes(config, base), config.windows.seq_len
+        timeframes, seq_len, seq_lens = _timeframes(config, base), config.windows.seq_len, None
         backbone, stats = None, None
-    train, val, _ = window_datasets(config, bars, base, timeframes, seq_len, MaskConfig(ratio=0.0))
+    train, val, _ = window_datasets(config, bars, base, timeframes, seq_len, MaskConfig(ratio=0.0), seq_lens)
     if stats is None:
         stats = fit_window_stats(train, config.windows.stats_windows, seed=config.seed)
         backbone = build_stage1_model(config, timeframes)

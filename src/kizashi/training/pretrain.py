@@ -37,7 +37,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import polars as pl
-import psutil
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
@@ -54,8 +53,10 @@ from kizashi.datasets.multi_timeframe import (
     save_window_stats,
 )
 from kizashi.errors import ConfigError, KizashiError
+from kizashi.evaluation.pretrain_run import ENCODER_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
 from kizashi.models import create_model
 from kizashi.models.stage1 import Stage1Model
+from kizashi.profiling import PeakMemory
 from kizashi.training.callbacks import GradientFlowAudit, NonFiniteGuard
 from kizashi.training.stage1_module import Stage1Module
 from kizashi.training.train import make_logger, resolve_precision
@@ -63,10 +64,6 @@ from kizashi.training.transfer import GradualUnfreezing, find_lm_adapter, fracti
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILE = "encoder.pt"
-METRICS_FILE = "metrics.csv"
-METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_reconstruction", "val_consistency", "val_masked_corr",
-                  "lm_frozen_fraction", "epoch_seconds")
 
 
 @dataclass
@@ -123,19 +120,25 @@ def window_datasets(
     timeframes: list[str],
     seq_len: int,
     mask: MaskConfig,
+    seq_lens: dict[str, int] | None = None,
 ) -> tuple[MultiTimeframeWindows, MultiTimeframeWindows, np.datetime64]:
-    """``(train, val, train_end)``: the timeframes built from ``bars`` and the aligned
-    windows, training anchors before ``train_end``, validation in ``[train_end, val_end)``
-    (no statistics set yet). Shared by pretraining and fine-tuning, so both split alike."""
+    """``(train, val, train_end)``: the timeframes built from ``bars`` and the windows
+    (``config.windows.mode``), training windows ending before ``train_end``, validation in
+    ``[train_end, val_end)`` (no statistics set yet). Shared by pretraining and fine-tuning,
+    so both split alike. ``seq_lens`` (async) defaults to ``config.windows.seq_lens``."""
     series = {symbol: build_timeframes(frame, base, timeframes[1:]) for symbol, frame in bars.items()}
     train_end = _train_end(config, series, base)
     val_end = np.datetime64(config.val_end, "us") if config.val_end is not None else None
     w = config.windows
+    shape: dict[str, Any] = {"mode": w.mode}
+    if w.mode == "async":
+        shape["seq_lens"] = seq_lens if seq_lens is not None else w.seq_lens
     try:
         train = MultiTimeframeWindows(series, timeframes, seq_len, time_range=(None, train_end), mask=mask,
-                                      anchor_stride=w.anchor_stride, seed=config.seed)
+                                      anchor_stride=w.anchor_stride, seed=config.seed, **shape,
+                                      **({"strides": w.strides} if w.mode == "async" else {}))
         val = MultiTimeframeWindows(series, timeframes, seq_len, time_range=(train_end, val_end), mask=mask,
-                                    anchor_stride=w.val_anchor_stride, seed=config.seed + 1)
+                                    anchor_stride=w.val_anchor_stride, seed=config.seed + 1, **shape)
     except ValueError as err:
         raise ConfigError(f"windows: {err}") from None
     return train, val, train_end
@@ -180,11 +183,15 @@ class EpochRecorder(L.Callback):
 
 
 def build_stage1_model(config: PretrainConfig, timeframes: list[str]) -> Stage1Model:
-    spec, tl = config.model, config.transfer_learning
-    overrides = {**spec.overrides, "timeframes": tuple(timeframes), "seq_len": config.windows.seq_len}
+    spec, tl, w = config.model, config.transfer_learning, config.windows
+    overrides = {**spec.overrides, "timeframes": tuple(timeframes), "seq_len": w.seq_len}
+    if w.mode == "async":
+        if overrides.get("fusion") != "separate" and len(timeframes) > 1:
+            raise ConfigError("windows.mode: async windows are not aligned in time; set model.overrides.fusion: separate")
+        overrides["seq_lens"] = dict(w.seq_lens) if w.seq_lens else None
     if tl.use_pretrained_lm:
         overrides.update(encoder="lm", lm_name_or_path=tl.lm_name_or_path, patch_len=tl.patch_len,
-                         lm_layers=tl.lm_layers)
+                         lm_layers=tl.lm_layers, lm_pretrained=tl.lm_weights == "pretrained")
     try:
         return create_model(spec.name, spec.preset, **overrides)
     except (TypeError, ValueError) as err:
@@ -207,7 +214,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     stats = fit_window_stats(train, w.stats_windows, seed=config.seed)
     train.stats = val.stats = stats
     save_window_stats(stats, out / "stats.json", train_end=str(train_end), val_end=str(config.val_end),
-                      timeframe_order=timeframes)
+                      timeframe_order=timeframes, **train.window_metadata())
     log.info("pretraining on %d symbols, timeframes %s: %d training windows (before %s), %d validation windows",
              len(bars), timeframes, len(train), train_end, len(val))
 
@@ -240,8 +247,6 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     interactive = sys.stderr.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     trainer = L.Trainer(
         max_epochs=tcfg.max_epochs, accelerator=tcfg.accelerator, devices=tcfg.devices,
         precision=resolve_precision(tcfg.precision, tcfg.accelerator),
@@ -252,19 +257,19 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
         num_sanity_val_steps=0, default_root_dir=str(out),
     )
     fit_started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    with PeakMemory(cuda=trainer.strategy.root_device.type == "cuda") as memory:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     fit_seconds = time.perf_counter() - fit_started
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
-            else psutil.Process().memory_info().rss / 2**30)
     _write_metrics(out / METRICS_FILE, recorder.rows)
     stats_json = {tf: dataclasses.asdict(s) for tf, s in stats.items()}
     with atomic_path(out / ENCODER_FILE) as tmp:
         torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
                     "stats": stats_json, "timeframes": timeframes}, tmp)
     breakdown = model.parameter_breakdown()
+    adapter = find_lm_adapter(model)
     best_row = min(recorder.rows, key=lambda r: r["val_reconstruction"]) if recorder.rows else {}
     summary = {
         "encoder": config.model.name + (":lm" if tl.use_pretrained_lm else ":transformer"),
@@ -272,11 +277,12 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
         "n_train_windows": len(train), "n_val_windows": len(val), "train_end": str(train_end),
         "parameters": sum(p.numel() for p in model.parameters()), "parameter_breakdown": breakdown,
         "fit_seconds": fit_seconds, "seconds": time.perf_counter() - started,
-        "peak_memory_gib": peak, "peak_memory_kind": "cuda max allocated" if torch.cuda.is_available() else "process RSS",
+        "lm_parameters": sum(p.numel() for p in adapter.lm_parameters()) if adapter is not None else 0,
+        "peak_memory_gib": memory.gib, "peak_memory_kind": memory.kind,
         "best_epoch": best_row.get("epoch"), "best_val_reconstruction": best_row.get("val_reconstruction"),
         "config": dump_config(config),
     }
-    write_json_atomic(out / "pretrain.json", summary)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     log.info("pretrained %s in %.1f s: best val reconstruction %s at epoch %s; encoder: %s", summary["encoder"],
              fit_seconds, best_row.get("val_reconstruction"), best_row.get("epoch"), out / ENCODER_FILE)
     return PretrainResult(out_dir=out, metrics=recorder.rows, summary=summary)

@@ -1,12 +1,18 @@
 """The LightningModule for Stage-1 masked multi-timeframe reconstruction.
 
     batch (kizashi.datasets.multi_timeframe.collate_windows)
-      -> Stage1Model(inputs, masked) -> {tf: [B, T, 4]}
+      -> Stage1Model(inputs, masked) -> {tf: [B, T_tf, 4]}
       -> loss = reconstruction (masked positions only)
                + consistency_weight * mean over adjacent timeframe pairs of the grouped
                  consistency (fine aggregated to coarse, in the coarse timeframe's
                  normalized units: log price / the coarse price scale, so the term is of
                  the reconstruction's order)
+
+Async batches (``MultiTimeframeWindows(mode="async")``: no ``groups`` / ``complete``, the
+timeframes' windows are not aligned in time) have no consistency term: the loss is the
+reconstruction alone and ``consistency`` is logged as 0 (so the logged columns are the same
+in both modes). Joint fusion on an async batch raises ``ValueError`` (its time-distance bias
+assumes windows ending at the same instant): async windows need ``fusion="separate"``.
 
 Logged per step and epoch: ``train/loss``, ``train/reconstruction``, ``train/consistency``;
 per validation epoch: ``val/loss``, ``val/reconstruction``, ``val/consistency`` and
@@ -70,6 +76,10 @@ class Stage1Module(L.LightningModule):
         self._val: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        if "groups" not in batch and self.model.config.fusion == "joint" and len(self.model.config.timeframes) > 1:
+            raise ValueError("an async batch (windows not aligned in time: no 'groups') cannot go through fusion "
+                             "'joint', whose time-distance bias assumes windows ending at the same instant; "
+                             "use fusion='separate' with mode='async' windows")
         return self.model(batch["inputs"], batch["masked"])
 
     def losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -77,14 +87,14 @@ class Stage1Module(L.LightningModule):
         outputs = {tf: out.float() for tf, out in outputs.items()}
         reconstruction = masked_reconstruction_loss(outputs, batch["targets"], batch["masked"],
                                                     kind=self.loss_kind, delta=self.huber_delta)
-        if self.pairs and self.consistency_weight > 0:
+        if self.pairs and self.consistency_weight > 0 and "groups" in batch:
             consistency = torch.stack([
                 grouped_consistency(outputs[fine], outputs[coarse], batch["groups"][fine], batch["complete"][coarse],
                                     fine_scale=self.price_scales[fine] / self.price_scales[coarse], coarse_scale=1.0,
                                     kind=self.loss_kind, delta=self.huber_delta)
                 for fine, coarse in self.pairs
             ]).mean()
-        else:
+        else:  # one timeframe, weight 0, or an async batch (no groups): logged as 0
             consistency = reconstruction * 0.0
         return {"loss": reconstruction + self.consistency_weight * consistency,
                 "reconstruction": reconstruction, "consistency": consistency}
