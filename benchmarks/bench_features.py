@@ -31,18 +31,14 @@ import argparse
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
+from kizashi.profiling import PeakRSS, max_rss_bytes
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -59,49 +55,6 @@ ATOL_SHARE = 1e-9
 REL_FLOOR_SHARE = 1e-3
 
 log = logging.getLogger("bench_features")
-
-
-# ------------------------------------------------------------------------------ memory
-
-
-class PeakRSS:
-    """Samples this process's RSS in a background thread; ``phase()`` records the peak
-    seen while a phase runs."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        self._process = psutil.Process()
-        self._interval = interval
-        self._peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.phases: dict[str, int] = {}
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, self._process.memory_info().rss)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self._peak = self._process.memory_info().rss
-        try:
-            yield
-        finally:
-            self._peak = max(self._peak, self._process.memory_info().rss)
-            self.phases[name] = self._peak
-
-
-def max_rss_bytes() -> int:
-    """The process's peak RSS so far (ru_maxrss, kilobytes on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # ------------------------------------------------------------------------------ worker

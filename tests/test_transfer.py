@@ -132,3 +132,47 @@ def test_lightning_fit_keeps_the_lm_still_while_frozen(bert_dir, torch_single_th
     assert not torch.equal(snapshot.lm[2], before)  # trained in epoch 2
     assert not torch.equal(snapshot.stem[0], snapshot.stem[1])  # the rest trains throughout
     assert snapshot.lrs[0] == [pytest.approx(5e-3), pytest.approx(1e-2)]
+
+
+def test_save_encoder_only_keeps_every_used_weight(tmp_path):
+    """The compact copy (token table cut to one row) gives the adapter the same outputs."""
+    from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
+
+    from kizashi.models.lm_adapter import LMEncoderAdapter, save_encoder_only
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    T5EncoderModel(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
+                   ).save_pretrained(tmp_path / "t5")
+    h = torch.randn(2, 8, 6)
+    for name in ("bert", "t5"):
+        compact = save_encoder_only(tmp_path / name, tmp_path / f"{name}_compact")
+        outputs = []
+        for source in (tmp_path / name, compact):
+            torch.manual_seed(1)  # the same projections
+            adapter = LMEncoderAdapter(6, source, patch_len=4).eval()
+            with torch.no_grad():
+                outputs.append(adapter(h))
+            lm_state = {k: v for k, v in adapter.lm.state_dict().items() if not any(t in k for t in ("word_embeddings", "embed_tokens", "shared"))}
+            if source == compact:
+                assert all(torch.equal(lm_state[k], full_state[k]) for k in full_state), name
+            full_state = lm_state
+        assert torch.equal(outputs[0], outputs[1]), name
+
+
+def test_lm_random_weights_keep_the_architecture(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from kizashi.models.lm_adapter import load_lm_encoder
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    pretrained, width, family = load_lm_encoder(tmp_path / "bert")
+    random, width_r, family_r = load_lm_encoder(tmp_path / "bert", pretrained=False)
+    assert (width, family) == (width_r, family_r)
+    a, b = dict(pretrained.named_parameters()), dict(random.named_parameters())
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(a[key], b[key])

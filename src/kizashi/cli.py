@@ -7,6 +7,7 @@
     kizashi train        [--config FILE] [--resume] [--out DIR] [--devices N]
     kizashi pretrain     [--config FILE] [--out DIR] [--json]
     kizashi finetune     [--config FILE] [--encoder FILE] [--epochs N] [--freeze-encoder]
+    kizashi experiment   CONFIG [--out DIR] [--only NAME,...] [--force] [--json]
     kizashi report       RUN_DIR [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
@@ -438,6 +439,44 @@ def finetune(
                       f"{row['val_rank_ic']:+.4f}", f"{row['epoch_seconds']:.1f}")
     console.print(table)
     console.print(f"metrics: {result.out_dir / 'finetune_metrics.csv'}")
+
+
+@app.command("experiment")
+@friendly_errors
+def experiment(
+    config: Path = typer.Argument(..., help="Experiment YAML (configs/experiments/lm_transfer.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated settings to run now (others: reused if done)."),
+    force: bool = typer.Option(False, "--force", help="Rerun settings that already have a finished run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Run a pretraining config under named settings (same seed and data) and compare them."""
+    from kizashi.config import load_experiment_config
+    from kizashi.training.experiment import run_experiment
+
+    names = [name.strip() for name in only.split(",") if name.strip()] if only else None
+    result = run_experiment(load_experiment_config(config), out, only=names, force=force, source=str(config))
+    if as_json:
+        typer.echo(json.dumps({"out_dir": str(result.out_dir), "report": result.report}, default=str))
+        return
+    report_ = result.report
+    epochs = report_["epochs"]
+    table = Table(title=f"experiment {report_['name']}: validation reconstruction (masked corr)")
+    for column in ("setting", *(f"epoch {e}" for e in epochs), "last", f"epoch reaching {report_['reference']}'s best",
+                   "fit s", "peak GiB"):
+        table.add_column(column, justify="right")
+    for name, s in report_["settings"].items():
+        cells = []
+        for key in [str(e) for e in epochs]:
+            rec, corr = s["val_reconstruction"][key], s["val_masked_corr"][key]
+            cells.append("-" if rec is None else f"{rec:.4f} ({corr:+.3f})")
+        reach = s["epoch_reaching_reference_best"]
+        table.add_row(name, *cells, f"{s['last_val_reconstruction']:.4f} ({s['last_val_masked_corr']:+.3f})",
+                      "never" if reach is None else str(reach), f"{s['fit_seconds']:.1f}", f"{s['peak_memory_gib']:.2f}")
+    console.print(table)
+    for line in report_["findings"]:
+        console.print(f"- {line}")
+    console.print(f"report: {result.out_dir / 'report.md'}")
 
 
 @app.command("report")

@@ -104,23 +104,25 @@ class _Placeholder(nn.Embedding):
         self.weight.requires_grad_(False)
 
 
-def load_lm_encoder(name_or_path: str | Path, lm_layers: int | None = None) -> tuple[nn.Module, int, str]:
+def load_lm_encoder(
+    name_or_path: str | Path, lm_layers: int | None = None, *, pretrained: bool = True
+) -> tuple[nn.Module, int, str]:
     """``(encoder, width, family)``: the LM's encoder (T5 encoder stack or BERT-family model
     without pooler), cut to its first ``lm_layers`` blocks, with the token embeddings
-    replaced by a frozen placeholder. ``family`` is ``"t5"`` or ``"bert"``."""
-    from transformers import AutoConfig, AutoModel, T5EncoderModel
+    replaced by a frozen placeholder. ``family`` is ``"t5"`` or ``"bert"``.
+
+    ``pretrained=False`` builds the same architecture from the model's config with the
+    library's random initialization (a control: the architecture without the weights)."""
+    from transformers import AutoConfig, T5EncoderModel
 
     name, is_local = resolve_lm_path(name_or_path)
     config = _from_pretrained(AutoConfig, name, is_local)
     if config.model_type in _T5_TYPES:
-        model = _from_pretrained(T5EncoderModel, name, is_local)
+        model = _from_pretrained(T5EncoderModel, name, is_local) if pretrained else T5EncoderModel(config)
         blocks = model.encoder.block
         family, width = "t5", int(config.d_model)
     else:
-        try:
-            model = _from_pretrained(AutoModel, name, is_local, add_pooling_layer=False)
-        except TypeError:  # a model class without that argument
-            model = _from_pretrained(AutoModel, name, is_local)
+        model = _load_auto_model(config, name, is_local, pretrained)
         if getattr(model, "pooler", None) is not None:
             model.pooler = None
         encoder = getattr(model, "encoder", None)
@@ -149,10 +151,45 @@ def load_lm_encoder(name_or_path: str | Path, lm_layers: int | None = None) -> t
     else:
         model.embeddings.word_embeddings = _Placeholder(width)
     log.info(
-        "language-model encoder %s (%s, width %d): %d of %d blocks", name, config.model_type, width,
-        lm_layers or n_blocks, n_blocks,
+        "language-model encoder %s (%s, width %d): %d of %d blocks, %s", name, config.model_type, width,
+        lm_layers or n_blocks, n_blocks, "pretrained weights" if pretrained else "RANDOM initialization",
     )
     return model, width, family
+
+
+def _load_auto_model(config, name: str, is_local: bool, pretrained: bool) -> nn.Module:
+    """A BERT-family ``AutoModel`` without its pooling layer where the class allows it."""
+    from transformers import AutoModel
+
+    def build(**kwargs):
+        if pretrained:
+            return _from_pretrained(AutoModel, name, is_local, **kwargs)
+        return AutoModel.from_config(config, **kwargs)
+
+    try:
+        return build(add_pooling_layer=False)
+    except TypeError:  # a model class without that argument
+        return build()
+
+
+def save_encoder_only(name_or_path: str | Path, out_dir: str | Path) -> Path:
+    """Save a compact copy of an LM for :func:`load_lm_encoder`: every weight unchanged
+    (float32 as stored) except the token embedding table, cut to one row because the adapter
+    never reads it (all-MiniLM-L6-v2: 91 MB -> 44 MB). For moving the model to a machine with
+    no network and little room; load it with ``lm_name_or_path: OUT_DIR``."""
+    from transformers import AutoConfig, T5EncoderModel
+
+    name, is_local = resolve_lm_path(name_or_path)
+    config = _from_pretrained(AutoConfig, name, is_local)
+    if config.model_type in _T5_TYPES:
+        model = _from_pretrained(T5EncoderModel, name, is_local)
+    else:
+        model = _load_auto_model(config, name, is_local, pretrained=True)
+    model.resize_token_embeddings(1)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    log.info("saved %s without its token embedding table to %s", name, out)
+    return out
 
 
 class LMEncoderAdapter(nn.Module):
@@ -161,12 +198,12 @@ class LMEncoderAdapter(nn.Module):
     ``T`` must be a multiple of ``patch_len``."""
 
     def __init__(self, d_model: int, lm_name_or_path: str | Path, *, patch_len: int = 16,
-                 lm_layers: int | None = None) -> None:
+                 lm_layers: int | None = None, pretrained: bool = True) -> None:
         super().__init__()
         if patch_len < 1:
             raise ValueError(f"patch_len must be >= 1, got {patch_len}")
         self.d_model, self.patch_len = d_model, patch_len
-        self.lm, self.lm_width, self.family = load_lm_encoder(lm_name_or_path, lm_layers)
+        self.lm, self.lm_width, self.family = load_lm_encoder(lm_name_or_path, lm_layers, pretrained=pretrained)
         self.patch_in = nn.Linear(patch_len * d_model, self.lm_width)
         self.patch_out = nn.Linear(self.lm_width, patch_len * d_model)
         nn.init.normal_(self.patch_in.weight, std=1.0 / math.sqrt(patch_len * d_model))
