@@ -46,3 +46,28 @@ def torch_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def save_tiny_lm(path: Path, family: str = "bert", *, width: int = 16, layers: int = 2, heads: int = 2,
+                 vocab: int = 32, max_positions: int = 64, seed: int = 0) -> str:
+    """A tiny randomly initialized Hugging Face encoder (``family`` "bert" or "t5") saved
+    with ``save_pretrained``, to load through the real path like a downloaded model."""
+    import torch
+    from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    if family == "t5":
+        model = T5EncoderModel(T5Config(vocab_size=vocab, d_model=width, d_kv=width // heads, d_ff=2 * width,
+                                        num_layers=layers, num_heads=heads))
+    else:
+        model = BertModel(BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers,
+                                     num_attention_heads=heads, intermediate_size=2 * width,
+                                     max_position_embeddings=max_positions))
+    model.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+    """:func:`save_tiny_lm` defaults: BERT, width 16, 2 layers, 2 heads."""
+    return save_tiny_lm(tmp_path_factory.mktemp("lm") / "bert")

@@ -18,26 +18,13 @@ from kizashi.errors import ConfigError
 from kizashi.evaluation.pretrain_run import SettingRun
 from kizashi.training import experiment as experiment_module
 from kizashi.training.experiment import run_experiment
+from test_pretrain import TINY  # tests/ is on sys.path (rootdir conftest)
 
-BASE = {
-    "data": {"synthetic": {"symbols": ["A", "B"], "timeframe": "m15", "n_days": 30, "seed": 1}},
-    "timeframes": ["m15", "h1", "h4"],
-    "windows": {"seq_len": 16, "anchor_stride": 8, "val_anchor_stride": 8, "stats_windows": 100},
-    "model": {"name": "stage1", "preset": "small", "overrides": {"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}},
-    "trainer": {"max_epochs": 3, "batch_size": 16, "accelerator": "cpu", "logger": "none"},
-}
-
+BASE = {**TINY, "trainer": {**TINY["trainer"], "max_epochs": 3}}
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    import torch
-    from transformers import BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("lm") / "bert"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(path)
-    return path
+def tiny_bert(tiny_bert_dir):
+    return tiny_bert_dir
 
 
 def _experiment(tmp_path, bert) -> dict:

@@ -14,8 +14,6 @@ import polars as pl
 import pytest
 import torch
 
-from kizashi.data.bars import build_timeframes, validate_bars
-from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
 from kizashi.datasets.multi_timeframe import (
     MaskConfig,
     MultiTimeframeWindows,
@@ -27,8 +25,9 @@ from kizashi.datasets.multi_timeframe import (
 from kizashi.models.stage1 import Stage1Config, Stage1Forecaster, Stage1Model
 from kizashi.training.callbacks import GradientFlowAudit, gradient_problems
 from kizashi.training.stage1_module import Stage1Module
+from conftest import save_tiny_lm  # tests/ is on sys.path (rootdir conftest)
+from test_multi_timeframe import TIMEFRAMES, frames, make_series, series  # noqa: F401 (fixtures)
 
-TIMEFRAMES = ["m5", "m15", "h1", "h4"]
 SEQ_LENS = {"m5": 48, "m15": 24, "h1": 16, "h4": 8}
 STRIDES = {"m5": 5, "m15": 3, "h1": 2, "h4": 1}
 START, CUT = np.datetime64("2021-01-03T00:00", "us"), np.datetime64("2021-01-10T00:00", "us")
@@ -38,28 +37,10 @@ def epoch_us(value: np.datetime64) -> int:
     return int(value.astype(np.int64))
 
 
-def make_series(frames):
-    series = {}
-    for symbol, frame in frames.items():
-        bars, report = validate_bars(frame, source=symbol)
-        series[symbol] = build_timeframes(bars, report.base_timeframe, TIMEFRAMES[1:])
-    return series
-
-
 def async_windows(series, **overrides):
     kwargs = {"mode": "async", "seq_lens": SEQ_LENS, "strides": STRIDES, "time_range": (START, CUT),
               "mask": MaskConfig(ratio=0.2, min_span=2, max_span=6), "seed": 3, **overrides}
     return MultiTimeframeWindows(series, TIMEFRAMES, 32, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def frames():
-    return generate_bars(SyntheticBarsConfig(n_days=12, timeframe="m5", symbols=("A", "B"), seed=4))
-
-
-@pytest.fixture(scope="module")
-def series(frames):
-    return make_series(frames)
 
 
 @pytest.fixture(scope="module")
@@ -215,13 +196,7 @@ TINY = {"timeframes": tuple(TIMEFRAMES), "seq_len": 32, "seq_lens": SEQ_LENS, "f
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A tiny randomly initialized BERT encoder, saved like a downloaded model."""
-    from transformers import BertConfig, BertModel
-
-    root = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=48, max_position_embeddings=64)).save_pretrained(root / "bert")
-    return str(root / "bert")
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_bert") / "bert", width=24, heads=4, vocab=64)
 
 
 def async_batch(dataset, n=8):

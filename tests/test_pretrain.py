@@ -50,13 +50,8 @@ def test_pretrain_writes_a_complete_output_directory(tmp_path, torch_single_thre
         assert all(torch.equal(model(x)[tf], again(x)[tf]) for tf in x)
 
 
-def test_pretrain_with_a_pretrained_lm_frozen_then_unfrozen(tmp_path, torch_single_thread):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
-    raw = {**TINY, "transfer_learning": {"use_pretrained_lm": True, "lm_name_or_path": str(tmp_path / "bert"),
+def test_pretrain_with_a_pretrained_lm_frozen_then_unfrozen(tmp_path, tiny_bert_dir, torch_single_thread):
+    raw = {**TINY, "transfer_learning": {"use_pretrained_lm": True, "lm_name_or_path": tiny_bert_dir,
                                          "freeze_lm_epochs": 1, "patch_len": 4, "lm_learning_rate_factor": 0.1}}
     result = run_pretraining(config_from_dict(PretrainConfig, raw), tmp_path / "run")
     assert [row["lm_frozen_fraction"] for row in result.metrics] == [1.0, 0.0]
@@ -141,19 +136,16 @@ def test_pretrain_and_finetune_with_async_windows(tmp_path, torch_single_thread)
         config_from_dict(PretrainConfig, {**raw, "windows": {**raw["windows"], "mask": {"synchronized": True}}})
 
 
-def test_lm_weights_random_builds_the_same_architecture_untrained(tmp_path):
-    from transformers import BertConfig, BertModel
+def test_lm_weights_random_builds_the_same_architecture_untrained(tiny_bert_dir):
+    from transformers import BertModel
 
     from kizashi.training.pretrain import build_stage1_model
 
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
-    lm = {"use_pretrained_lm": True, "lm_name_or_path": str(tmp_path / "bert"), "patch_len": 4}
+    lm = {"use_pretrained_lm": True, "lm_name_or_path": tiny_bert_dir, "patch_len": 4}
     models = {weights: build_stage1_model(config_from_dict(PretrainConfig, {
         **TINY, "transfer_learning": {**lm, "lm_weights": weights}}), ["m15", "h1", "h4"])
         for weights in ("pretrained", "random")}
-    saved = BertModel.from_pretrained(tmp_path / "bert").state_dict()
+    saved = BertModel.from_pretrained(tiny_bert_dir).state_dict()
     key = "encoder.layer.0.attention.self.query.weight"
     lm_state = {w: m.encoder.lm.state_dict() for w, m in models.items()}
     assert torch.equal(lm_state["pretrained"][key], saved[key])

@@ -21,6 +21,7 @@ from kizashi.models.stage1 import (
     masked_reconstruction_loss,
 )
 from kizashi.training.callbacks import gradient_problems
+from conftest import save_tiny_lm  # tests/ is on sys.path (rootdir conftest)
 
 TIMEFRAMES = ("m30", "h1", "h4")
 SEQ = 16
@@ -30,14 +31,8 @@ TINY = dict(timeframes=TIMEFRAMES, seq_len=SEQ, d_model=16, n_layers=1, n_heads=
 @pytest.fixture(scope="module")
 def tiny_lms(tmp_path_factory):
     """Tiny randomly initialized T5 and BERT encoders, saved like downloaded models."""
-    from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
-
     root = tmp_path_factory.mktemp("tiny_lms")
-    torch.manual_seed(0)
-    T5EncoderModel(T5Config(vocab_size=64, d_model=24, d_kv=6, d_ff=48, num_layers=2, num_heads=4)).save_pretrained(root / "t5")
-    BertModel(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=48, max_position_embeddings=64)).save_pretrained(root / "bert")
-    return {"t5": str(root / "t5"), "bert": str(root / "bert")}
+    return {family: save_tiny_lm(root / family, family, width=24, heads=4, vocab=64) for family in ("t5", "bert")}
 
 
 def make_inputs(batch: int = 3, seed: int = 0, ratio_masked: float = 0.3):

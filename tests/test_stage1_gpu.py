@@ -30,14 +30,9 @@ def _on_gpu(raw: dict) -> dict:
     return {**raw, "trainer": {**raw["trainer"], "accelerator": "gpu", "precision": "auto"}}
 
 
-def test_pretrain_bf16_on_cuda_transformer_and_lm(cuda, tmp_path):
-    from transformers import BertConfig, BertModel
-
+def test_pretrain_bf16_on_cuda_transformer_and_lm(cuda, tmp_path, tiny_bert_dir):
     assert resolve_precision("auto", "gpu") == "bf16-mixed"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
-    lm = {"use_pretrained_lm": True, "lm_name_or_path": str(tmp_path / "bert"), "freeze_lm_epochs": 1, "patch_len": 4}
+    lm = {"use_pretrained_lm": True, "lm_name_or_path": tiny_bert_dir, "freeze_lm_epochs": 1, "patch_len": 4}
     for name, raw in (("transformer", TINY), ("lm", {**TINY, "transfer_learning": lm})):
         result = run_pretraining(config_from_dict(PretrainConfig, _on_gpu(raw)), tmp_path / name)
         assert result.summary["peak_memory_kind"] == "cuda max allocated" and result.summary["peak_memory_gib"] > 0
@@ -49,14 +44,8 @@ def test_pretrain_bf16_on_cuda_transformer_and_lm(cuda, tmp_path):
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "lm"])
-def test_cuda_float32_matches_cpu(cuda, encoder, tmp_path):
-    from transformers import BertConfig, BertModel
-
-    extra = {}
-    if encoder == "lm":
-        BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
-        extra = {"encoder": "lm", "lm_name_or_path": str(tmp_path / "bert"), "patch_len": 4}
+def test_cuda_float32_matches_cpu(cuda, encoder, tiny_bert_dir):
+    extra = {"encoder": "lm", "lm_name_or_path": tiny_bert_dir, "patch_len": 4} if encoder == "lm" else {}
     torch.manual_seed(0)
     model = Stage1Model(Stage1Config(timeframes=("m15", "h1", "h4"), seq_len=16, d_model=16, n_layers=1, n_heads=2,
                                      dropout=0.0, **extra)).eval()

@@ -19,19 +19,14 @@ from kizashi.training.transfer import (
     transfer_param_groups,
     unfrozen_blocks,
 )
+from conftest import save_tiny_lm  # tests/ is on sys.path (rootdir conftest)
 
 SEQ = 8
 
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("bert") / "tiny"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(path)
-    return str(path)
+    return save_tiny_lm(tmp_path_factory.mktemp("bert") / "tiny", layers=3, max_positions=32)
 
 
 def make_model(bert_dir) -> Stage1Model:
@@ -136,15 +131,10 @@ def test_lightning_fit_keeps_the_lm_still_while_frozen(bert_dir, torch_single_th
 
 def test_save_encoder_only_keeps_every_used_weight(tmp_path):
     """The compact copy (token table cut to one row) gives the adapter the same outputs."""
-    from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
-
     from kizashi.models.lm_adapter import LMEncoderAdapter, save_encoder_only
 
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
-    T5EncoderModel(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
-                   ).save_pretrained(tmp_path / "t5")
+    save_tiny_lm(tmp_path / "bert", vocab=50)
+    save_tiny_lm(tmp_path / "t5", "t5", vocab=50)
     h = torch.randn(2, 8, 6)
     for name in ("bert", "t5"):
         compact = save_encoder_only(tmp_path / name, tmp_path / f"{name}_compact")
@@ -161,16 +151,11 @@ def test_save_encoder_only_keeps_every_used_weight(tmp_path):
         assert torch.equal(outputs[0], outputs[1]), name
 
 
-def test_lm_random_weights_keep_the_architecture(tmp_path):
-    from transformers import BertConfig, BertModel
-
+def test_lm_random_weights_keep_the_architecture(tiny_bert_dir):
     from kizashi.models.lm_adapter import load_lm_encoder
 
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
-    pretrained, width, family = load_lm_encoder(tmp_path / "bert")
-    random, width_r, family_r = load_lm_encoder(tmp_path / "bert", pretrained=False)
+    pretrained, width, family = load_lm_encoder(tiny_bert_dir)
+    random, width_r, family_r = load_lm_encoder(tiny_bert_dir, pretrained=False)
     assert (width, family) == (width_r, family_r)
     a, b = dict(pretrained.named_parameters()), dict(random.named_parameters())
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)

@@ -97,6 +97,19 @@ def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
     return pattern.format(value)
 
 
+def _by_epoch_table(title: str, settings: dict[str, dict[str, Any]], epochs: Sequence[int], key: str,
+                    extra: dict[str, Any]) -> list[str]:
+    """A markdown section: one row per setting, ``key`` at each epoch, then ``extra``
+    columns (header -> function of the setting's summary)."""
+    lines = ["", f"## {title}", "",
+             "| setting | " + " | ".join([*(f"epoch {e}" for e in epochs), *extra]) + " |",
+             "| --- | " + " | ".join("---:" for _ in [*epochs, *extra]) + " |"]
+    for name, s in settings.items():
+        cells = [*(_fmt(s[key][str(e)]) for e in epochs), *(column(s) for column in extra.values())]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _markdown(report: dict[str, Any]) -> str:
     settings, epochs, reference = report["settings"], report["epochs"], report["reference"]
     lines = [f"# Experiment: {report['name']}", ""]
@@ -105,27 +118,14 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Settings run with the same seed, data and windows: {first['n_train_windows']:,} training windows, "
         f"{first['n_val_windows']:,} validation windows (a later period). Reference: **{reference}** "
         f"(best validation reconstruction {_fmt(report['reference_best'])}).",
-        "",
-        "## Validation reconstruction loss (masked positions; lower is better)",
-        "",
-        "| setting | " + " | ".join(f"epoch {e}" for e in epochs) + " | last | best (epoch) |",
-        "| --- | " + " | ".join("---:" for _ in epochs) + " | ---: | ---: |",
     ]
-    for name, s in settings.items():
-        cells = [_fmt(s["val_reconstruction"][str(e)]) for e in epochs]
-        lines.append(f"| {name} | " + " | ".join(cells) +
-                     f" | {_fmt(s['last_val_reconstruction'])} (ep {s['last_epoch']}) | "
-                     f"{_fmt(s['best_val_reconstruction'])} ({s['best_epoch']}) |")
-    lines += [
-        "",
-        "## Validation masked-position correlation (higher is better)",
-        "",
-        "| setting | " + " | ".join(f"epoch {e}" for e in epochs) + " | last |",
-        "| --- | " + " | ".join("---:" for _ in epochs) + " | ---: |",
-    ]
-    for name, s in settings.items():
-        cells = [_fmt(s["val_masked_corr"][str(e)]) for e in epochs]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(s['last_val_masked_corr'])} |")
+    lines += _by_epoch_table(
+        "Validation reconstruction loss (masked positions; lower is better)", settings, epochs,
+        "val_reconstruction", {"last": lambda s: f"{_fmt(s['last_val_reconstruction'])} (ep {s['last_epoch']})",
+                               "best (epoch)": lambda s: f"{_fmt(s['best_val_reconstruction'])} ({s['best_epoch']})"})
+    lines += _by_epoch_table(
+        "Validation masked-position correlation (higher is better)", settings, epochs, "val_masked_corr",
+        {"last": lambda s: _fmt(s["last_val_masked_corr"])})
     lines += [
         "",
         f"## Convergence against {reference}'s best, and cost",
