@@ -8,6 +8,7 @@
     kizashi pretrain     [--config FILE] [--out DIR] [--json]
     kizashi finetune     [--config FILE] [--encoder FILE] [--epochs N] [--freeze-encoder]
     kizashi experiment   CONFIG [--out DIR] [--only NAME,...] [--force] [--json]
+    kizashi lm train     [--config FILE] [--text FILE] [--out DIR] [--resume] [--max-minutes M] [--json]
     kizashi report       RUN_DIR [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
@@ -34,6 +35,8 @@ from kizashi.log import setup_logging
 app = typer.Typer(help="kizashi: deep learning on market time series.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Raw data: build datasets, list feature columns, check input files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+lm_app = typer.Typer(help="Token language models (BK-Core Phase 1 / Phase 2) on a text.", no_args_is_help=True)
+app.add_typer(lm_app, name="lm")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -477,6 +480,42 @@ def experiment(
     for line in report_["findings"]:
         console.print(f"- {line}")
     console.print(f"report: {result.out_dir / 'report.md'}")
+
+
+@lm_app.command("train")
+@friendly_errors
+def lm_train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/lm/phase2_small.yaml)."),
+    text: Optional[Path] = typer.Option(None, "--text", help="UTF-8 text file (overrides data.text)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Training wall-time budget."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Train a token language model; reports validation loss in nats per character (char tokenizer)."""
+    from kizashi.config import load_lm_config
+    from kizashi.training.lm import run_lm_training
+
+    overrides: dict[str, Any] = {}
+    if text is not None:
+        overrides["data"] = {"text": str(text)}
+    if max_minutes is not None:
+        overrides["trainer"] = {"max_minutes": max_minutes}
+    result = run_lm_training(load_lm_config(config, overrides), out, resume=resume)
+    summary = {k: v for k, v in result.summary.items() if k != "config"}
+    if as_json:
+        typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics, "summary": summary},
+                              default=str))
+        return
+    table = Table(title=f"{summary['model']} ({summary['parameters']:,} parameters): validation loss, nats/"
+                        f"{'char' if summary['tokenizer'] == 'char' else 'byte'}")
+    for column in ("epoch", "step", "train loss", "val loss", "val bits", "tokens/s"):
+        table.add_column(column, justify="right")
+    for row in result.metrics:
+        table.add_row(str(row["epoch"]), str(row["step"]), f"{row['train_loss']:.4f}", f"{row['val_loss']:.4f}",
+                      f"{row['val_bits']:.3f}", f"{row['tokens_per_second']:,.0f}")
+    console.print(table)
+    console.print(f"best {summary['best_val_loss']:.4f} at step {summary['best_step']}; {result.out_dir}")
 
 
 @app.command("report")

@@ -447,7 +447,9 @@ class PretrainLossSettings(StrictModel):
     consistency_weight: float = Field(0.1, ge=0)
 
 
-class PretrainTrainerSettings(StrictModel):
+class LightningRunSettings(StrictModel):
+    """What every Lightning job's ``trainer`` section shares (pretraining, LM training)."""
+
     max_epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     accelerator: str = "auto"
@@ -455,9 +457,12 @@ class PretrainTrainerSettings(StrictModel):
     precision: str = Field("auto", description="auto = bf16-mixed on CUDA, 32-true on CPU")
     num_workers: int = Field(0, ge=0)
     logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    one_cycle: bool = Field(True, description="one-cycle learning rate (10% warm-up, cosine decay)")
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
+
+
+class PretrainTrainerSettings(LightningRunSettings):
+    one_cycle: bool = Field(True, description="one-cycle learning rate (10% warm-up, cosine decay)")
 
 
 class PretrainConfig(StrictModel):
@@ -537,3 +542,41 @@ class ExperimentConfig(StrictModel):
 
 def load_experiment_config(path: str | Path) -> ExperimentConfig:
     return load_config(path, ExperimentConfig)
+
+
+# --------------------------------------------------------------------------------------
+# Token language models (`kizashi lm train`)
+# --------------------------------------------------------------------------------------
+
+
+class TextDataSettings(StrictModel):
+    text: Path | None = Field(None, description="a UTF-8 text file (or --text)")
+    tokenizer: Literal["char", "byte"] = Field("char", description="char: the text's alphabet; byte: UTF-8 bytes")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="the last part of the text validates")
+
+
+class LMTrainerSettings(LightningRunSettings):
+    max_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (and decay the lr to it)")
+    max_minutes: float | None = Field(None, gt=0, description="stop after this much training wall time")
+    val_check_interval: float | int = Field(1.0, description="a fraction of an epoch, or a number of batches")
+    nan_guard_limit: int = Field(20, ge=1)
+
+
+class LMTrainConfig(StrictModel):
+    """`kizashi lm train`: a token language model (``bk_phase1``, ``bk_phase2``, ...) on a text."""
+
+    data: TextDataSettings = Field(default_factory=TextDataSettings)
+    seq_len: int = Field(256, ge=2, description="tokens per training window")
+    train_stride: int | None = Field(None, ge=1, description="training windows every n tokens; null = seq_len / 2")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="bk_phase2", preset="small"))
+    optimizer: OptimizerSettings = Field(default_factory=lambda: OptimizerSettings(lr=1e-3, weight_decay=0.01,
+                                                                                  warmup_steps=100))
+    trainer: LMTrainerSettings = Field(default_factory=LMTrainerSettings)
+    seed: int = 0
+    output: RunOutputConfig = Field(default_factory=lambda: RunOutputConfig(dir=Path("artifacts/lm_runs/run")))
+
+
+def load_lm_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> LMTrainConfig:
+    return load_job_config(path, LMTrainConfig, overrides)

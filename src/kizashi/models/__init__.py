@@ -17,10 +17,15 @@ from kizashi.models.registry import (
 # Built-in models register themselves on import (keep this list in sync with models/).
 from kizashi.models.atft_gat_fan import ATFTGATFAN, ATFTGATFANConfig  # noqa: E402
 from kizashi.models.stage1 import Stage1Config, Stage1Model  # noqa: E402
+from kizashi.models.bk.phase1 import BKPhase1LM  # noqa: E402
+from kizashi.models.bk.phase2 import BKPhase2LM  # noqa: E402
+from kizashi.models.transformer_lm import TransformerLM, TransformerLMConfig  # noqa: E402
 
 __all__ = [
     "ATFTGATFAN",
     "ATFTGATFANConfig",
+    "BKPhase1LM",
+    "BKPhase2LM",
     "ModelEntry",
     "config_fields",
     "create_model",
@@ -30,4 +35,6 @@ __all__ = [
     "register_model",
     "Stage1Config",
     "Stage1Model",
+    "TransformerLM",
+    "TransformerLMConfig",
 ]

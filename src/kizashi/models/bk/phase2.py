@@ -1,0 +1,382 @@
+"""BK-Core Phase 2: Phase 1 plus dissipation, fast-weight memory, an SNR filter, memory
+resonance and zeta initialization, each a switch of :class:`~.config.Phase2Config`.
+
+``B`` sequences, ``N`` tokens, ``D = d_model``, ``H = num_heads``, ``d = head_dim``,
+``M = resonance_modes``::
+
+    ids [B, N] -> embed (+ ZetaPositionEmbedding if use_zeta_init)              [B, N, D]
+      -> n_layers x Phase2Block:
+           x = x + BKMixer(LayerNorm(x))          a = v - i Gamma (non_hermitian),
+                                                  Gamma [B, H, N] also returned
+           x = x + HebbianMemory(LayerNorm(x), Gamma)       (hebbian_enabled)
+           x = x + FeedForward(LayerNorm(x))                                     [B, N, D]
+      -> LayerNorm -> lm_head                                                    [B, N, V]
+
+Components
+----------
+* **Non-hermitian potential** (``non_hermitian``): the diagonal is ``a = v - i Gamma`` with
+  ``Gamma = base_decay (+ softplus(Linear(h))`` with ``adaptive_decay``). A larger
+  ``Gamma`` makes the continued fraction of the causal resolvent forget faster: the
+  influence of token ``s`` on ``g_t`` shrinks with the dissipation between ``s`` and ``t``.
+* **Dissipative Hebbian memory** (``hebbian_enabled``): per head a fast-weight matrix
+  ``M_t [d, d]``, ``M_t = exp(-Gamma'_t dt) M_{t-1} + eta'_t dt v_t k_t^T`` and the readout
+  ``o_t = M_t q_t`` (``q, k`` unit vectors). The decay is the potential's ``Gamma`` when
+  ``non_hermitian`` (the same dissipation fades the memory), else ``base_decay``.
+  Computed by :func:`~.layers.chunked_fast_weight` (chunks of ``chunk_size``): causal,
+  O(N) time and memory, never an ``N x N`` matrix.
+* **SNR memory filter** (``snr_enabled``): per head and step, causal moving averages
+  (decay ``snr_ema_decay``) of the written values give a signal ``mean_c(mu^2)`` and a noise
+  ``mean_c(E[v^2] - mu^2)``; ``SNR = signal / noise``. The soft gate
+  ``keep = SNR / (SNR + snr_threshold)`` (= sigmoid(log SNR - log threshold)) boosts the
+  learning rate of high-SNR updates, ``eta' = eta (1 + (snr_eta_boost - 1) keep)``, and the
+  decay of low-SNR ones, ``Gamma' = Gamma (1 + (snr_gamma_boost - 1)(1 - keep))``.
+* **Memory resonance** (``resonance_enabled``): ``M`` orthonormal modes ``u_m`` per head
+  (zeta or DCT, :func:`~.zeta.zeta_mode_basis`); the share of the readout's energy in mode
+  ``m``, ``e_m = (u_m . o)^2 / |o|^2``, above ``resonance_energy_threshold`` (soft, width
+  ``resonance_temperature``) amplifies that mode: ``o += sum_m gain_hm s_m (u_m . o) u_m``
+  with learnable ``gain [H, M]`` (init 0.5).
+* **Zeta initialization** (``use_zeta_init``): the real parts of the heads' spectral shifts
+  ``z`` of layer ``l`` come from zeros ``gamma_{lH+1..lH+H}`` mapped to ``[-1, 1]`` (Phase 1
+  spaces them evenly); a sinusoidal position embedding with frequencies
+  ``gamma_1 / gamma_k`` (learnable with ``zeta_embedding_trainable``) is added to the token
+  embeddings; the resonance modes start from zeta frequencies. All computed on the CPU
+  in float64 (no SVD; one small CPU QR), so building on a GPU cannot hit a CUDA solver.
+
+Diagnostics
+-----------
+``forward(ids, return_diagnostics=True)`` returns ``(logits, diagnostics)``, one dict per
+layer of detached tensors; a key is present exactly when its component is on
+(``PHASE2_DIAGNOSTIC_KEYS`` maps each key to its switch, ``None`` = always):
+
+=========================  ==============  ==============================================
+key                        shape           meaning
+=========================  ==============  ==============================================
+``resolvent_abs``          ``[B, H, N]``   ``|g|``, the causal resolvent diagonal
+``decay_rate``             ``[B, H, N]``   ``Gamma`` of the potential
+``memory_decay``           ``[B, H, N]``   the memory's decay rate (after the SNR filter)
+``memory_eta``             ``[B, H, N]``   the memory's learning rate (after the filter)
+``memory_readout_norm``    ``[B, H, N]``   ``|o_t|``
+``memory_norm``            ``[B, H]``      Frobenius norm of the final memory ``M_N``
+``snr``                    ``[B, H, N]``   signal-to-noise ratio of the written values
+``resonance_energy``       ``[B, H, N, M]`` share of the readout's energy per mode
+``resonance_gain``         ``[B, H, N]``   mean amplification ``1 + gain * s`` over modes
+=========================  ==============  ==============================================
+
+Phase 1 -> Phase 2: :func:`convert_phase1_to_phase2` copies every tensor with the same name
+and shape (the blocks use Phase 1's module names), initializes the rest, optionally freezes
+the copied ones, and returns a :class:`ConversionReport`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kizashi.models.bk.config import PHASE2_PRESETS, Phase1Config, Phase2Config
+from kizashi.models.bk.layers import BKMixer, FeedForward, chunked_fast_weight, decayed_average
+from kizashi.models.bk.phase1 import init_feed_forward, linear_spectral_shifts, residual_std
+from kizashi.models.bk.zeta import zeta_frequencies, zeta_mode_basis, zeta_spectral_shifts
+from kizashi.models.registry import model_config, register_model
+
+log = logging.getLogger(__name__)
+
+PHASE2_DIAGNOSTIC_KEYS: dict[str, str | None] = {
+    "resolvent_abs": None,
+    "decay_rate": "non_hermitian",
+    "memory_decay": "hebbian_enabled",
+    "memory_eta": "hebbian_enabled",
+    "memory_readout_norm": "hebbian_enabled",
+    "memory_norm": "hebbian_enabled",
+    "snr": "snr_enabled",
+    "resonance_energy": "resonance_enabled",
+    "resonance_gain": "resonance_enabled",
+}
+
+SNR_EPS = 1e-6
+RESONANCE_EPS = 1e-8
+
+
+class ZetaPositionEmbedding(nn.Module):
+    """``N`` -> ``[N, D]``: ``[sin(t omega_k), cos(t omega_k)]`` with ``omega_k = gamma_1 /
+    gamma_k`` (``k = 1 .. D/2``), times ``amplitude``; a parameter when ``trainable``, else a
+    (non-persistent) buffer. No table: any length."""
+
+    def __init__(self, d_model: int, trainable: bool, amplitude: float) -> None:
+        super().__init__()
+        self.d_model, self.amplitude = d_model, amplitude
+        frequencies = zeta_frequencies(d_model // 2).to(torch.float32)
+        if trainable:
+            self.frequencies = nn.Parameter(frequencies)
+        else:
+            self.register_buffer("frequencies", frequencies, persistent=False)
+
+    def forward(self, length: int) -> Tensor:
+        position = torch.arange(length, device=self.frequencies.device, dtype=torch.float32)
+        angle = position[:, None] * self.frequencies[None, :]  # [N, D/2]
+        embedding = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1) * self.amplitude
+        return F.pad(embedding, (0, self.d_model - embedding.shape[-1]))
+
+
+class SNRMemoryFilter(nn.Module):
+    """Values ``v [B, H, N, d]``, decay and learning rates ``[B, H, N]`` -> filtered
+    ``(decay, eta, snr)`` each ``[B, H, N]`` (see the module docstring). No parameters;
+    causal (moving averages over steps ``<= t``)."""
+
+    def __init__(self, threshold: float, gamma_boost: float, eta_boost: float, ema_decay: float,
+                 chunk_size: int) -> None:
+        super().__init__()
+        self.threshold, self.gamma_boost, self.eta_boost = threshold, gamma_boost, eta_boost
+        self.ema_decay, self.chunk_size = ema_decay, chunk_size
+
+    def forward(self, v: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        moments = decayed_average(torch.cat([v, v * v], dim=-1), self.ema_decay, self.chunk_size)
+        mean, second = moments.chunk(2, dim=-1)
+        signal = (mean * mean).mean(-1)
+        noise = (second - mean * mean).clamp_min(0.0).mean(-1) + SNR_EPS
+        snr = signal / noise
+        keep = snr / (snr + self.threshold)
+        decay = decay * (1 + (self.gamma_boost - 1) * (1 - keep))
+        eta = eta * (1 + (self.eta_boost - 1) * keep)
+        return decay, eta, snr
+
+
+class MemoryResonance(nn.Module):
+    """Readout ``o [B, H, N, d]`` -> ``(amplified [B, H, N, d], energy [B, H, N, M],
+    gain [B, H, N])``: modes holding more than ``threshold`` of the energy are amplified."""
+
+    def __init__(self, num_heads: int, head_dim: int, num_modes: int, threshold: float,
+                 temperature: float, use_zeta: bool) -> None:
+        super().__init__()
+        self.threshold, self.temperature = threshold, temperature
+        modes = zeta_mode_basis(num_modes, head_dim, use_zeta=use_zeta).to(torch.float32)
+        self.register_buffer("modes", modes, persistent=False)  # [M, d], orthonormal rows
+        self.gain = nn.Parameter(torch.full((num_heads, num_modes), 0.5))
+
+    def forward(self, o: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        coefficient = o @ self.modes.T  # [B, H, N, M]
+        energy = coefficient.square() / (o.square().sum(-1, keepdim=True) + RESONANCE_EPS)
+        active = torch.sigmoid((energy - self.threshold) / self.temperature)
+        boost = self.gain[None, :, None, :] * active  # [B, H, N, M]
+        amplified = o + (boost * coefficient) @ self.modes
+        return amplified, energy, 1 + boost.mean(-1)
+
+
+class HebbianMemory(nn.Module):
+    """Dissipative Hebbian fast-weight memory: ``x [B, N, D]`` (normalized) and the decay
+    rate ``[B, H, N]`` -> ``(out [B, N, D], diagnostics)``."""
+
+    def __init__(self, config: Phase2Config) -> None:
+        super().__init__()
+        heads, width = config.num_heads, config.num_heads * config.head_dim
+        self.num_heads, self.head_dim = heads, config.head_dim
+        self.eta, self.dt, self.chunk_size = config.hebbian_eta, config.hebbian_dt, config.chunk_size
+        self.query = nn.Linear(config.d_model, width, bias=False)
+        self.key = nn.Linear(config.d_model, width, bias=False)
+        self.value = nn.Linear(config.d_model, width, bias=False)
+        self.out = nn.Linear(width, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        for linear in (self.query, self.key, self.value):
+            nn.init.normal_(linear.weight, std=config.init_std)
+        nn.init.normal_(self.out.weight, std=residual_std(config.init_std, config.n_layers))
+        nn.init.zeros_(self.out.bias)
+        self.snr = (SNRMemoryFilter(config.snr_threshold, config.snr_gamma_boost, config.snr_eta_boost,
+                                    config.snr_ema_decay, config.chunk_size)
+                    if config.snr_enabled else None)
+        self.resonance = (MemoryResonance(heads, config.head_dim, config.resonance_modes,
+                                          config.resonance_energy_threshold, config.resonance_temperature,
+                                          config.use_zeta_init)
+                          if config.resonance_enabled else None)
+
+    def _heads(self, projected: Tensor) -> Tensor:
+        batch, n, _ = projected.shape
+        return projected.float().view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, decay: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        batch, n, _ = x.shape
+        q = F.normalize(self._heads(self.query(x)), dim=-1)  # [B, H, N, d]
+        k = F.normalize(self._heads(self.key(x)), dim=-1)
+        v = self._heads(self.value(x))
+        eta = torch.full_like(decay, self.eta)
+        diagnostics: dict[str, Tensor] = {}
+        if self.snr is not None:
+            decay, eta, snr = self.snr(v, decay, eta)
+            diagnostics["snr"] = snr
+        readout, state = chunked_fast_weight(q, k, v, -decay * self.dt, eta * self.dt, self.chunk_size)
+        if self.resonance is not None:
+            readout, energy, gain = self.resonance(readout)
+            diagnostics["resonance_energy"], diagnostics["resonance_gain"] = energy, gain
+        diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=readout.norm(dim=-1),
+                           memory_norm=state.flatten(-2).norm(dim=-1))
+        merged = readout.transpose(1, 2).reshape(batch, n, self.num_heads * self.head_dim)
+        return self.drop(self.out(merged.to(x.dtype))), diagnostics
+
+
+class Phase2Block(nn.Module):
+    """``x [B, N, D]`` -> ``[B, N, D]``: BK mixer, Hebbian memory (if on), feed-forward."""
+
+    def __init__(self, config: Phase2Config, layer_index: int) -> None:
+        super().__init__()
+        heads = config.num_heads
+        shift_real = (zeta_spectral_shifts(heads, offset=layer_index * heads) if config.use_zeta_init
+                      else linear_spectral_shifts(heads))
+        out_std = residual_std(config.init_std, config.n_layers)
+        self.non_hermitian, self.base_decay = config.non_hermitian, config.base_decay
+        self.bk_norm = nn.LayerNorm(config.d_model)
+        self.bk = BKMixer(
+            config.d_model, heads, causal=config.causal, spectral_shift_real=shift_real,
+            spectral_shift_imag=config.spectral_shift_imag,
+            spectral_shift_imag_min=config.spectral_shift_imag_min,
+            non_hermitian=config.non_hermitian, adaptive_decay=config.adaptive_decay,
+            base_decay=config.base_decay, backend="auto" if config.use_triton_bk else "torch",
+            dropout=config.dropout, init_std=config.init_std, out_std=out_std,
+        )
+        if config.hebbian_enabled:
+            self.memory_norm = nn.LayerNorm(config.d_model)
+            self.memory = HebbianMemory(config)
+        else:
+            self.memory_norm, self.memory = None, None
+        self.ffn_norm = nn.LayerNorm(config.d_model)
+        self.ffn = FeedForward(config.d_model, config.ffn_width, config.dropout)
+        init_feed_forward(self.ffn, config.init_std, out_std)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        mixed, gamma, g = self.bk(self.bk_norm(x))
+        x = x + mixed
+        diagnostics = {"resolvent_abs": g.abs()}
+        if self.non_hermitian:
+            diagnostics["decay_rate"] = gamma
+        if self.memory is not None:
+            memory_decay = gamma if self.non_hermitian else torch.full_like(gamma, self.base_decay)
+            recalled, memory_diagnostics = self.memory(self.memory_norm(x), memory_decay)
+            x = x + recalled
+            diagnostics.update(memory_diagnostics)
+        x = x + self.drop(self.ffn(self.ffn_norm(x)))
+        return x, {key: value.detach() for key, value in diagnostics.items()}
+
+
+@register_model("bk_phase2", config_cls=Phase2Config, presets=PHASE2_PRESETS)
+class BKPhase2LM(nn.Module):
+    """Phase-2 BK-Core language model: ``ids [B, N]`` -> ``logits [B, N, V]``."""
+
+    def __init__(self, config: Phase2Config) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        nn.init.normal_(self.embed.weight, std=config.init_std)
+        self.position = (ZetaPositionEmbedding(config.d_model, config.zeta_embedding_trainable, config.init_std)
+                         if config.use_zeta_init else None)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Phase2Block(config, index) for index in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=config.init_std)
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """``ids [B, N]`` -> ``[B, N, D]``: token embedding (+ zeta position embedding)."""
+        h = self.embed(ids)
+        if self.position is not None:
+            h = h + self.position(ids.shape[1]).to(h.dtype)
+        return self.drop(h)
+
+    def encode(self, h: Tensor, return_diagnostics: bool = False) -> Any:
+        """The block stack on embeddings ``h [B, N, D]`` -> ``[B, N, D]`` (before the final
+        norm); with ``return_diagnostics`` also the per-layer diagnostics."""
+        diagnostics = []
+        for block in self.blocks:
+            h, layer = block(h)
+            diagnostics.append(layer)
+        return (h, diagnostics) if return_diagnostics else h
+
+    def forward(self, ids: Tensor, return_diagnostics: bool = False) -> Any:
+        """``ids [B, N]`` -> ``logits [B, N, V]``; with ``return_diagnostics`` a pair
+        ``(logits, [one dict per layer])`` (keys and shapes in the module docstring)."""
+        h, diagnostics = self.encode(self.embed_tokens(ids), return_diagnostics=True)
+        logits = self.lm_head(self.final_norm(h))
+        return (logits, diagnostics) if return_diagnostics else logits
+
+
+def create_phase2_model(
+    config: Phase2Config | dict[str, Any] | None = None,
+    preset: str | None = None,
+    device: torch.device | str | None = None,
+    **overrides: Any,
+) -> BKPhase2LM:
+    """Build a Phase-2 model from a config (instance or dict) or a preset (not both) or the
+    defaults, with ``overrides`` (any config field) on top, moved to ``device`` if given.
+    Initialization runs on the CPU (zeta tables included); only the finished model moves."""
+    model = BKPhase2LM(model_config("bk_phase2", preset=preset, config=config, **overrides))
+    return model.to(device) if device is not None else model
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_phase1_to_phase2` did, by state-dict name."""
+
+    copied: list[str] = field(default_factory=list)  # same name and shape: copied
+    new: list[str] = field(default_factory=list)  # Phase-2 tensors left at their initialization
+    skipped: dict[str, str] = field(default_factory=dict)  # Phase-1 tensors not copied: why
+    frozen: list[str] = field(default_factory=list)  # parameters set to requires_grad=False
+
+    def summary(self) -> str:
+        return (f"copied {len(self.copied)} tensors, {len(self.new)} new, {len(self.skipped)} skipped, "
+                f"{len(self.frozen)} frozen")
+
+
+def convert_phase1_to_phase2(
+    phase1_model: nn.Module,
+    config: Phase2Config | None = None,
+    copy_compatible_weights: bool = True,
+    freeze_phase1_weights: bool = False,
+    device: torch.device | str | None = None,
+) -> tuple[BKPhase2LM, ConversionReport]:
+    """A Phase-2 model initialized from ``phase1_model``: returns ``(model, report)``.
+
+    ``config`` defaults to ``Phase2Config.from_phase1(phase1_model.config)``. Every tensor of
+    ``phase1_model.state_dict()`` whose name and shape match a Phase-2 tensor is copied; the
+    others are reported as skipped with the reason; Phase-2 tensors not copied keep their
+    (zeta) initialization and are reported as new. ``freeze_phase1_weights`` sets
+    ``requires_grad=False`` on the copied parameters (train only the new ones).
+    """
+    if config is None:
+        source = getattr(phase1_model, "config", None)
+        if not isinstance(source, Phase1Config):
+            raise ValueError("phase1_model has no Phase1Config in .config: pass config=Phase2Config(...)")
+        config = Phase2Config.from_phase1(source)
+    if freeze_phase1_weights and not copy_compatible_weights:
+        raise ValueError("freeze_phase1_weights=True needs copy_compatible_weights=True "
+                         "(freezing randomly initialized weights would keep them random)")
+    model = BKPhase2LM(config)
+    report = ConversionReport()
+    target = model.state_dict()
+    if copy_compatible_weights:
+        with torch.no_grad():
+            for name, tensor in phase1_model.state_dict().items():
+                if name not in target:
+                    report.skipped[name] = "no Phase-2 tensor of that name"
+                elif target[name].shape != tensor.shape:
+                    report.skipped[name] = (f"shape {tuple(tensor.shape)} vs Phase-2 "
+                                            f"{tuple(target[name].shape)}")
+                else:
+                    target[name].copy_(tensor)
+                    report.copied.append(name)
+    else:
+        report.skipped = {name: "copy_compatible_weights=False" for name in phase1_model.state_dict()}
+    copied = set(report.copied)
+    report.new = [name for name in target if name not in copied]
+    if freeze_phase1_weights:
+        for name, parameter in model.named_parameters(remove_duplicate=False):
+            if name in copied and parameter.requires_grad:
+                parameter.requires_grad_(False)
+                report.frozen.append(name)
+    log.info("Phase 1 -> Phase 2: %s", report.summary())
+    return (model.to(device) if device is not None else model), report

@@ -1,0 +1,272 @@
+"""`kizashi lm train`: character- or byte-level language modelling with the shared trainer.
+
+    text --Tokenizer (char | byte)--> ids --split (first 1 - val_fraction | rest)-->
+    TokenWindows (train: every ``train_stride`` tokens, shuffled; val: non-overlapping)
+    --> a registry model (``bk_phase1``, ``bk_phase2``, ...: ids [B, T] -> logits [B, T, V])
+    --> Lightning fit: LMModule (next-token cross-entropy, AdamW over param_groups, linear
+        warm-up then cosine decay to ``max_steps`` when it is set), the gradient-flow audit
+        on step 1, the non-finite guard, best.ckpt on val/loss, last.ckpt on SIGINT/SIGTERM
+        and after every validation; ``--resume`` continues from last.ckpt
+    --> metrics.csv, lm.json
+
+The validation loss is the mean next-token cross-entropy over every validation token in
+nats per token: per character with the ``char`` tokenizer (per byte with ``byte``; the
+same for ASCII text); ``val_bits`` = nats / ln 2.
+
+Output directory ``OUT``::
+
+    tokenizer.json    the tokenizer (kind, alphabet)
+    metrics.csv       one row per validation: epoch, step, train_loss (mean since the last
+                      row), val_loss (nats/token), val_bits, tokens_per_second (training
+                      tokens over training time since the last row), elapsed_seconds
+    lm.json           parameters, best/last validation loss, tokens/s, peak memory, config
+    checkpoints/      best.ckpt, last.ckpt
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.config import LMTrainConfig, dump_config
+from kizashi.datasets.text import Tokenizer, TokenWindows, read_text, split_tokens
+from kizashi.errors import ConfigError
+from kizashi.models import config_fields, create_model
+from kizashi.models.optim import param_groups
+from kizashi.profiling import PeakMemory
+from kizashi.training.callbacks import GradientFlowAudit, NonFiniteGuard, SignalCheckpoint
+from kizashi.training.checkpoint_io import AtomicCheckpointIO
+from kizashi.training.train import TrainingInterrupted, make_logger, resolve_precision
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "lm.json"
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_bits", "tokens_per_second", "elapsed_seconds")
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to
+    ``floor`` at ``total`` steps (constant after warm-up when ``total`` is None)."""
+
+    def __init__(self, warmup: int, total: int | None, floor: float = 0.1) -> None:
+        self.warmup, self.total, self.floor = max(1, warmup), total, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.total is None or self.total <= self.warmup:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class LMModule(L.LightningModule):
+    """Next-token cross-entropy for ``model(ids [B, T]) -> logits [B, T, V]``; batches are
+    ``ids [B, T + 1]``."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
+                 total_steps: int | None) -> None:
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay = lr, weight_decay
+        self.schedule = WarmupCosine(warmup_steps, total_steps)
+
+    def _loss(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = self.model(ids[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.shape[0])
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        # every window has T targets, so the mean over windows is the mean over tokens
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=batch.shape[0], sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(param_groups(self.model, self.weight_decay, self.lr), lr=self.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class LMRecorder(L.Callback):
+    """One metrics row per validation (see METRIC_COLUMNS); training time excludes validation."""
+
+    def __init__(self, rows: list[dict[str, float]] | None = None) -> None:
+        self.rows = list(rows or [])
+        self._loss_sum, self._batches, self._tokens = 0.0, 0, 0
+        self._train_seconds = 0.0
+        self._elapsed = self.rows[-1]["elapsed_seconds"] if self.rows else 0.0
+        self._batch_started = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self._train_seconds += time.perf_counter() - self._batch_started
+        self._tokens += batch.shape[0] * (batch.shape[1] - 1)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and torch.isfinite(loss.detach()):
+            self._loss_sum += float(loss.detach())
+            self._batches += 1
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        val = float(trainer.callback_metrics["val/loss"])
+        self._elapsed += self._train_seconds
+        self.rows.append({
+            "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+            "train_loss": self._loss_sum / self._batches if self._batches else float("nan"),
+            "val_loss": val, "val_bits": val / math.log(2),
+            "tokens_per_second": self._tokens / self._train_seconds if self._train_seconds else float("nan"),
+            "elapsed_seconds": self._elapsed,
+        })
+        row = self.rows[-1]
+        log.info("step %d (epoch %d): val loss %.4f nats/token (%.3f bits), %.0f tokens/s", row["step"], row["epoch"],
+                 val, row["val_bits"], row["tokens_per_second"])
+        self._loss_sum, self._batches, self._tokens, self._train_seconds = 0.0, 0, 0, 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+        self._elapsed = self.rows[-1]["elapsed_seconds"] if self.rows else 0.0
+
+
+@dataclass
+class LMResult:
+    out_dir: Path
+    metrics: list[dict[str, float]]
+    summary: dict[str, Any]
+
+
+def build_lm(config: LMTrainConfig, vocab_size: int) -> torch.nn.Module:
+    """The registry model with the tokenizer's vocabulary (and ``n_seq`` = seq_len where the
+    model has that field)."""
+    spec = config.model
+    fields = config_fields(spec.name)
+    overrides = dict(spec.overrides)
+    if "vocab_size" not in fields:
+        raise ConfigError(f"model {spec.name!r} has no vocab_size field: not a token language model")
+    overrides["vocab_size"] = vocab_size
+    if "n_seq" in fields:
+        overrides.setdefault("n_seq", config.seq_len)
+    try:
+        return create_model(spec.name, spec.preset, **overrides)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *, resume: bool = False) -> LMResult:
+    """Train a token LM on ``config.data.text`` (module docstring)."""
+    started = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.data.text is None:
+        raise ConfigError("data.text: no text file given (set it in the YAML or pass --text)")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    text = read_text(config.data.text)
+    tokenizer = Tokenizer.fit(config.data.tokenizer, text)
+    tokenizer.save(out / "tokenizer.json")
+    train_ids, val_ids = split_tokens(tokenizer.encode(text), config.data.val_fraction, config.seq_len)
+    train = TokenWindows(train_ids, config.seq_len, config.train_stride or max(1, config.seq_len // 2))
+    val = TokenWindows(val_ids, config.seq_len)
+    model = build_lm(config, tokenizer.vocab_size)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s tokenizer, vocab %d; %d training / %d validation tokens; %d training windows of %d; "
+             "model %s (%s) with %s parameters", config.data.text, tokenizer.kind, tokenizer.vocab_size,
+             len(train_ids), len(val_ids), len(train), config.seq_len, config.model.name, config.model.preset,
+             f"{n_parameters:,}")
+    tcfg, ocfg = config.trainer, config.optimizer
+    loader = lambda ds, shuffle: torch.utils.data.DataLoader(  # noqa: E731
+        ds, batch_size=tcfg.batch_size, shuffle=shuffle, num_workers=tcfg.num_workers,
+        persistent_workers=tcfg.num_workers > 0, drop_last=shuffle and len(ds) > tcfg.batch_size)
+    module = LMModule(model, ocfg.lr, ocfg.weight_decay, ocfg.warmup_steps, tcfg.max_steps)
+    checkpoints = out / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if resume and not last.is_file():
+        log.warning("--resume: no %s; starting from scratch", last)
+    recorder = LMRecorder()
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", save_top_k=1)
+    signal_checkpoint = SignalCheckpoint(checkpoints)
+    callbacks: list[L.Callback] = [GradientFlowAudit(), NonFiniteGuard(tcfg.nan_guard_limit), recorder]
+    interactive = sys.stderr.isatty()
+    if interactive:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        default_root_dir=str(out), max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps or -1,
+        max_time={"minutes": tcfg.max_minutes} if tcfg.max_minutes else None,
+        accelerator=tcfg.accelerator, devices=tcfg.devices, precision=resolve_precision(tcfg.precision, tcfg.accelerator),
+        gradient_clip_val=ocfg.grad_clip, gradient_clip_algorithm="norm",
+        logger=make_logger(tcfg.logger, out / "logs", "lm"), callbacks=[*callbacks, best, signal_checkpoint],
+        enable_progress_bar=interactive, enable_model_summary=False, num_sanity_val_steps=0,
+        val_check_interval=tcfg.val_check_interval,
+        limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0,
+        limit_val_batches=tcfg.limit_val_batches if tcfg.limit_val_batches is not None else 1.0,
+        log_every_n_steps=10, plugins=[AtomicCheckpointIO()],
+    )
+    ckpt_path = str(last) if resume and last.is_file() else None
+    fit_started = time.perf_counter()
+    with PeakMemory(cuda=trainer.strategy.root_device.type == "cuda") as memory:
+        try:
+            trainer.fit(module, loader(train, True), loader(val, False), ckpt_path=ckpt_path, weights_only=False)
+        except SIGTERMException:
+            signal_checkpoint.requested = signal_checkpoint.requested or signal.SIGTERM
+        if signal_checkpoint.requested is None and trainer.global_step > (recorder.rows[-1]["step"] if recorder.rows else 0):
+            # stopped by max_steps / max_time between validations: score the final weights too,
+            # and keep that row in last.ckpt for --resume (which then starts the next epoch)
+            trainer.validate(module, loader(val, False), verbose=False)
+            trainer.save_checkpoint(last, weights_only=False)
+    fit_seconds = time.perf_counter() - fit_started
+    _write_metrics(out / METRICS_FILE, recorder.rows)
+    if signal_checkpoint.requested is not None:
+        raise TrainingInterrupted(
+            f"LM training interrupted by {signal_checkpoint.signal_name} at step {trainer.global_step}; "
+            f"checkpoint: {last if last.is_file() else 'none'}; run again with --resume to continue",
+            signal_checkpoint.signal_name, last if last.is_file() else None)
+    rows = recorder.rows
+    best_row = min(rows, key=lambda r: r["val_loss"]) if rows else {}
+    rates = [r["tokens_per_second"] for r in rows if math.isfinite(r["tokens_per_second"])]
+    summary = {
+        "model": config.model.name, "preset": config.model.preset, "parameters": n_parameters,
+        "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "seq_len": config.seq_len,
+        "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)),
+        "steps": trainer.global_step, "resumed": ckpt_path is not None,
+        "best_val_loss": best_row.get("val_loss"), "best_step": best_row.get("step"),
+        "last_val_loss": rows[-1]["val_loss"] if rows else None,
+        "tokens_per_second": sum(rates) / len(rates) if rates else None,
+        "fit_seconds": fit_seconds, "seconds": time.perf_counter() - started,
+        "peak_memory_gib": memory.gib, "peak_memory_kind": memory.kind, "config": dump_config(config),
+    }
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    log.info("%s: best validation loss %s nats/token at step %s (%s parameters, %.0f s)", config.model.name,
+             summary["best_val_loss"], summary["best_step"], f"{n_parameters:,}", fit_seconds)
+    return LMResult(out_dir=out, metrics=rows, summary=summary)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(METRIC_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
