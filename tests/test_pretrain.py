@@ -151,3 +151,14 @@ def test_lm_weights_random_builds_the_same_architecture_untrained(tiny_bert_dir)
     assert torch.equal(lm_state["pretrained"][key], saved[key])
     assert not torch.equal(lm_state["random"][key], saved[key])
     assert models["pretrained"].parameter_breakdown() == models["random"].parameter_breakdown()
+
+
+def test_pretrain_with_the_bk_encoder(tmp_path, torch_single_thread):
+    """`model.overrides.encoder: bk`: the BK-Core stack as the shared encoder, end to end."""
+    raw = {**TINY, "model": {**TINY["model"], "overrides": {**TINY["model"]["overrides"], "encoder": "bk"}},
+           "trainer": {**TINY["trainer"], "max_epochs": 1}}
+    result = run_pretraining(config_from_dict(PretrainConfig, raw), tmp_path / "bk")
+    row = result.metrics[0]
+    assert all(row[k] == row[k] and row[k] > 0 for k in ("train_loss", "val_reconstruction", "val_consistency"))
+    model, _ = load_pretrained(tmp_path / "bk" / "encoder.pt")
+    assert type(model.encoder).__name__ == "BKSequenceEncoder"

@@ -68,6 +68,33 @@ def test_gradient_flow_pretrained_lm_encoder(tiny_lms, family, lm_layers):
     assert audit(model) == {}
 
 
+@pytest.mark.parametrize("fusion", ["joint", "separate"])
+def test_gradient_flow_bk_encoder(fusion):
+    """The BK-Core stack (two-sided resolvent) as the shared encoder."""
+    torch.manual_seed(0)
+    model = Stage1Model(Stage1Config(**{**TINY, "encoder": "bk", "fusion": fusion}))
+    assert type(model.encoder).__name__ == "BKSequenceEncoder"
+    assert audit(model) == {}
+
+
+def test_bk_encoder_reads_both_sides():
+    """Unlike the causal BK language models, the encoder's output at a bar depends on later bars."""
+    from kizashi.models.bk.encoder import BKSequenceEncoder
+
+    torch.manual_seed(0)
+    encoder = BKSequenceEncoder(16, 2, 2, 0.0).eval()
+    with torch.no_grad():  # trained-size weights (the init writes ~1e-2 into the residual stream)
+        for block in encoder.blocks:
+            for linear in (block.bk.potential, block.bk.coupling, block.bk.gate, block.bk.mix):
+                linear.weight.normal_(0.0, 0.5)
+    h = torch.randn(2, 12, 16)
+    later = h.clone()
+    later[:, 8:] = torch.randn(2, 4, 16)  # (a constant shift would vanish in the LayerNorm)
+    with torch.no_grad():
+        change = (encoder(h)[:, :8] - encoder(later)[:, :8]).abs().max()
+    assert change > 1e-2, change
+
+
 def test_gradient_flow_bundled_minilm():
     torch.manual_seed(0)
     model = Stage1Model(Stage1Config(**TINY, encoder="lm", lm_name_or_path=BUNDLED_MINILM, lm_layers=1))
@@ -90,7 +117,7 @@ def test_pretrained_weights_are_loaded(tiny_lms):
 
 
 def test_one_shared_encoder_whatever_the_number_of_timeframes(tiny_lms):
-    for kwargs in ({}, {"encoder": "lm", "lm_name_or_path": tiny_lms["t5"]}):
+    for kwargs in ({}, {"encoder": "lm", "lm_name_or_path": tiny_lms["t5"]}, {"encoder": "bk"}):
         sizes = {}
         for timeframes in (("m30",), ("m30", "h1"), ("m30", "h1", "h4", "d1")):
             model = Stage1Model(Stage1Config(**{**TINY, "timeframes": timeframes, **kwargs}))

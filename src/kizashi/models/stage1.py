@@ -76,7 +76,7 @@ class Stage1Config:
     d_model: int = 64
     stem_kernel: int = 5
     dropout: float = 0.1
-    encoder: Literal["transformer", "lm"] = "transformer"
+    encoder: Literal["transformer", "lm", "bk"] = "transformer"
     fusion: Literal["joint", "separate"] = "joint"
     time_bias: float = 0.5  # transformer: attention logit bias -time_bias * |dt| in bars (0 = off)
     # plain Transformer encoder
@@ -117,8 +117,8 @@ class Stage1Config:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.fusion not in ("joint", "separate"):
             raise ValueError(f"fusion must be 'joint' or 'separate', got {self.fusion!r}")
-        if self.encoder not in ("transformer", "lm"):
-            raise ValueError(f"encoder must be 'transformer' or 'lm', got {self.encoder!r}")
+        if self.encoder not in ("transformer", "lm", "bk"):
+            raise ValueError(f"encoder must be 'transformer', 'lm' or 'bk', got {self.encoder!r}")
         if self.encoder == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.encoder == "lm" and not self.lm_name_or_path:
@@ -284,6 +284,10 @@ class Stage1Model(nn.Module):
                 d, config.lm_name_or_path, patch_len=config.patch_len, lm_layers=config.lm_layers,
                 pretrained=config.lm_pretrained,
             )
+        elif config.encoder == "bk":
+            from kizashi.models.bk.encoder import BKSequenceEncoder
+
+            self.encoder = BKSequenceEncoder(d, config.n_layers, config.n_heads, config.dropout)
         else:
             self.encoder = TransformerSequenceEncoder(config)
         self.bottleneck = Bottleneck(d, config.bottleneck_stride)
@@ -322,7 +326,7 @@ class Stage1Model(nn.Module):
         """The shared encoder on ``h [B, sum(lengths), D]`` (windows of ``lengths`` bars)."""
         if isinstance(self.encoder, TransformerSequenceEncoder):
             return self.encoder(h, None if bias is None else bias.to(h.dtype), lengths)
-        return self.encoder(h)  # the LM adapter patchifies; every length is a multiple of patch_len
+        return self.encoder(h)  # LM adapter (patchifies; lengths are multiples of patch_len) or BK stack
 
     def encode(self, inputs: Mapping[str, Tensor], masked: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The shared encoder's (and bottleneck's) output per timeframe: ``{tf: [B, T_tf, D]}``
