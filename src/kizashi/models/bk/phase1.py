@@ -24,6 +24,7 @@ Cost: O(N) time and memory per layer (a chunked scan of ``~2 sqrt(N)`` vectorize
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -82,25 +83,37 @@ def init_feed_forward(ffn: FeedForward, init_std: float, out_std: float) -> None
     nn.init.zeros_(ffn.down.bias)
 
 
-@register_model("bk_phase1", config_cls=Phase1Config, presets=PHASE1_PRESETS)
-class BKPhase1LM(nn.Module):
-    """Phase-1 BK-Core language model: ``ids [B, N]`` -> ``logits [B, N, V]``."""
+class BKLanguageModel(nn.Module):
+    """The frame both BK language models share: ``ids [B, N]`` -> token embedding (+ an
+    optional position module) -> the blocks -> LayerNorm -> ``lm_head`` -> ``logits [B, N, V]``.
 
-    def __init__(self, config: Phase1Config) -> None:
+    ``make_position()`` -> a module with ``position(n) -> [N, D]`` or None; ``make_blocks()``
+    -> the blocks, each ``block(h) -> (h, diagnostics dict)``. Both are called in this order
+    after the embedding is built, so initialization draws random numbers in a fixed order."""
+
+    def __init__(self, config: Any, make_blocks: Callable[[], list[nn.Module]],
+                 make_position: Callable[[], nn.Module | None] = lambda: None) -> None:
         super().__init__()
         config.validate()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         nn.init.normal_(self.embed.weight, std=config.init_std)
+        self.position = make_position()
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            Phase1Block(config, linear_spectral_shifts(config.num_heads)) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(make_blocks())
         self.final_norm = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         else:
             nn.init.normal_(self.lm_head.weight, std=config.init_std)
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """``ids [B, N]`` -> ``[B, N, D]``: token embedding (+ the position module's code)."""
+        h = self.embed(ids)
+        if self.position is not None:
+            h = h + self.position(ids.shape[1]).to(h.dtype)
+        return self.drop(h)
 
     def encode(self, h: Tensor, return_diagnostics: bool = False) -> Any:
         """The block stack on embeddings ``h [B, N, D]`` -> ``[B, N, D]`` (before the final
@@ -113,10 +126,20 @@ class BKPhase1LM(nn.Module):
 
     def forward(self, ids: Tensor, return_diagnostics: bool = False) -> Any:
         """``ids [B, N]`` (int64) -> ``logits [B, N, V]``; with ``return_diagnostics`` a pair
-        ``(logits, [per-layer dict])`` with the keys of ``PHASE1_DIAGNOSTIC_KEYS``."""
-        h, diagnostics = self.encode(self.drop(self.embed(ids)), return_diagnostics=True)
+        ``(logits, [one dict per layer])``."""
+        h, diagnostics = self.encode(self.embed_tokens(ids), return_diagnostics=True)
         logits = self.lm_head(self.final_norm(h))
         return (logits, diagnostics) if return_diagnostics else logits
+
+
+@register_model("bk_phase1", config_cls=Phase1Config, presets=PHASE1_PRESETS)
+class BKPhase1LM(BKLanguageModel):
+    """Phase-1 BK-Core language model: ``ids [B, N]`` -> ``logits [B, N, V]``; diagnostics
+    have the keys of ``PHASE1_DIAGNOSTIC_KEYS``."""
+
+    def __init__(self, config: Phase1Config) -> None:
+        super().__init__(config, lambda: [Phase1Block(config, linear_spectral_shifts(config.num_heads))
+                                          for _ in range(config.n_layers)])
 
 
 def create_phase1_model(

@@ -79,7 +79,7 @@ from torch import Tensor, nn
 
 from kizashi.models.bk.config import PHASE2_PRESETS, Phase1Config, Phase2Config
 from kizashi.models.bk.layers import BKMixer, FeedForward, chunked_fast_weight, decayed_average
-from kizashi.models.bk.phase1 import init_feed_forward, linear_spectral_shifts, residual_std
+from kizashi.models.bk.phase1 import BKLanguageModel, init_feed_forward, linear_spectral_shifts, residual_std
 from kizashi.models.bk.zeta import zeta_frequencies, zeta_mode_basis, zeta_spectral_shifts
 from kizashi.models.registry import model_config, register_model
 
@@ -261,48 +261,17 @@ class Phase2Block(nn.Module):
 
 
 @register_model("bk_phase2", config_cls=Phase2Config, presets=PHASE2_PRESETS)
-class BKPhase2LM(nn.Module):
-    """Phase-2 BK-Core language model: ``ids [B, N]`` -> ``logits [B, N, V]``."""
+class BKPhase2LM(BKLanguageModel):
+    """Phase-2 BK-Core language model: ``ids [B, N]`` -> ``logits [B, N, V]`` (diagnostics'
+    keys and shapes in the module docstring); the zeta position embedding when
+    ``use_zeta_init``."""
 
     def __init__(self, config: Phase2Config) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        nn.init.normal_(self.embed.weight, std=config.init_std)
-        self.position = (ZetaPositionEmbedding(config.d_model, config.zeta_embedding_trainable, config.init_std)
-                         if config.use_zeta_init else None)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Phase2Block(config, index) for index in range(config.n_layers))
-        self.final_norm = nn.LayerNorm(config.d_model)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.embed.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, std=config.init_std)
-
-    def embed_tokens(self, ids: Tensor) -> Tensor:
-        """``ids [B, N]`` -> ``[B, N, D]``: token embedding (+ zeta position embedding)."""
-        h = self.embed(ids)
-        if self.position is not None:
-            h = h + self.position(ids.shape[1]).to(h.dtype)
-        return self.drop(h)
-
-    def encode(self, h: Tensor, return_diagnostics: bool = False) -> Any:
-        """The block stack on embeddings ``h [B, N, D]`` -> ``[B, N, D]`` (before the final
-        norm); with ``return_diagnostics`` also the per-layer diagnostics."""
-        diagnostics = []
-        for block in self.blocks:
-            h, layer = block(h)
-            diagnostics.append(layer)
-        return (h, diagnostics) if return_diagnostics else h
-
-    def forward(self, ids: Tensor, return_diagnostics: bool = False) -> Any:
-        """``ids [B, N]`` -> ``logits [B, N, V]``; with ``return_diagnostics`` a pair
-        ``(logits, [one dict per layer])`` (keys and shapes in the module docstring)."""
-        h, diagnostics = self.encode(self.embed_tokens(ids), return_diagnostics=True)
-        logits = self.lm_head(self.final_norm(h))
-        return (logits, diagnostics) if return_diagnostics else logits
+        super().__init__(
+            config, lambda: [Phase2Block(config, index) for index in range(config.n_layers)],
+            lambda: (ZetaPositionEmbedding(config.d_model, config.zeta_embedding_trainable, config.init_std)
+                     if config.use_zeta_init else None),
+        )
 
 
 def create_phase2_model(
