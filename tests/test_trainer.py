@@ -647,3 +647,19 @@ def test_cli_train_writes_the_run_and_its_report(dataset_dir, tmp_path):
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(payload["summary"]) == {"1", "5"}
     assert (tmp_path / "cli_run" / "report" / "index.html").exists()
+
+
+def test_finite_mean_skips_non_finite_losses():
+    import math
+
+    from kizashi.training.callbacks import FiniteMean, step_loss
+
+    mean = FiniteMean()
+    assert math.isnan(mean.compute())
+    for value in (1.0, float("nan"), 3.0, float("inf")):
+        mean.add(step_loss({"loss": torch.tensor(value)}))
+    mean.add(None)
+    assert mean.compute() == 2.0
+    mean.reset()
+    mean.add(step_loss(torch.tensor(float("nan"))))
+    assert math.isnan(mean.compute())

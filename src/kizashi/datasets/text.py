@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kizashi.atomic import write_json_atomic
 from kizashi.errors import KizashiError
 
 TokenizerKind = Literal["char", "byte"]
@@ -67,7 +68,7 @@ class Tokenizer:
         return "".join(self.alphabet[i] for i in values)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"kind": self.kind, "alphabet": self.alphabet}), encoding="utf-8")
+        write_json_atomic(path, {"kind": self.kind, "alphabet": self.alphabet})
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:

@@ -24,7 +24,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.atomic import atomic_path, write_json_atomic, write_text_atomic
 from kizashi.evaluation.pretrain_run import SettingRun
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,5 @@ def write_experiment_report(
         "plots": list(plots),
     }
     write_json_atomic(out / "report.json", report)
-    with atomic_path(out / "report.md") as tmp:
-        Path(tmp).write_text(_markdown(report), encoding="utf-8")
+    write_text_atomic(out / "report.md", _markdown(report))
     return report

@@ -21,14 +21,12 @@ reused (so an interrupted experiment resumes with the next setting); ``force`` r
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kizashi.atomic import write_json_atomic
+from kizashi.atomic import write_csv_atomic, write_json_atomic
 from kizashi.config import ExperimentConfig, PretrainConfig, dump_config
 from kizashi.errors import ConfigError
 from kizashi.evaluation.experiment_report import write_experiment_report
@@ -47,13 +45,10 @@ class ExperimentResult:
 
 def _finished_run(directory: Path, config: PretrainConfig) -> SettingRun | None:
     """The run in ``directory`` if it finished with exactly ``config``, else None."""
-    summary_path, metrics_path = directory / SUMMARY_FILE, directory / METRICS_FILE
-    if not (summary_path.is_file() and metrics_path.is_file()):
+    if not ((directory / SUMMARY_FILE).is_file() and (directory / METRICS_FILE).is_file()):
         return None
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if summary.get("config") != dump_config(config):
-        return None
-    return SettingRun.read(directory)
+    run = SettingRun.read(directory)
+    return run if run.summary.get("config") == dump_config(config) else None
 
 
 def run_experiment(
@@ -103,9 +98,6 @@ def run_experiment(
 def _write_comparison_csv(path: Path, runs: dict[str, SettingRun]) -> None:
     columns = ["setting", "epoch", "train_loss", "val_reconstruction", "val_consistency", "val_masked_corr",
                "lm_frozen_fraction", "epoch_seconds", "elapsed_seconds"]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for name, run in runs.items():
-            for row, elapsed in zip(run.metrics, run.elapsed_seconds(), strict=True):
-                writer.writerow({"setting": name, **row, "elapsed_seconds": elapsed})
+    rows = [{"setting": name, **row, "elapsed_seconds": elapsed}
+            for name, run in runs.items() for row, elapsed in zip(run.metrics, run.elapsed_seconds(), strict=True)]
+    write_csv_atomic(path, rows, columns, ignore_extra=True)

@@ -12,7 +12,6 @@ pretraining buys (same data, split, seed and head; only the encoder's start diff
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -24,9 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kizashi.atomic import atomic_path
+from kizashi.atomic import write_csv_atomic
 from kizashi.config import PretrainConfig
-from kizashi.datasets.multi_timeframe import MaskConfig, TimeframeStats, collate_windows, fit_window_stats
+from kizashi.datasets.multi_timeframe import (
+    MaskConfig,
+    TimeframeStats,
+    collate_windows,
+    fit_window_stats,
+)
 from kizashi.errors import ConfigError
 from kizashi.models.optim import param_groups
 from kizashi.models.stage1 import Stage1Forecaster
@@ -139,8 +143,5 @@ def run_finetune(
                         gradient_clip_val=config.optimizer.grad_clip,
                         limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0)
     trainer.fit(module, *loaders)
-    with atomic_path(out / "finetune_metrics.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(FINETUNE_METRICS))
-        writer.writeheader()
-        writer.writerows(module.rows)
+    write_csv_atomic(out / "finetune_metrics.csv", module.rows, FINETUNE_METRICS)
     return FineTuneResult(out_dir=out, metrics=module.rows, pretrained=encoder is not None)

@@ -25,7 +25,6 @@ Output directory ``OUT``::
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import signal
@@ -41,14 +40,20 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.atomic import write_csv_atomic, write_json_atomic
 from kizashi.config import LMTrainConfig, dump_config
 from kizashi.datasets.text import Tokenizer, TokenWindows, read_text, split_tokens
 from kizashi.errors import ConfigError
 from kizashi.models import config_fields, create_model
 from kizashi.models.optim import param_groups
 from kizashi.profiling import PeakMemory
-from kizashi.training.callbacks import GradientFlowAudit, NonFiniteGuard, SignalCheckpoint
+from kizashi.training.callbacks import (
+    FiniteMean,
+    GradientFlowAudit,
+    NonFiniteGuard,
+    SignalCheckpoint,
+    step_loss,
+)
 from kizashi.training.checkpoint_io import AtomicCheckpointIO
 from kizashi.training.train import TrainingInterrupted, make_logger, resolve_precision
 
@@ -106,28 +111,36 @@ class LMModule(L.LightningModule):
 
 
 class LMRecorder(L.Callback):
-    """One metrics row per validation (see METRIC_COLUMNS); training time excludes validation."""
+    """One metrics row per validation (see METRIC_COLUMNS). Training time is the wall time
+    between validations (the device synchronized at each boundary only), so tokens/s counts
+    data loading too and validation not at all."""
 
-    def __init__(self, rows: list[dict[str, float]] | None = None) -> None:
-        self.rows = list(rows or [])
-        self._loss_sum, self._batches, self._tokens = 0.0, 0, 0
-        self._train_seconds = 0.0
-        self._elapsed = self.rows[-1]["elapsed_seconds"] if self.rows else 0.0
-        self._batch_started = 0.0
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._loss = FiniteMean()
+        self._tokens, self._train_seconds = 0, 0.0
+        self._elapsed = 0.0
+        self._since = time.perf_counter()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._batch_started = time.perf_counter()
+    @staticmethod
+    def _sync(pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        self._train_seconds += time.perf_counter() - self._batch_started
         self._tokens += batch.shape[0] * (batch.shape[1] - 1)
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and torch.isfinite(loss.detach()):
-            self._loss_sum += float(loss.detach())
-            self._batches += 1
+        self._loss.add(step_loss(outputs))
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sync(pl_module)
+        self._train_seconds += time.perf_counter() - self._since
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
@@ -136,15 +149,15 @@ class LMRecorder(L.Callback):
         self._elapsed += self._train_seconds
         self.rows.append({
             "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
-            "train_loss": self._loss_sum / self._batches if self._batches else float("nan"),
-            "val_loss": val, "val_bits": val / math.log(2),
+            "train_loss": self._loss.compute(), "val_loss": val, "val_bits": val / math.log(2),
             "tokens_per_second": self._tokens / self._train_seconds if self._train_seconds else float("nan"),
             "elapsed_seconds": self._elapsed,
         })
         row = self.rows[-1]
         log.info("step %d (epoch %d): val loss %.4f nats/token (%.3f bits), %.0f tokens/s", row["step"], row["epoch"],
                  val, row["val_bits"], row["tokens_per_second"])
-        self._loss_sum, self._batches, self._tokens, self._train_seconds = 0.0, 0, 0, 0.0
+        self._loss.reset()
+        self._tokens, self._train_seconds = 0, 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -239,7 +252,7 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
             trainer.validate(module, loader(val, False), verbose=False)
             trainer.save_checkpoint(last, weights_only=False)
     fit_seconds = time.perf_counter() - fit_started
-    _write_metrics(out / METRICS_FILE, recorder.rows)
+    write_csv_atomic(out / METRICS_FILE, recorder.rows, METRIC_COLUMNS)
     if signal_checkpoint.requested is not None:
         raise TrainingInterrupted(
             f"LM training interrupted by {signal_checkpoint.signal_name} at step {trainer.global_step}; "
@@ -263,10 +276,3 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
     log.info("%s: best validation loss %s nats/token at step %s (%s parameters, %.0f s)", config.model.name,
              summary["best_val_loss"], summary["best_step"], f"{n_parameters:,}", fit_seconds)
     return LMResult(out_dir=out, metrics=rows, summary=summary)
-
-
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(METRIC_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -25,7 +25,6 @@ Output directory ``OUT`` (``output.dir``)::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import sys
@@ -40,7 +39,7 @@ import polars as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-from kizashi.atomic import atomic_path, write_json_atomic
+from kizashi.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from kizashi.config import PretrainConfig, dump_config
 from kizashi.data.bars import build_timeframes, read_bars, validate_bars
 from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
@@ -57,7 +56,7 @@ from kizashi.evaluation.pretrain_run import ENCODER_FILE, METRIC_COLUMNS, METRIC
 from kizashi.models import create_model
 from kizashi.models.stage1 import Stage1Model
 from kizashi.profiling import PeakMemory
-from kizashi.training.callbacks import GradientFlowAudit, NonFiniteGuard
+from kizashi.training.callbacks import FiniteMean, GradientFlowAudit, NonFiniteGuard, step_loss
 from kizashi.training.stage1_module import Stage1Module
 from kizashi.training.train import make_logger, resolve_precision
 from kizashi.training.transfer import GradualUnfreezing, find_lm_adapter, fraction_frozen
@@ -151,25 +150,22 @@ class EpochRecorder(L.Callback):
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
         self._started = time.perf_counter()
-        self._loss_sum, self._batches = 0.0, 0
+        self._loss = FiniteMean()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
-        self._loss_sum, self._batches = 0.0, 0
+        self._loss.reset()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and torch.isfinite(loss.detach()):
-            self._loss_sum += float(loss.detach())
-            self._batches += 1
+        self._loss.add(step_loss(outputs))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         adapter = find_lm_adapter(pl_module)
         self.rows.append({
             "epoch": trainer.current_epoch + 1,
-            "train_loss": self._loss_sum / self._batches if self._batches else float("nan"),
+            "train_loss": self._loss.compute(),
             "val_loss": metrics.get("val/loss", float("nan")),
             "val_reconstruction": metrics.get("val/reconstruction", float("nan")),
             "val_consistency": metrics.get("val/consistency", float("nan")),
@@ -263,7 +259,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
-    _write_metrics(out / METRICS_FILE, recorder.rows)
+    write_csv_atomic(out / METRICS_FILE, recorder.rows, METRIC_COLUMNS)
     stats_json = {tf: dataclasses.asdict(s) for tf, s in stats.items()}
     with atomic_path(out / ENCODER_FILE) as tmp:
         torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
@@ -286,13 +282,6 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     log.info("pretrained %s in %.1f s: best val reconstruction %s at epoch %s; encoder: %s", summary["encoder"],
              fit_seconds, best_row.get("val_reconstruction"), best_row.get("epoch"), out / ENCODER_FILE)
     return PretrainResult(out_dir=out, metrics=recorder.rows, summary=summary)
-
-
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(METRIC_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def load_pretrained(path: str | Path) -> tuple[Stage1Model, dict[str, Any]]:
