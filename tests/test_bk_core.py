@@ -224,9 +224,14 @@ def test_chunked_scans_match_sequential():
 @pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1", reason="Triton interpreter (TRITON_INTERPRET=1)"
 )
-def test_triton_kernels_in_interpreter(monkeypatch):
-    """Developer check of the Triton code path on CPU, with small blocks so that the
-    block-aggregate and multi-step carry kernels run."""
+@pytest.mark.parametrize("variant", ["two_sided", "causal"])
+def test_triton_kernels_in_interpreter(monkeypatch, variant):
+    """Developer check of the Triton code paths on CPU (``bk_core``, and the causal kernel
+    behind ``bk_core_causal``) against the PyTorch ones: values and the gradients of a, b,
+    c, z, with small blocks so that the block-aggregate and multi-step carry kernels run."""
+    from kizashi.models.bk.layers import bk_core_causal
+
+    function = bk_core if variant == "two_sided" else bk_core_causal
     triton_core = pytest.importorskip("kizashi.models.bk.triton_core")
     monkeypatch.setattr(triton_core, "FUSED_MAX", 128)
     monkeypatch.setattr(triton_core, "CHUNK", 128)
@@ -237,7 +242,7 @@ def test_triton_kernels_in_interpreter(monkeypatch):
         grads = {}
         for backend in ("triton", "torch"):
             leaves = [t.clone().requires_grad_(True) for t in (a, b, c, z)]
-            g = bk_core(*leaves, backend=backend)
+            g = function(*leaves, backend=backend)
             (g * weight).real.sum().backward()
             grads[backend] = [g.detach()] + [t.grad for t in leaves]
         for got, want in zip(grads["triton"], grads["torch"]):

@@ -91,7 +91,7 @@ from torch import Tensor
 
 Backend = Literal["auto", "torch", "triton"]
 
-__all__ = ["bk_core", "bk_core_dense", "triton_available"]
+__all__ = ["bk_core", "bk_core_causal_triton", "bk_core_dense", "triton_available"]
 
 
 # --------------------------------------------------------------------------------------
@@ -285,6 +285,40 @@ class _BKCoreFunction(torch.autograd.Function):
             grad_a, grad_b, grad_c = torch_backward(grad_g, b, c, g, rho, sigma)
         grad_z = -grad_a.sum(-1) if ctx.needs_input_grad[3] else None
         return grad_a, grad_b, grad_c, grad_z, None
+
+
+class _BKCausalFunction(torch.autograd.Function):
+    """Causal resolvent ``g_i = rho_i`` (Triton) on flattened ``a [M, N]``, ``b, c [M, N-1]``,
+    ``z [M]``; see :func:`kizashi.models.bk.layers.bk_core_causal` for the definition."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, c: Tensor, z: Tensor) -> Tensor:
+        g, _, _ = _triton_module().forward(a, b, c, z, causal=True)
+        if any(ctx.needs_input_grad[:4]):
+            ctx.save_for_backward(b, c, g)
+        return g
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_g: Tensor):
+        b, c, g = ctx.saved_tensors
+        grad_g = grad_g.resolve_conj().resolve_neg().contiguous()
+        grad_a, grad_b, grad_c = _triton_module().causal_backward(grad_g, b, c, g)
+        grad_z = -grad_a.sum(-1) if ctx.needs_input_grad[3] else None
+        return grad_a, grad_b, grad_c, grad_z
+
+
+def bk_core_causal_triton(
+    a: Tensor, b: Tensor, c: Tensor, z: Tensor | complex | float
+) -> Tensor:
+    """The causal resolvent diagonal through the Triton kernel (CUDA tensors, or Triton's
+    interpreter); same conventions as :func:`bk_core`. Use
+    :func:`kizashi.models.bk.layers.bk_core_causal`, which picks the back end."""
+    a, b, c, z_flat, batch_shape, n = _prepare(a, b, c, z)
+    if not (a.is_cuda or _triton_interpreter()):
+        raise ValueError("the Triton causal kernel needs CUDA tensors")
+    g = _BKCausalFunction.apply(a, b, c, z_flat)
+    return g.reshape(*batch_shape, n)
 
 
 # --------------------------------------------------------------------------------------

@@ -29,13 +29,26 @@ Backward (``_backward_block_kernel``). The two linear recursions of the analytic
 three-kernel blocking; the backward one runs on data shifted by one element so that lane
 ``j`` holds ``q_{j+1}`` next to its own ``p_j``.
 
+Causal variant (``forward(..., causal=True)``, ``causal_backward``; used by
+:func:`kizashi.models.bk.layers.bk_core_causal` on CUDA). The language models need only the
+forward half, ``g_i = rho_i``: the block kernel with ``CAUSAL`` skips the backward maps, the
+reverse lane scan and the second re-run, and writes ``rho`` as ``g``. Its gradient is one
+reversed affine scan, ``nu_i = conj(w_i) + beta_i rho_{i+1}^2 nu_{i+1}``, with the same
+blocking (``_causal_backward_kernel``); ``grad_a = -conj(rho^2 nu)``, and ``b``, ``c`` of
+position ``i - 1`` get ``conj(c X)``, ``conj(b X)`` with ``X_i = rho_i^2 rho_{i-1} nu_i``.
+
 Complex tensors travel as interleaved (re, im) floats; float32 (complex64) and float64
 (complex128) are both supported. Every distinct block size, dtype and mode is a separate
 compilation (seconds each, cached by Triton on disk).
 
 Measured on one H100 (complex64, ``benchmarks/bench_bk_core.py``): 58-610x the PyTorch
-reference on the same GPU, but only 0.37-0.46 TB/s effective (11-14% of 3.35 TB/s) at
+reference on the same GPU, but only 0.37-0.47 TB/s effective (11-14% of 3.35 TB/s) at
 N >= 64k: the kernel is bound by its strided per-lane loads and the lane scans, not by HBM.
+A fully element-parallel variant (coalesced 1-D tiles, one ``tl.associative_scan`` of the
+per-element 2x2 maps in each direction, ``G = 1 / (1/rho + 1/sigma - d)`` with no
+neighbour) was measured against this one in the same run and was 2.7-5.7x slower
+(0.07-0.18 TB/s): Triton's scan of 8-float tuples spread over the tile costs more than
+the strided loads, so it was dropped.
 """
 
 from __future__ import annotations
@@ -70,21 +83,39 @@ def _cdiv(ar, ai, br, bi):
 
 
 @triton.jit
-def _load_c(ptr, idx, mask):
-    re = tl.load(ptr + 2 * idx, mask=mask, other=0.0)
-    im = tl.load(ptr + 2 * idx + 1, mask=mask, other=0.0)
-    return re, im
-
-
-@triton.jit
-def _store_c(ptr, idx, re, im, mask):
-    tl.store(ptr + 2 * idx, re, mask=mask)
-    tl.store(ptr + 2 * idx + 1, im, mask=mask)
-
-
-@triton.jit
 def _max_abs4(x0, x1, x2, x3):
     return tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3)))
+
+
+@triton.jit
+def _store4(ptr, x0, x1, x2, x3, mask):
+    """An affine map ``(k, v)`` (complex) as 4 floats at ``ptr`` (lanes where ``mask``)."""
+    tl.store(ptr + 0, x0, mask=mask)
+    tl.store(ptr + 1, x1, mask=mask)
+    tl.store(ptr + 2, x2, mask=mask)
+    tl.store(ptr + 3, x3, mask=mask)
+
+
+@triton.jit
+def _store8(ptr, x0, x1, x2, x3, x4, x5, x6, x7, mask):
+    """A 2x2 complex matrix as 8 floats at ``ptr`` (lanes where ``mask``)."""
+    tl.store(ptr + 0, x0, mask=mask)
+    tl.store(ptr + 1, x1, mask=mask)
+    tl.store(ptr + 2, x2, mask=mask)
+    tl.store(ptr + 3, x3, mask=mask)
+    tl.store(ptr + 4, x4, mask=mask)
+    tl.store(ptr + 5, x5, mask=mask)
+    tl.store(ptr + 6, x6, mask=mask)
+    tl.store(ptr + 7, x7, mask=mask)
+
+
+@triton.jit
+def _load8(ptr, mask):
+    """A 2x2 complex matrix as 8 floats at ``ptr``; the identity where not ``mask``."""
+    return (tl.load(ptr + 0, mask=mask, other=1.0), tl.load(ptr + 1, mask=mask, other=0.0),
+            tl.load(ptr + 2, mask=mask, other=0.0), tl.load(ptr + 3, mask=mask, other=0.0),
+            tl.load(ptr + 4, mask=mask, other=0.0), tl.load(ptr + 5, mask=mask, other=0.0),
+            tl.load(ptr + 6, mask=mask, other=1.0), tl.load(ptr + 7, mask=mask, other=0.0))
 
 
 @triton.jit
@@ -177,7 +208,7 @@ def _forward_block_kernel(
     g_ptr, rho_ptr, sigma_ptr,  # [M, N, 2] outputs (MODE 2)
     N, C,
     LANES: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, CARRY: tl.constexpr,
-    SAVE: tl.constexpr,
+    SAVE: tl.constexpr, CAUSAL: tl.constexpr,
 ):
     """A block of ``LANES * SUB`` elements; lane ``r`` owns elements ``[r SUB, (r+1) SUB)``.
 
@@ -185,7 +216,8 @@ def _forward_block_kernel(
     ``A_j = [[0, 1], [-beta_{j-1}, d_j]]`` forward, ``B_j = [[0, 1], [-beta_j, d_j]]``
     backward. (1) every lane composes its ``SUB`` maps sequentially (sparse updates);
     (2) ``tl.associative_scan`` over the lanes' 2x2 maps gives the value entering every lane;
-    (3) every lane re-runs the scalar recursions over its elements and writes ``g``."""
+    (3) every lane re-runs the scalar recursions over its elements and writes ``g``.
+    ``CAUSAL``: the forward half only; ``g`` receives ``rho`` (the causal resolvent)."""
     row = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
     lane = tl.arange(0, LANES)
@@ -220,24 +252,26 @@ def _forward_block_kernel(
         f10i = t0i - t1i
         f11r = t2r - t3r
         f11i = t2i - t3i
-        # K <- K B_j: [[-beta k01, k00 + d k01], [-beta k11, k10 + d k11]]
-        u0r, u0i = _cmul(btr, bti, k01r, k01i)
-        u1r, u1i = _cmul(dr, di, k01r, k01i)
-        u2r, u2i = _cmul(btr, bti, k11r, k11i)
-        u3r, u3i = _cmul(dr, di, k11r, k11i)
-        k01r = k00r + u1r
-        k01i = k00i + u1i
-        k11r = k10r + u3r
-        k11i = k10i + u3i
-        k00r = -u0r
-        k00i = -u0i
-        k10r = -u2r
-        k10i = -u2i
+        if not CAUSAL:
+            # K <- K B_j: [[-beta k01, k00 + d k01], [-beta k11, k10 + d k11]]
+            u0r, u0i = _cmul(btr, bti, k01r, k01i)
+            u1r, u1i = _cmul(dr, di, k01r, k01i)
+            u2r, u2i = _cmul(btr, bti, k11r, k11i)
+            u3r, u3i = _cmul(dr, di, k11r, k11i)
+            k01r = k00r + u1r
+            k01i = k00i + u1i
+            k11r = k10r + u3r
+            k11i = k10i + u3i
+            k00r = -u0r
+            k00i = -u0i
+            k10r = -u2r
+            k10i = -u2i
         if j % 2 == 1:
             f00r, f00i, f01r, f01i, f10r, f10i, f11r, f11i = _normalize4(
                 f00r, f00i, f01r, f01i, f10r, f10i, f11r, f11i)
-            k00r, k00i, k01r, k01i, k10r, k10i, k11r, k11i = _normalize4(
-                k00r, k00i, k01r, k01i, k10r, k10i, k11r, k11i)
+            if not CAUSAL:
+                k00r, k00i, k01r, k01i, k10r, k10i, k11r, k11i = _normalize4(
+                    k00r, k00i, k01r, k01i, k10r, k10i, k11r, k11i)
         bpr = btr
         bpi = bti
 
@@ -245,44 +279,33 @@ def _forward_block_kernel(
     q00r, q00i, q01r, q01i, q10r, q10i, q11r, q11i = tl.associative_scan(
         (f00r, f00i, f01r, f01i, f10r, f10i, f11r, f11i), 0, _mat_combine
     )
-    s00r, s00i, s01r, s01i, s10r, s10i, s11r, s11i = tl.associative_scan(
-        (k00r, k00i, k01r, k01i, k10r, k10i, k11r, k11i), 0, _mat_combine, reverse=True
-    )
+    if not CAUSAL:
+        s00r, s00i, s01r, s01i, s10r, s10i, s11r, s11i = tl.associative_scan(
+            (k00r, k00i, k01r, k01i, k10r, k10i, k11r, k11i), 0, _mat_combine, reverse=True
+        )
 
     if MODE == 1:
         agg = row * C * 8 + blk * 8
         last = lane == LANES - 1
         first = lane == 0
-        fp = fwd_agg_ptr + agg + lane * 0
-        tl.store(fp + 0, q00r, mask=last)
-        tl.store(fp + 1, q00i, mask=last)
-        tl.store(fp + 2, q01r, mask=last)
-        tl.store(fp + 3, q01i, mask=last)
-        tl.store(fp + 4, q10r, mask=last)
-        tl.store(fp + 5, q10i, mask=last)
-        tl.store(fp + 6, q11r, mask=last)
-        tl.store(fp + 7, q11i, mask=last)
-        bp = bwd_agg_ptr + agg + lane * 0
-        tl.store(bp + 0, s00r, mask=first)
-        tl.store(bp + 1, s00i, mask=first)
-        tl.store(bp + 2, s01r, mask=first)
-        tl.store(bp + 3, s01i, mask=first)
-        tl.store(bp + 4, s10r, mask=first)
-        tl.store(bp + 5, s10i, mask=first)
-        tl.store(bp + 6, s11r, mask=first)
-        tl.store(bp + 7, s11i, mask=first)
+        _store8(fwd_agg_ptr + agg + lane * 0,
+                q00r, q00i, q01r, q01i, q10r, q10i, q11r, q11i, last)
+        if not CAUSAL:
+            _store8(bwd_agg_ptr + agg + lane * 0,
+                    s00r, s00i, s01r, s01i, s10r, s10i, s11r, s11i, first)
     else:
         if CARRY:
             fin = fwd_in_ptr + row * (C + 1) * 4 + blk * 4
-            bin_ = bwd_in_ptr + row * (C + 1) * 4 + (blk + 1) * 4
             v0r = tl.load(fin)
             v0i = tl.load(fin + 1)
             v1r = tl.load(fin + 2)
             v1i = tl.load(fin + 3)
-            w0r = tl.load(bin_)
-            w0i = tl.load(bin_ + 1)
-            w1r = tl.load(bin_ + 2)
-            w1i = tl.load(bin_ + 3)
+            if not CAUSAL:
+                bin_ = bwd_in_ptr + row * (C + 1) * 4 + (blk + 1) * 4
+                w0r = tl.load(bin_)
+                w0i = tl.load(bin_ + 1)
+                w1r = tl.load(bin_ + 2)
+                w1i = tl.load(bin_ + 3)
         else:  # rho_{-1} = 0, sigma_N = 0: (p, q) = (0, 1)
             v0r = tl.load(z_ptr + 2 * row) * 0.0
             v0i = v0r
@@ -295,27 +318,29 @@ def _forward_block_kernel(
         x0r, x0i, x1r, x1i = _mat_vec(
             q00r, q00i, q01r, q01i, q10r, q10i, q11r, q11i, v0r, v0i, v1r, v1i
         )  # value after lane r
-        y0r, y0i, y1r, y1i = _mat_vec(
-            s00r, s00i, s01r, s01i, s10r, s10i, s11r, s11i, w0r, w0i, w1r, w1i
-        )  # value at the start of lane r
         prev = tl.maximum(lane - 1, 0)
-        nxt = tl.minimum(lane + 1, LANES - 1)
         is_first = lane == 0
-        is_last = lane == LANES - 1
         e0r = tl.where(is_first, v0r, tl.gather(x0r, prev, 0))
         e0i = tl.where(is_first, v0i, tl.gather(x0i, prev, 0))
         e1r = tl.where(is_first, v1r, tl.gather(x1r, prev, 0))
         e1i = tl.where(is_first, v1i, tl.gather(x1i, prev, 0))
-        h0r = tl.where(is_last, w0r, tl.gather(y0r, nxt, 0))
-        h0i = tl.where(is_last, w0i, tl.gather(y0i, nxt, 0))
-        h1r = tl.where(is_last, w1r, tl.gather(y1r, nxt, 0))
-        h1i = tl.where(is_last, w1i, tl.gather(y1i, nxt, 0))
         rho_in_r, rho_in_i = _cdiv(e0r, e0i, e1r, e1i)  # rho entering the lane
-        sgr, sgi = _cdiv(h0r, h0i, h1r, h1i)  # sigma entering the lane from the right
+        if not CAUSAL:
+            y0r, y0i, y1r, y1i = _mat_vec(
+                s00r, s00i, s01r, s01i, s10r, s10i, s11r, s11i, w0r, w0i, w1r, w1i
+            )  # value at the start of lane r
+            nxt = tl.minimum(lane + 1, LANES - 1)
+            is_last = lane == LANES - 1
+            h0r = tl.where(is_last, w0r, tl.gather(y0r, nxt, 0))
+            h0i = tl.where(is_last, w0i, tl.gather(y0i, nxt, 0))
+            h1r = tl.where(is_last, w1r, tl.gather(y1r, nxt, 0))
+            h1i = tl.where(is_last, w1i, tl.gather(y1i, nxt, 0))
+            sgr, sgi = _cdiv(h0r, h0i, h1r, h1i)  # sigma entering the lane from the right
 
-        # (3a) forward re-run, rho kept in the rho buffer (or in g's, overwritten below)
+        # (3a) forward re-run, rho kept in the rho buffer (or in g's, overwritten below;
+        # causal: g is rho)
         g_row = g_ptr + row * (2 * N)
-        if SAVE:
+        if SAVE and not CAUSAL:
             scratch = rho_ptr + row * (2 * N)
         else:
             scratch = g_row
@@ -332,7 +357,7 @@ def _forward_block_kernel(
             bpr = btr
             bpi = bti
         # (3b) backward re-run and G = 1 / (d - beta_{i-1} rho_{i-1} - beta_i sigma_{i+1})
-        for jj in tl.static_range(SUB):
+        for jj in tl.static_range(0 if CAUSAL else SUB):
             j = SUB - 1 - jj
             idx = base + j
             valid = idx < N
@@ -359,9 +384,10 @@ def _forward_block_kernel(
 
 @triton.jit
 def _forward_carry_kernel(fwd_agg_ptr, bwd_agg_ptr, fwd_in_ptr, bwd_in_ptr, C,
-                          CB: tl.constexpr, STEPS: tl.constexpr):
+                          CB: tl.constexpr, STEPS: tl.constexpr, BACKWARD: tl.constexpr):
     """Vectors entering every block: ``fwd_in[k+1] = P_k fwd_in[k]`` (from ``fwd_in[0]``)
-    and ``bwd_in[k] = S_k bwd_in[k+1]`` (from ``bwd_in[C]``), by blocks of ``CB`` chunks."""
+    and (``BACKWARD``) ``bwd_in[k] = S_k bwd_in[k+1]`` (from ``bwd_in[C]``), by blocks of
+    ``CB`` chunks."""
     row = tl.program_id(0).to(tl.int64)
     lane = tl.arange(0, CB)
     agg_row = fwd_agg_ptr + row * C * 8
@@ -377,15 +403,7 @@ def _forward_carry_kernel(fwd_agg_ptr, bwd_agg_ptr, fwd_in_ptr, bwd_in_ptr, C,
         start = step * CB
         k = start + lane
         valid = k < C
-        base = agg_row + k * 8
-        m00r = tl.load(base + 0, mask=valid, other=1.0)
-        m00i = tl.load(base + 1, mask=valid, other=0.0)
-        m01r = tl.load(base + 2, mask=valid, other=0.0)
-        m01i = tl.load(base + 3, mask=valid, other=0.0)
-        m10r = tl.load(base + 4, mask=valid, other=0.0)
-        m10i = tl.load(base + 5, mask=valid, other=0.0)
-        m11r = tl.load(base + 6, mask=valid, other=1.0)
-        m11i = tl.load(base + 7, mask=valid, other=0.0)
+        m00r, m00i, m01r, m01i, m10r, m10i, m11r, m11i = _load8(agg_row + k * 8, valid)
         q00r, q00i, q01r, q01i, q10r, q10i, q11r, q11i = tl.associative_scan(
             (m00r, m00i, m01r, m01i, m10r, m10i, m11r, m11i), 0, _mat_combine
         )
@@ -407,19 +425,11 @@ def _forward_carry_kernel(fwd_agg_ptr, bwd_agg_ptr, fwd_in_ptr, bwd_in_ptr, C,
     w0i = tl.load(bin_row + C * 4 + 1)
     w1r = tl.load(bin_row + C * 4 + 2)
     w1i = tl.load(bin_row + C * 4 + 3)
-    for step in range(0, STEPS):
+    for step in range(0, STEPS if BACKWARD else 0):
         start = (STEPS - 1 - step) * CB
         k = start + lane
         valid = k < C
-        base = bagg_row + k * 8
-        m00r = tl.load(base + 0, mask=valid, other=1.0)
-        m00i = tl.load(base + 1, mask=valid, other=0.0)
-        m01r = tl.load(base + 2, mask=valid, other=0.0)
-        m01i = tl.load(base + 3, mask=valid, other=0.0)
-        m10r = tl.load(base + 4, mask=valid, other=0.0)
-        m10i = tl.load(base + 5, mask=valid, other=0.0)
-        m11r = tl.load(base + 6, mask=valid, other=1.0)
-        m11i = tl.load(base + 7, mask=valid, other=0.0)
+        m00r, m00i, m01r, m01i, m10r, m10i, m11r, m11i = _load8(bagg_row + k * 8, valid)
         s00r, s00i, s01r, s01i, s10r, s10i, s11r, s11i = tl.associative_scan(
             (m00r, m00i, m01r, m01i, m10r, m10i, m11r, m11i), 0, _mat_combine, reverse=True
         )
@@ -462,11 +472,11 @@ def _backward_block_kernel(
 
     # forward recursion p_i = u_i + kappa_i p_{i-1}, kappa_i = beta_{i-1} rho_{i-1}^2
     has_prev = valid & (i >= 1)
-    ur, ui = _load_c(gg_ptr + nrow, i, valid)
+    ur, ui = _load_c2(gg_ptr + nrow, i, valid)
     ui = -ui  # u = conj(dL/dg)
-    bpr, bpi = _load_c(b_ptr + brow, i - 1, has_prev)
-    cpr, cpi = _load_c(c_ptr + brow, i - 1, has_prev)
-    rpr, rpi = _load_c(rho_ptr + nrow, i - 1, has_prev)
+    bpr, bpi = _load_c2(b_ptr + brow, i - 1, has_prev)
+    cpr, cpi = _load_c2(c_ptr + brow, i - 1, has_prev)
+    rpr, rpi = _load_c2(rho_ptr + nrow, i - 1, has_prev)
     tr, ti = _cmul(bpr, bpi, cpr, cpi)
     r2r, r2i = _cmul(rpr, rpi, rpr, rpi)
     kr, ki = _cmul(tr, ti, r2r, r2i)
@@ -480,11 +490,11 @@ def _backward_block_kernel(
     j = i + 1
     j_valid = j < N
     j_next = j < N - 1
-    u1r, u1i = _load_c(gg_ptr + nrow, j, j_valid)
+    u1r, u1i = _load_c2(gg_ptr + nrow, j, j_valid)
     u1i = -u1i
-    bn1r, bn1i = _load_c(b_ptr + brow, j, j_next)
-    cn1r, cn1i = _load_c(c_ptr + brow, j, j_next)
-    sn1r, sn1i = _load_c(sigma_ptr + nrow, j + 1, j_next)
+    bn1r, bn1i = _load_c2(b_ptr + brow, j, j_next)
+    cn1r, cn1i = _load_c2(c_ptr + brow, j, j_next)
+    sn1r, sn1i = _load_c2(sigma_ptr + nrow, j + 1, j_next)
     tr, ti = _cmul(bn1r, bn1i, cn1r, cn1i)
     s2r, s2i = _cmul(sn1r, sn1i, sn1r, sn1i)
     lr, li = _cmul(tr, ti, s2r, s2i)
@@ -494,16 +504,8 @@ def _backward_block_kernel(
         agg = row * C * 4 + blk * 4
         last = lane == BLOCK - 1
         first = lane == 0
-        fp = fwd_agg_ptr + agg + lane * 0
-        tl.store(fp + 0, pkr, mask=last)
-        tl.store(fp + 1, pki, mask=last)
-        tl.store(fp + 2, pvr, mask=last)
-        tl.store(fp + 3, pvi, mask=last)
-        bp = bwd_agg_ptr + agg + lane * 0
-        tl.store(bp + 0, qkr, mask=first)
-        tl.store(bp + 1, qki, mask=first)
-        tl.store(bp + 2, qvr, mask=first)
-        tl.store(bp + 3, qvi, mask=first)
+        _store4(fwd_agg_ptr + agg + lane * 0, pkr, pki, pvr, pvi, last)
+        _store4(bwd_agg_ptr + agg + lane * 0, qkr, qki, qvr, qvi, first)
     else:
         if CARRY:
             fin = fwd_in_ptr + row * (C + 1) * 2 + blk * 2
@@ -524,22 +526,22 @@ def _backward_block_kernel(
             qnr = qvr
             qni = qvi
         has_next = i < N - 1
-        bnr, bni = _load_c(b_ptr + brow, i, has_next)
-        cnr, cni = _load_c(c_ptr + brow, i, has_next)
-        snr, sni = _load_c(sigma_ptr + nrow, i + 1, has_next)  # sigma_{i+1}
+        bnr, bni = _load_c2(b_ptr + brow, i, has_next)
+        cnr, cni = _load_c2(c_ptr + brow, i, has_next)
+        snr, sni = _load_c2(sigma_ptr + nrow, i + 1, has_next)  # sigma_{i+1}
         tr, ti = _cmul(bnr, bni, cnr, cni)
         s2r, s2i = _cmul(snr, sni, snr, sni)
         lr, li = _cmul(tr, ti, s2r, s2i)  # lambda_i
         t3r, t3i = _cmul(lr, li, qnr, qni)
         qr = ur + t3r  # q_i
         qi = ui + t3i
-        gr, gi = _load_c(g_ptr + nrow, i, valid)
+        gr, gi = _load_c2(g_ptr + nrow, i, valid)
         g2r, g2i = _cmul(gr, gi, gr, gi)
         Pr, Pi = _cmul(g2r, g2i, pr + qr - ur, pi + qi - ui)
-        _store_c(ga_ptr + nrow, i, -Pr, Pi, valid)  # -conj(P)
+        _store_c2(ga_ptr + nrow, i, -Pr, Pi, valid)  # -conj(P)
         # W = G_i^2 p_i sigma_{i+1} + G_{i+1}^2 q_{i+1} rho_i
-        gnr, gni = _load_c(g_ptr + nrow, i + 1, has_next)
-        rr, ri = _load_c(rho_ptr + nrow, i, has_next)
+        gnr, gni = _load_c2(g_ptr + nrow, i + 1, has_next)
+        rr, ri = _load_c2(rho_ptr + nrow, i, has_next)
         g2nr, g2ni = _cmul(gnr, gni, gnr, gni)
         fr_, fi_ = _cmul(g2r, g2i, pr, pi)
         w1r, w1i = _cmul(fr_, fi_, snr, sni)
@@ -548,16 +550,16 @@ def _backward_block_kernel(
         wr = w1r + w2r
         wi = w1i + w2i
         xbr, xbi = _cmul(cnr, cni, wr, wi)
-        _store_c(gb_ptr + brow, i, xbr, -xbi, has_next)  # conj(c W)
+        _store_c2(gb_ptr + brow, i, xbr, -xbi, has_next)  # conj(c W)
         xcr, xci = _cmul(bnr, bni, wr, wi)
-        _store_c(gc_ptr + brow, i, xcr, -xci, has_next)  # conj(b W)
+        _store_c2(gc_ptr + brow, i, xcr, -xci, has_next)  # conj(b W)
 
 
 @triton.jit
 def _backward_carry_kernel(fwd_agg_ptr, bwd_agg_ptr, fwd_in_ptr, bwd_in_ptr, C,
-                           CB: tl.constexpr, STEPS: tl.constexpr):
-    """Affine carries: ``fwd_in[k+1] = K_k fwd_in[k] + V_k``, ``bwd_in[k] = K'_k bwd_in[k+1]
-    + V'_k``."""
+                           CB: tl.constexpr, STEPS: tl.constexpr, FORWARD: tl.constexpr):
+    """Affine carries: (``FORWARD``) ``fwd_in[k+1] = K_k fwd_in[k] + V_k``, and
+    ``bwd_in[k] = K'_k bwd_in[k+1] + V'_k``."""
     row = tl.program_id(0).to(tl.int64)
     lane = tl.arange(0, CB)
     agg_row = fwd_agg_ptr + row * C * 4
@@ -567,7 +569,7 @@ def _backward_carry_kernel(fwd_agg_ptr, bwd_agg_ptr, fwd_in_ptr, bwd_in_ptr, C,
 
     er = tl.load(fin_row)
     ei = tl.load(fin_row + 1)
-    for step in range(0, STEPS):
+    for step in range(0, STEPS if FORWARD else 0):
         start = step * CB
         k = start + lane
         valid = k < C
@@ -611,6 +613,69 @@ def _backward_carry_kernel(fwd_agg_ptr, bwd_agg_ptr, fwd_in_ptr, bwd_in_ptr, C,
         fi = tl.sum(tl.where(first, yi, 0.0), 0)
 
 
+@triton.jit
+def _causal_backward_kernel(
+    gg_ptr, b_ptr, c_ptr, rho_ptr,
+    bwd_agg_ptr,  # [M, C, 4] affine block maps (MODE 1 writes)
+    bwd_in_ptr,  # [M, C + 1, 2] values entering each block from the right (MODE 2 reads)
+    ga_ptr, gb_ptr, gc_ptr,  # outputs (MODE 2)
+    N, C,
+    BLOCK: tl.constexpr, MODE: tl.constexpr, CARRY: tl.constexpr,
+):
+    """Gradients of the causal resolvent ``g_i = rho_i``: the adjoint ``nu = conj(mu)``
+    obeys ``nu_i = conj(w_i) + beta_i rho_{i+1}^2 nu_{i+1}`` (``w = dL/dg``; a reversed
+    affine scan), then ``grad_a_i = -conj(rho_i^2 nu_i)`` and, with ``X_i = rho_i^2
+    rho_{i-1} nu_i``, ``grad_b_{i-1} = conj(c_{i-1} X_i)``, ``grad_c_{i-1} = conj(b_{i-1}
+    X_i)``."""
+    row = tl.program_id(0).to(tl.int64)
+    blk = tl.program_id(1)
+    lane = tl.arange(0, BLOCK)
+    i = blk * BLOCK + lane
+    valid = i < N
+    nrow = row * (2 * N)
+    brow = row * (2 * (N - 1))
+
+    ur, ui = _load_c2(gg_ptr + nrow, i, valid)
+    ui = -ui  # conj(w)
+    has_next = i < N - 1
+    bnr, bni = _load_c2(b_ptr + brow, i, has_next)
+    cnr, cni = _load_c2(c_ptr + brow, i, has_next)
+    rnr, rni = _load_c2(rho_ptr + nrow, i + 1, has_next)
+    tr, ti = _cmul(bnr, bni, cnr, cni)
+    r2r, r2i = _cmul(rnr, rni, rnr, rni)
+    lr, li = _cmul(tr, ti, r2r, r2i)  # beta_i rho_{i+1}^2 (0 at the end and past it)
+    kr, ki, vr, vi = tl.associative_scan((lr, li, ur, ui), 0, _affine_combine, reverse=True)
+
+    if MODE == 1:
+        agg = row * C * 4 + blk * 4
+        first = lane == 0
+        _store4(bwd_agg_ptr + agg + lane * 0, kr, ki, vr, vi, first)
+    else:
+        if CARRY:
+            bin_ = bwd_in_ptr + row * (C + 1) * 2 + (blk + 1) * 2
+            er = tl.load(bin_)
+            ei = tl.load(bin_ + 1)
+            t1r, t1i = _cmul(kr, ki, er, ei)
+            nur = vr + t1r
+            nui = vi + t1i
+        else:
+            nur = vr
+            nui = vi
+        rr, ri = _load_c2(rho_ptr + nrow, i, valid)
+        r2r, r2i = _cmul(rr, ri, rr, ri)
+        pr, pi = _cmul(r2r, r2i, nur, nui)  # rho_i^2 nu_i
+        _store_c2(ga_ptr + nrow, i, -pr, pi, valid)  # -conj(rho^2 nu)
+        has_prev = valid & (i >= 1)
+        rpr, rpi = _load_c2(rho_ptr + nrow, i - 1, has_prev)
+        xr, xi = _cmul(pr, pi, rpr, rpi)  # X_i
+        bpr, bpi = _load_c2(b_ptr + brow, i - 1, has_prev)
+        cpr, cpi = _load_c2(c_ptr + brow, i - 1, has_prev)
+        gbr, gbi = _cmul(cpr, cpi, xr, xi)
+        _store_c2(gb_ptr + brow, i - 1, gbr, -gbi, has_prev)
+        gcr, gci = _cmul(bpr, bpi, xr, xi)
+        _store_c2(gc_ptr + brow, i - 1, gcr, -gci, has_prev)
+
+
 # --------------------------------------------------------------------------------------
 # launchers
 # --------------------------------------------------------------------------------------
@@ -641,11 +706,13 @@ def _layout(
 def forward(
     a: Tensor, b: Tensor, c: Tensor, z: Tensor, save: bool = False,
     fused_max: int | None = None, chunk: int | None = None, num_warps: int | None = None,
-    sub: int | None = None,
+    sub: int | None = None, causal: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``a [M, N]``, ``b, c [M, N-1]``, ``z [M]`` contiguous complex64/128 -> ``(g, rho,
-    sigma)`` (``rho, sigma`` only when ``save``)."""
+    sigma)`` (``rho, sigma`` only when ``save``). ``causal``: ``g = rho`` only (the
+    causal resolvent; it is all its backward needs), returned as ``(g, None, None)``."""
     m, n = a.shape
+    save = save and not causal
     g = torch.empty_like(a)
     rho = torch.empty_like(a) if save else g
     sigma = torch.empty_like(a) if save else g
@@ -662,7 +729,8 @@ def forward(
         dummy = torch.empty(1, dtype=real_dtype, device=a.device)
         _forward_block_kernel[(m, 1)](
             *args, dummy, dummy, dummy, dummy, *outs, n, 1,
-            LANES=lanes, SUB=sub, MODE=2, CARRY=False, SAVE=save, num_warps=fwd_warps,
+            LANES=lanes, SUB=sub, MODE=2, CARRY=False, SAVE=save, CAUSAL=causal,
+            num_warps=fwd_warps,
         )
     else:
         fwd_agg = torch.empty((m, chunks, 8), dtype=real_dtype, device=a.device)
@@ -674,15 +742,17 @@ def forward(
         bwd_in[:, chunks] = start
         _forward_block_kernel[(m, chunks)](
             *args, fwd_agg, bwd_agg, fwd_in, bwd_in, *outs, n, chunks,
-            LANES=lanes, SUB=sub, MODE=1, CARRY=True, SAVE=False, num_warps=fwd_warps,
+            LANES=lanes, SUB=sub, MODE=1, CARRY=True, SAVE=False, CAUSAL=causal,
+            num_warps=fwd_warps,
         )
         cb = min(CARRY_BLOCK, max(16, _next_pow2(chunks)))
         _forward_carry_kernel[(m,)](fwd_agg, bwd_agg, fwd_in, bwd_in, chunks, CB=cb,
-                                    STEPS=-(-chunks // cb),
+                                    STEPS=-(-chunks // cb), BACKWARD=not causal,
                                     num_warps=4)
         _forward_block_kernel[(m, chunks)](
             *args, fwd_agg, bwd_agg, fwd_in, bwd_in, *outs, n, chunks,
-            LANES=lanes, SUB=sub, MODE=2, CARRY=True, SAVE=save, num_warps=fwd_warps,
+            LANES=lanes, SUB=sub, MODE=2, CARRY=True, SAVE=save, CAUSAL=causal,
+            num_warps=fwd_warps,
         )
     return g, (rho if save else None), (sigma if save else None)
 
@@ -692,37 +762,54 @@ def backward(
     fused_max: int | None = None, chunk: int | None = None, num_warps: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Analytic O(N) gradients ``(grad_a [M, N], grad_b [M, N-1], grad_c [M, N-1])``."""
-    m, n = g.shape
-    grad_a = torch.empty_like(g)
+    args = (_real(grad_g), _real(b), _real(c), _real(g), _real(rho), _real(sigma))
+    return _gradient_scans(_backward_block_kernel, args, b, c, g, True,
+                           fused_max, chunk, num_warps)
+
+
+def causal_backward(
+    grad_g: Tensor, b: Tensor, c: Tensor, rho: Tensor,
+    fused_max: int | None = None, chunk: int | None = None, num_warps: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of the causal resolvent ``g = rho`` (``forward(..., causal=True)``):
+    ``(grad_a [M, N], grad_b [M, N-1], grad_c [M, N-1])``."""
+    args = (_real(grad_g), _real(b), _real(c), _real(rho))
+    return _gradient_scans(_causal_backward_kernel, args, b, c, rho, False,
+                           fused_max, chunk, num_warps)
+
+
+def _gradient_scans(
+    kernel, args: tuple[Tensor, ...], b: Tensor, c: Tensor, like: Tensor, forward_scan: bool,
+    fused_max: int | None, chunk: int | None, num_warps: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch a gradient kernel (one block per row, or block aggregates, the carry scan and
+    the blocks again); ``forward_scan``: the kernel also runs the forward affine scan and
+    takes both directions' aggregate/carry buffers, else only the reversed one's."""
+    m, n = like.shape
+    grad_a = torch.empty_like(like)
     grad_b = torch.empty_like(b)
     grad_c = torch.empty_like(c)
     if m == 0:
         return grad_a, grad_b, grad_c
     block, chunks, num_warps = _layout(n, fused_max, chunk, num_warps)
-    real_dtype = _real(g).dtype
-    args = (_real(grad_g), _real(b), _real(c), _real(g), _real(rho), _real(sigma))
+    real_dtype = _real(like).dtype
     outs = (_real(grad_a), _real(grad_b), _real(grad_c))
     if chunks == 1:
-        dummy = torch.empty(1, dtype=real_dtype, device=g.device)
-        _backward_block_kernel[(m, 1)](
-            *args, dummy, dummy, dummy, dummy, *outs, n, 1,
-            BLOCK=block, MODE=2, CARRY=False, num_warps=num_warps,
-        )
-    else:
-        fwd_agg = torch.empty((m, chunks, 4), dtype=real_dtype, device=g.device)
-        bwd_agg = torch.empty_like(fwd_agg)
-        fwd_in = torch.zeros((m, chunks + 1, 2), dtype=real_dtype, device=g.device)
-        bwd_in = torch.zeros_like(fwd_in)
-        _backward_block_kernel[(m, chunks)](
-            *args, fwd_agg, bwd_agg, fwd_in, bwd_in, *outs, n, chunks,
-            BLOCK=block, MODE=1, CARRY=True, num_warps=num_warps,
-        )
-        cb = min(CARRY_BLOCK, max(16, _next_pow2(chunks)))
-        _backward_carry_kernel[(m,)](fwd_agg, bwd_agg, fwd_in, bwd_in, chunks, CB=cb,
-                                    STEPS=-(-chunks // cb),
-                                     num_warps=4)
-        _backward_block_kernel[(m, chunks)](
-            *args, fwd_agg, bwd_agg, fwd_in, bwd_in, *outs, n, chunks,
-            BLOCK=block, MODE=2, CARRY=True, num_warps=num_warps,
-        )
+        dummy = torch.empty(1, dtype=real_dtype, device=like.device)
+        buffers = (dummy,) * (4 if forward_scan else 2)
+        kernel[(m, 1)](*args, *buffers, *outs, n, 1, BLOCK=block, MODE=2, CARRY=False,
+                       num_warps=num_warps)
+        return grad_a, grad_b, grad_c
+    fwd_agg = torch.zeros((m, chunks, 4), dtype=real_dtype, device=like.device)
+    bwd_agg = torch.empty_like(fwd_agg)
+    fwd_in = torch.zeros((m, chunks + 1, 2), dtype=real_dtype, device=like.device)
+    bwd_in = torch.zeros_like(fwd_in)
+    buffers = (fwd_agg, bwd_agg, fwd_in, bwd_in) if forward_scan else (bwd_agg, bwd_in)
+    kernel[(m, chunks)](*args, *buffers, *outs, n, chunks, BLOCK=block, MODE=1, CARRY=True,
+                        num_warps=num_warps)
+    cb = min(CARRY_BLOCK, max(16, _next_pow2(chunks)))
+    _backward_carry_kernel[(m,)](fwd_agg, bwd_agg, fwd_in, bwd_in, chunks, CB=cb,
+                                 STEPS=-(-chunks // cb), FORWARD=forward_scan, num_warps=4)
+    kernel[(m, chunks)](*args, *buffers, *outs, n, chunks, BLOCK=block, MODE=2, CARRY=True,
+                        num_warps=num_warps)
     return grad_a, grad_b, grad_c
