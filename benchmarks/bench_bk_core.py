@@ -77,7 +77,7 @@ def traffic_bytes(n: int) -> int:
 def table(sizes, with_backward: bool = True) -> None:
     print(
         f"{'M':>5} {'N':>8} | {'triton':>8} {'torch':>9} {'dense':>9} | {'x torch':>8} "
-        f"{'x dense':>8} | {'eff TB/s':>8} {'%peak':>6} {'traffic':>8} | {'lanes':>8} | "
+        f"{'x dense':>8} | {'eff TB/s':>8} {'%peak':>6} {'traffic':>8} | "
         f"{'tri f+b':>8} {'torch f+b':>9} {'x':>6}"
     )
     for m, n in sizes:
@@ -91,14 +91,12 @@ def table(sizes, with_backward: bool = True) -> None:
             rows = max(1, min(m, (2**31) // (n * n * 8)))  # dense on a subset of rows, scaled
             ad, bd, cd, zd = (t[:rows] for t in (a, b, c, z))
             t_dense = timed(lambda: core.bk_core_dense(ad, bd, cd, zd), max_reps=5) * m / rows
-        zf = z.reshape(m)
-        t_lanes = timed(lambda: triton_core.forward(a, b, c, zf, kernel="lanes"))
         eff = 32 * m * n / (t_tri * 1e-3)
         real = traffic_bytes(n) * m * n / (t_tri * 1e-3)
         line = (
             f"{m:>5} {n:>8} | {t_tri:8.3f} {t_ref:9.2f} {t_dense:9.1f} | {t_ref / t_tri:8.1f} "
             f"{t_dense / t_tri:8.0f} | {eff / 1e12:8.2f} {100 * eff / PEAK_BYTES_PER_S:5.0f}% "
-            f"{real / 1e12:6.2f}TB/s | {t_lanes:8.3f} |"
+            f"{real / 1e12:6.2f}TB/s |"
         )
         del a, b, c, z
         if with_backward:
@@ -117,10 +115,10 @@ def sweep() -> None:
     three-kernel path for long rows (``chunk``)."""
     print("\nsweep: Triton forward, best settings first")
     cases = [
-        ((256, 65536), [(512, ch, w, 0) for ch in (1024, 2048, 4096) for w in (4, 8, 16)]),
-        ((32, 1_000_000), [(512, ch, w, 0) for ch in (1024, 2048, 4096) for w in (4, 8, 16)]),
-        ((512, 1024), [(4096, 4096, w, 0) for w in (2, 4, 8)]),
-        ((256, 4096), [(4096, 4096, w, 0) for w in (4, 8, 16)]),
+        ((256, 65536), [(512, ch, w, sb) for ch in (1024, 2048, 4096) for w in (4, 8) for sb in (4, 8, 16)]),
+        ((32, 1_000_000), [(512, ch, w, 8) for ch in (1024, 2048, 4096) for w in (4, 8)]),
+        ((512, 1024), [(4096, 4096, w, sb) for w in (4, 8) for sb in (4, 8)]),
+        ((256, 4096), [(4096, 4096, w, sb) for w in (4, 8, 16) for sb in (4, 8)]),
     ]
     for (m, n), settings in cases:
         a, b, c, z = inputs(m, n)
@@ -129,8 +127,7 @@ def sweep() -> None:
         for fm, ch, w, sb in settings:
             try:
                 t = timed(lambda: triton_core.forward(
-                    a, b, c, zf, fused_max=fm, chunk=ch, num_warps=w, sub=sb or None,
-                    kernel="scan" if sb == 0 else "lanes"))
+                    a, b, c, zf, fused_max=fm, chunk=ch, num_warps=w, sub=sb))
             except Exception as err:  # compile failures (e.g. out of registers/shared memory)
                 print(f"  M={m} N={n} chunk={ch} warps={w} sub={sb}: {type(err).__name__}: {err}"[:300])
                 continue
@@ -138,9 +135,8 @@ def sweep() -> None:
         results.sort()
         for t, fm, ch, w, sb in results:
             path = "fused" if n <= fm else f"chunk={ch}"
-            kind = "scan" if sb == 0 else f"lanes sub={sb}"
             print(
-                f"  M={m:>4} N={n:>8} {path:>10} warps={w:>2} {kind:>12}: {t:8.3f} ms "
+                f"  M={m:>4} N={n:>8} {path:>10} warps={w:>2} sub={sb:>2}: {t:8.3f} ms "
                 f"({32 * m * n / (t * 1e-3) / 1e12:.2f} TB/s effective)"
             )
         del a, b, c, z
