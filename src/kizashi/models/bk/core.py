@@ -122,7 +122,7 @@ def bk_core(
         double), differentiable w.r.t. ``a``, ``b``, ``c`` and a tensor ``z``.
     """
     a, b, c, z_flat, batch_shape, n = _prepare(a, b, c, z)
-    name = _resolve_backend(backend, a)
+    name = resolve_backend(backend, a)
     g = _BKCoreFunction.apply(a, b, c, z_flat, name)
     return g.reshape(*batch_shape, n)
 
@@ -227,7 +227,9 @@ def _prepare(a: Tensor, b: Tensor, c: Tensor, z: Tensor | complex | float):
     return a_f, b_f, c_f, z_f, batch_shape, n
 
 
-def _resolve_backend(backend: str, a: Tensor) -> str:
+def resolve_backend(backend: str, a: Tensor) -> str:
+    """``"torch"`` or ``"triton"`` for ``backend`` (``auto``: Triton for CUDA tensors when
+    it imports); refuses an unknown name, and Triton without CUDA tensors or without Triton."""
     if backend == "torch":
         return "torch"
     if backend == "triton":
@@ -315,8 +317,7 @@ def bk_core_causal_triton(
     interpreter); same conventions as :func:`bk_core`. Use
     :func:`kizashi.models.bk.layers.bk_core_causal`, which picks the back end."""
     a, b, c, z_flat, batch_shape, n = _prepare(a, b, c, z)
-    if not (a.is_cuda or _triton_interpreter()):
-        raise ValueError("the Triton causal kernel needs CUDA tensors")
+    resolve_backend("triton", a)  # CUDA tensors (or the interpreter) and an importable Triton
     g = _BKCausalFunction.apply(a, b, c, z_flat)
     return g.reshape(*batch_shape, n)
 

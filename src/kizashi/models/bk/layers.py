@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kizashi.models.bk.core import bk_core, bk_core_causal_triton, triton_available
+from kizashi.models.bk.core import bk_core, bk_core_causal_triton, resolve_backend
 
 Backend = Literal["auto", "torch", "triton"]
 
@@ -84,15 +84,13 @@ def bk_core_causal(
     ``chunk_size`` (torch back end; default ``ceil(sqrt(N))``, at least 8) only trades loop
     length for tensor width.
     """
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
     n = a.shape[-1]
     if n < 1:
         raise ValueError(f"a must have at least one position, got shape {tuple(a.shape)}")
     if b.shape[-1] != n - 1 or c.shape[-1] != n - 1:
         raise ValueError(f"b and c must have N-1={n - 1} entries on the last axis, got "
                          f"b {tuple(b.shape)}, c {tuple(c.shape)} for a {tuple(a.shape)}")
-    if backend == "triton" or (backend == "auto" and a.is_cuda and triton_available()):
+    if resolve_backend(backend, a) == "triton":
         return bk_core_causal_triton(a, b, c, z)
     dtype = _complex_dtype(a, b, c, *([z] if isinstance(z, Tensor) else []))
     if isinstance(z, Tensor):
