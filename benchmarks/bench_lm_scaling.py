@@ -13,7 +13,7 @@ steps, then ``--steps`` timed ones (wall time, the device synchronized before an
 Reported per case: ms per step, tokens/s (``batch x T x steps / seconds``) and the peak
 memory of the whole case (model, gradients, AdamW state, activations): the CUDA allocator's
 ``max_memory_allocated`` after ``reset_peak_memory_stats``, or on CPU the sampled peak RSS
-of the process (:class:`kizashi.profiling.PeakRSS`, everything in the process).
+of the process (both through :class:`kizashi.profiling.PeakMemory`).
 
 No model has a position table or a maximum length: the BK models' ``n_seq`` is only the
 training context length (not read by the model; the zeta position code is computed for any
@@ -51,6 +51,7 @@ from typing import Any
 import torch
 
 from kizashi.config import load_lm_config
+from kizashi.profiling import PeakMemory
 from kizashi.training.lm import LMModule, build_lm
 from kizashi.training.train import resolve_precision
 
@@ -85,31 +86,6 @@ def attention_kernel(kind: str) -> Iterator[None]:
         yield
 
 
-class _PeakCPU:
-    """Sampled peak RSS of the process (kizashi.profiling), or n/a without psutil."""
-
-    def __init__(self) -> None:
-        try:
-            from kizashi.profiling import PeakRSS
-        except ImportError:  # no psutil
-            self._rss = None
-        else:
-            self._rss = PeakRSS(interval=0.005)
-
-    def __enter__(self) -> _PeakCPU:
-        if self._rss is not None:
-            self._rss.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._rss is not None:
-            self._rss.__exit__(*exc)
-
-    @property
-    def gib(self) -> float | None:
-        return self._rss.peak / 2**30 if self._rss is not None else None
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -139,12 +115,8 @@ def time_case(
     generator = torch.Generator().manual_seed(config.seed)
     ids = [torch.randint(0, vocab, (batch, seq_len + 1), generator=generator) for _ in range(2)]
     cuda = device.type == "cuda"
-    if cuda:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    cpu_peak = _PeakCPU() if not cuda else contextlib.nullcontext()
-    with cpu_peak:
+    _free(device)
+    with PeakMemory(cuda, interval=0.005) as memory:
         model = build_lm(config, vocab).to(device)
         n_parameters = sum(p.numel() for p in model.parameters())
         module = LMModule(
@@ -185,15 +157,7 @@ def time_case(
         _sync(device)
         seconds = time.perf_counter() - started
         final_loss = float(loss) if steps else float("nan")
-    if cuda:
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**30, "cuda max allocated"
-        reserved = torch.cuda.max_memory_reserved(device) / 2**30
-    else:
-        peak, kind, reserved = (
-            cpu_peak.gib,
-            ("process RSS (sampled peak)" if cpu_peak.gib is not None else "n/a"),
-            None,
-        )
+    reserved = torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None
     return {
         "model": model_name,
         "seq_len": seq_len,
@@ -205,9 +169,9 @@ def time_case(
         "loss": final_loss,
         "ms_per_step": 1000 * seconds / steps,
         "tokens_per_second": batch * seq_len * steps / seconds,
-        "peak_memory_gib": peak,
+        "peak_memory_gib": memory.gib,
         "peak_reserved_gib": reserved,
-        "peak_memory_kind": kind,
+        "peak_memory_kind": memory.kind,
     }
 
 
