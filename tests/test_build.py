@@ -152,3 +152,90 @@ def test_cli_models_list_counts_parameters():
     assert result.exit_code == 0, result.output
     small = sum(p.numel() for p in create_model("atft_gat_fan", preset="small", n_features=100).parameters())
     assert f"{small:,}" in result.output and "base" in result.output
+
+
+def _squeezed(text: str) -> str:
+    """CLI output without whitespace (rich wraps long messages and paths)."""
+    return "".join(text.split())
+
+
+def _write_config(path, raw: dict):
+    path.write_text(json.dumps(raw), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+def test_cli_columns_list_exactly_the_columns_the_build_writes(built, tmp_path):
+    meta = read_metadata(built.out_dir)
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    listed = runner.invoke(app, ["data", "columns", "--config", str(config), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert rows == meta["columns"], "name, family, lookback, kind and normalization of every column, in order"
+    assert "peers" in {r["family"] for r in rows}
+    # ... and in the order of the feature columns in the files themselves
+    first = next((built.out_dir / "features").rglob("*.parquet"))
+    names = [r["name"] for r in rows]
+    assert [c for c in pl.read_parquet_schema(first) if c in set(names)] == names
+    assert len(names) == built.n_features
+
+    peers = runner.invoke(app, ["data", "columns", "--config", str(config), "--family", "peers", "--json"])
+    assert peers.exit_code == 0, peers.output
+    assert [r["name"] for r in json.loads(peers.stdout)] == [r["name"] for r in rows if r["family"] == "peers"] != []
+
+
+def test_cli_columns_of_a_built_dataset_folder(built):
+    meta = read_metadata(built.out_dir)
+    for args in ([str(built.out_dir)], ["--dataset", str(built.out_dir)]):
+        listed = runner.invoke(app, ["data", "columns", *args, "--json"])
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.stdout) == meta["columns"]
+    table = runner.invoke(app, ["data", "columns", str(built.out_dir), "--family", "peers"])
+    assert table.exit_code == 0, table.output
+    assert f"{meta['families']['peers']} feature columns" in table.output
+
+
+def test_cli_columns_family_that_builds_nothing_is_an_error(built, tmp_path):
+    no_graph = _write_config(tmp_path / "no_graph.yaml", SMALL | {"graph": {"enabled": False}})
+    result = runner.invoke(app, ["data", "columns", "--config", str(no_graph), "--family", "peers"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "'peers' builds no column" in text and "graph.enabled" in text
+    assert "returns" in text and "sector" in text, "the families that do build columns are named"
+    excluded = _write_config(tmp_path / "excluded.yaml", SMALL | {"features": {"exclude_families": ["margin"]}})
+    result = runner.invoke(app, ["data", "columns", "--config", str(excluded), "--family", "margin"])
+    assert result.exit_code == 2 and "features.exclude_families" in " ".join(result.output.split()), result.output
+    # a built dataset without that family says so too
+    result = runner.invoke(app, ["data", "columns", str(built.out_dir), "--family", "no_such_family"])
+    assert result.exit_code == 2 and "'no_such_family'" in " ".join(result.output.split()), result.output
+
+
+def test_a_second_concurrent_build_into_the_same_out_is_refused(tmp_path):
+    import os
+    import threading
+
+    from kizashi.atomic import atomic_path
+
+    out = tmp_path / "out"
+    config = _write_config(tmp_path / "small.yaml", SMALL | {"graph": {"enabled": False}})
+    writing, release = threading.Event(), threading.Event()
+
+    def first_build_writing() -> None:
+        """Holds the output as a build in the middle of writing it does."""
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            (tmp / "metadata.json").write_text("{}")
+            writing.set()
+            release.wait(120)
+
+    first = threading.Thread(target=first_build_writing)
+    first.start()
+    try:
+        assert writing.wait(60)
+        second = runner.invoke(app, ["data", "build", "--config", str(config), "--out", str(out)])
+    finally:
+        release.set()
+        first.join(120)
+    assert second.exit_code == 1, second.output
+    assert f"anotherwriter(pid{os.getpid()})" in _squeezed(second.output) and _squeezed(str(out)) in _squeezed(second.output)
+    assert (out / "metadata.json").read_text() == "{}", "the first build's output, untouched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "small.yaml"]

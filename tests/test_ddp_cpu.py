@@ -1,7 +1,37 @@
-"""DDP through `kizashi train --devices 2` on the CPU (gloo): two processes, each epoch's days
-sharded over the ranks (about half the optimizer steps of one process), validation RankIC
-reduced, rank 0 writes a complete run directory. The same code path as NCCL on GPUs, which
-this machine cannot run."""
+"""DDP through `kizashi train --devices 2` on the CPU (gloo) against one process doing the same
+optimizer steps: the two-process run must predict what the one-process run predicts. The same
+code path as NCCL on GPUs, which this machine cannot run.
+
+Why the two runs are the same computation (the set-up makes it so on purpose):
+
+* **Same days per step.** ``EpochShuffleSampler`` draws one day order from (seed, epoch) in
+  every process and gives rank ``r`` of ``w`` the positions ``r, r + w, r + 2w, ...``. With
+  ``w = 2`` ranks of 4 days per batch, optimizer step ``k`` sees positions ``8k .. 8k + 7``
+  of the order (rank 0 the even ones, rank 1 the odd ones): the days that one process with 8
+  days per batch sees in its step ``k``.
+* **No padding.** The fold has 192 training days, a multiple of 8, so no rank pads its last
+  batch by repeating days (as ``DistributedSampler`` does) and no step of the single run is
+  smaller than 8 days.
+* **Same loss.** DDP averages the two ranks' gradients; the loss is a masked mean over the
+  batch's stock-days, so the mean of two 4-day means equals the 8-day mean only when both
+  halves hold as many valid targets. The market has no late listing and no delisting
+  (24 stocks: the generator's 2 % delisting rounds to none), so every day has the same 24
+  stocks, all with targets.
+* **Same weights and no randomness.** Both start from the seed's initialization (DDP also
+  broadcasts rank 0's weights), dropout is off, and validation (for the best checkpoint) and
+  prediction run every day on every rank.
+
+Tolerance: the runs still add the same numbers in a different order (gloo's all-reduce sums the
+two ranks' float32 gradients and halves them; one process sums 8 days in one backward pass),
+which leaves float32 rounding differences (about 1e-7 relative) in each of the 48 steps; Adam
+divides by the root of the second moment, which amplifies differences in parameters whose
+gradients are near zero. Measured on this set-up: the largest |prediction difference| is
+2.4e-7, 1.2e-5 of the predictions' standard deviation (0.019). The test allows 1e-3 of it,
+80 times the measured difference. A run without gradient synchronization (each rank stepping
+on its own 4 days, made by registering a DDP communication hook that returns the local
+gradients without the all-reduce) differs by 0.071, 3.7 standard deviations: 3,700 times the
+allowance, and the test fails on it.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +40,37 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import yaml
 
 from tests.test_trainer import DATA, HORIZONS, SPLITS, TINY_MODEL, WINDOW
 
 KIZASHI = str(Path(sys.executable).with_name("kizashi"))
+DAYS_PER_RANK_BATCH = 4
+N_RANKS = 2
+EPOCHS = 2
+TRAIN_DAYS = 192  # a multiple of N_RANKS * DAYS_PER_RANK_BATCH: see the module docstring
+# 24 stocks, all listed from the first day to the last: the same stocks every day
+EQUAL_DAYS_DATA = {**DATA, "synthetic": {**DATA["synthetic"], "n_stocks": 24, "late_listing_fraction": 0.0}}
+TRAIN_SPLITS = {**SPLITS, "val_days": 20, "test_days": 33}  # leaves TRAIN_DAYS training days
+# largest |prediction difference| allowed, as a share of the predictions' standard deviation
+RELATIVE_TOLERANCE = 1e-3
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, days_per_batch: int) -> Path:
     raw = {
-        "data": {**DATA, "output": {"dir": str(tmp_path / "dataset")}},
+        "data": {**EQUAL_DAYS_DATA, "output": {"dir": str(tmp_path / "dataset")}},
         "horizons": HORIZONS,
         "window": WINDOW,
-        "splits": {**SPLITS, "val_days": 20},
+        "splits": TRAIN_SPLITS,
         "model": {"name": "atft_gat_fan", "preset": "small", "overrides": TINY_MODEL},
         "optimizer": {"lr": 3e-3},
-        "trainer": {"max_epochs": 2, "days_per_batch": 4, "early_stopping_patience": None,
+        "trainer": {"max_epochs": EPOCHS, "days_per_batch": days_per_batch, "early_stopping_patience": None,
                     "accelerator": "cpu", "logger": "none"},
         "output": {"dir": str(tmp_path / "unused")},
     }
-    path = tmp_path / "train.yaml"
+    path = tmp_path / f"train_{days_per_batch}.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 
@@ -44,17 +84,31 @@ def train(config: Path, out: Path, devices: int) -> dict:
     return json.loads((out / "checkpoints" / "fold_0" / "fit.json").read_text(encoding="utf-8"))
 
 
-def test_ddp_on_two_cpu_processes(tmp_path):
-    config = write_config(tmp_path)
-    single = train(config, tmp_path / "one", devices=1)
-    ddp = train(config, tmp_path / "two", devices=2)
-    # each rank trains every second day of the epoch's order: half the steps (rounded up per epoch)
-    assert single["global_step"] // 2 <= ddp["global_step"] <= single["global_step"] // 2 + 2
-    assert ddp["epochs"] == single["epochs"] == 2
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    single = train(write_config(tmp_path, N_RANKS * DAYS_PER_RANK_BATCH), tmp_path / "one", devices=1)
+    ddp = train(write_config(tmp_path, DAYS_PER_RANK_BATCH), tmp_path / "two", devices=N_RANKS)
+
+    run = json.loads((tmp_path / "two" / "run.json").read_text(encoding="utf-8"))
+    assert [fold["train_n_days"] for fold in run["folds"]] == [TRAIN_DAYS], "the set-up's precondition"
+    # each rank trains every second day of the epoch's order: as many steps as one process
+    # with twice the days per batch (without sharding DDP would take twice as many)
+    steps = EPOCHS * TRAIN_DAYS // (N_RANKS * DAYS_PER_RANK_BATCH)
+    assert ddp["global_step"] == single["global_step"] == steps
+    assert ddp["epochs"] == single["epochs"] == EPOCHS
+    assert ddp["best_epoch"] == single["best_epoch"]
+
     keys = ["horizon", "date", "code"]
-    one = pl.read_parquet(tmp_path / "one" / "predictions.parquet").select(keys).sort(keys)
-    two = pl.read_parquet(tmp_path / "two" / "predictions.parquet")
-    assert two.select(keys).sort(keys).equals(one)  # every test row, once
+    one = pl.read_parquet(tmp_path / "one" / "predictions.parquet").sort(keys)
+    two = pl.read_parquet(tmp_path / "two" / "predictions.parquet").sort(keys)
+    assert two.select(keys).equals(one.select(keys))  # every test row, once
     assert two["prediction"].is_finite().all()
+    reference = one.get_column("prediction").to_numpy()
+    difference = np.abs(two.get_column("prediction").to_numpy() - reference).max()
+    scale = reference.std()
+    assert scale > 0, "the one-process run predicts a constant"
+    assert difference <= RELATIVE_TOLERANCE * scale, (
+        f"two-process predictions differ from one process by up to {difference:.3g} "
+        f"({difference / scale:.3g} of the predictions' std {scale:.3g}; allowed {RELATIVE_TOLERANCE:g})"
+    )
     summary = json.loads((tmp_path / "two" / "summary.json").read_text(encoding="utf-8"))
     assert set(summary) == {str(h) for h in HORIZONS}

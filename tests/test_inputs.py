@@ -423,17 +423,24 @@ def test_unsorted_input_is_sorted_and_reported() -> None:
     assert clean.equals(make_panel())
 
 
-def test_short_histories_are_dropped_and_counted() -> None:
+def test_short_histories_are_counted_not_dropped() -> None:
+    """min_history is a point-in-time universe rule (features pipeline), not a filter on a
+    stock's row count over the whole file: validation keeps every row and reports how many
+    come before their stock's min_history-th row."""
     panel = pl.concat([make_panel(), make_panel(("NEW",), 2)])
     clean, report = validate(panel, min_history=3)
     issue = report.issue("short_history")
-    assert issue.count == 2 and issue.action == "dropped" and "NEW" in issue.examples
-    assert "NEW" not in clean.get_column("code").to_list()
+    # AAA and BBB: their first 2 rows each; NEW: both of its rows (it never reaches 3).
+    assert issue.count == 6 and issue.action == "info" and "NEW" in issue.examples
+    assert clean.height == panel.height and "NEW" in clean.get_column("code").to_list()
 
 
 def test_empty_panel_is_an_error() -> None:
     raises_validation(make_panel().head(0), "empty_panel", "no rows")
-    raises_validation(make_panel(), "empty_panel", "every row was dropped", min_history=50)
+    no_trade = make_panel().with_columns(
+        *(pl.col("close").alias(name) for name in ("open", "high", "low")), pl.lit(0.0).alias("volume")
+    )
+    raises_validation(no_trade, "empty_panel", "every row was dropped")
 
 
 def test_gaps_are_reported_not_filled() -> None:

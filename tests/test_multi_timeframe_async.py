@@ -1,7 +1,7 @@
 """Async multi-timeframe windows (each timeframe with its own length and stride): window
 lengths, ends inside the time range, strides and even coverage against brute force, no bar
 after a window's end (future perturbation), training-range-only statistics, per-timeframe
-mask counts, the leak-free label, collate without consistency maps; the Stage-1 model with
+mask counts, the label after the latest window end, collate without consistency maps; the Stage-1 model with
 per-timeframe lengths (Transformer and a tiny BERT through the real loading path) passes
 the gradient-flow audit on async batches, directly and as the trainer's step-1 callback;
 and the aligned mode's items equal the async ones where both are defined (one timeframe)."""
@@ -135,23 +135,27 @@ def test_items_masks_and_collate(dataset):
     batch = collate_windows(items)
     assert "groups" not in batch and "complete" not in batch
     assert {tf: tuple(x.shape) for tf, x in batch["inputs"].items()} == {tf: (len(items), n, 6) for tf, n in SEQ_LENS.items()}
-    assert batch["masked"]["h4"].dtype == torch.bool and batch["next_return"].shape == (len(items),)
+    assert batch["masked"]["h4"].dtype == torch.bool and batch["forward_return"].shape == (len(items),)
     # reproducible masks
     assert torch.equal(dataset[5]["masked"]["m15"], dataset[5]["masked"]["m15"])
 
 
-def test_next_return_is_after_every_input_bar(dataset):
+def test_forward_return_starts_at_the_latest_window_end(dataset):
+    """The label runs from the base close at the item's anchor (the latest window end, at or
+    after every input bar) to the base close one h4 bar later; NaN past the data's end."""
     finite = 0
+    horizon = 240 * 60_000_000
     for index in range(0, len(dataset), 7):
         symbol, t, rows = dataset.window_indices(index)
-        label = dataset[index]["next_return"]
-        series = dataset.data[symbol]["h4"]
-        last = rows["h4"][-1]
-        if last + 1 < len(series.close_us) and series.close_us[last + 1] > t:
-            expected = np.log(series.ohlc[last + 1, 3] / series.ohlc[last, 3]) / dataset.stats["h4"].price_scale
-            assert label == pytest.approx(expected)
+        label = dataset[index]["forward_return"]
+        assert all(dataset.data[symbol][tf].close_us[r[-1]] <= t for tf, r in rows.items())
+        base = dataset.data[symbol]["m5"]
+        start, end = np.searchsorted(base.close_us, [t, t + horizon])
+        if end < len(base.close_us) and base.close_us[end] == t + horizon:
+            assert base.close_us[start] == t
+            assert label == pytest.approx(np.log(base.ohlc[end, 3] / base.ohlc[start, 3]), abs=1e-12)
             finite += 1
-        else:  # the next h4 bar is already inside another timeframe's window: no label
+        else:
             assert np.isnan(label)
     assert finite > 0
 
@@ -182,7 +186,7 @@ def test_one_timeframe_async_equals_aligned(series):
         for key in ("inputs", "targets", "masked", "valid"):
             assert torch.equal(a[key]["m5"], b[key]["m5"]), key
         assert a["anchor_time"] == b["anchor_time"]
-        assert a["next_return"] == b["next_return"] or (np.isnan(a["next_return"]) and np.isnan(b["next_return"]))
+        assert a["forward_return"] == b["forward_return"] or (np.isnan(a["forward_return"]) and np.isnan(b["forward_return"]))
 
 
 # --------------------------------------------------------------------------------------

@@ -1,12 +1,19 @@
 """`kizashi pretrain` end to end on a tiny synthetic market: the output directory (reports,
-stats, metrics per epoch, encoder that reloads to the same outputs), a pretrained-LM run
-(tiny BERT from a temp dir) frozen for one epoch then unfrozen, and config errors."""
+stats, metrics per epoch, the purge between training and validation windows, encoder that
+reloads to the same outputs), a pretrained-LM run (tiny BERT from a temp dir) frozen for one
+epoch then unfrozen, and config errors. `kizashi finetune`: a planted, predictable forward
+return is learned (validation IC and MSE against the zero forecast) from a pretrained
+encoder and from scratch; finer bars are resampled up to the encoder's base timeframe and
+coarser ones refused."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 
+import numpy as np
+import polars as pl
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -39,7 +46,14 @@ def test_pretrain_writes_a_complete_output_directory(tmp_path, torch_single_thre
         assert float(row["val_consistency"]) > 0  # the term is on the reconstruction's scale
     summary = json.loads((out / "pretrain.json").read_text())
     assert summary["timeframes"] == ["m15", "h1", "h4"] and summary["parameters"] > 0
-    assert json.loads((out / "stats.json").read_text())["timeframes"].keys() == {"m15", "h1", "h4"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["timeframes"].keys() == {"m15", "h1", "h4"}
+    # the purge: one h4 label horizon + the longest window (16 h4 bars + the one in progress)
+    for recorded in (summary, stats):
+        assert recorded["label_horizon_minutes"] == 240 and recorded["longest_window_minutes"] == 17 * 240
+        assert recorded["purge_minutes"] == 18 * 240 and recorded["label_timeframe"] == "h4"
+        gap = np.datetime64(recorded["val_start"]) - np.datetime64(recorded["train_end"])
+        assert gap == np.timedelta64(18 * 240, "m")
     model, payload = load_pretrained(out / "encoder.pt")
     assert payload["timeframes"] == ["m15", "h1", "h4"]
     x = {tf: torch.randn(2, 16, 6) for tf in payload["timeframes"]}
@@ -72,10 +86,34 @@ def test_cli_pretrain_and_config_errors(tmp_path, torch_single_thread):
         config_from_dict(PretrainConfig, {**TINY, "transfer_learning": {"freeze_epochs": 3}})
 
 
-def test_finetune_from_the_pretrained_encoder_and_from_scratch(tmp_path, torch_single_thread):
+def planted_trend_bars(directory, n_days: int = 30, seed: int = 0) -> list[str]:
+    """Two symbols of m15 bars whose log returns carry a slow sinusoidal drift (period 2.5
+    days, amplitude 0.0015 a bar, noise 0.002 a bar): the next h4 return is predictable from
+    the last h4 bars (a planted, learnable signal), written as Parquet files."""
+    rng = np.random.default_rng(seed)
+    n = n_days * 96
+    times = np.datetime64("2021-01-04T00:00", "us") + np.arange(n) * np.timedelta64(15, "m")
+    paths = []
+    for symbol in ("TREND_A", "TREND_B"):
+        drift = 0.0015 * np.sin(2 * np.pi * np.arange(n) / (2.5 * 96) + rng.uniform(0, 2 * np.pi))
+        close = 100 * np.exp(np.cumsum(drift + 0.002 * rng.standard_normal(n)))
+        open_ = np.concatenate([[100.0], close[:-1]])
+        wiggle = 0.002 * np.abs(rng.standard_normal((2, n)))
+        frame = pl.DataFrame({"timestamp": times, "open": open_, "high": np.maximum(open_, close) * np.exp(wiggle[0]),
+                              "low": np.minimum(open_, close) * np.exp(-wiggle[1]), "close": close,
+                              "volume": rng.integers(100, 1000, n).astype(float)})
+        path = directory / f"{symbol}.parquet"
+        frame.write_parquet(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_finetune_learns_a_planted_forward_return_pretrained_and_from_scratch(tmp_path, torch_single_thread):
+    """With a predictable label, both starts must beat the zero forecast clearly and rank the
+    validation windows well; a broken label, head or training loop cannot."""
     from kizashi.training.finetune import run_finetune
 
-    config = config_from_dict(PretrainConfig, TINY)
+    config = config_from_dict(PretrainConfig, {**TINY, "data": {"paths": planted_trend_bars(tmp_path)}})
     run_pretraining(config, tmp_path / "pre")
     pretrained_model, _ = load_pretrained(tmp_path / "pre" / "encoder.pt")
     results = {}
@@ -83,8 +121,17 @@ def test_finetune_from_the_pretrained_encoder_and_from_scratch(tmp_path, torch_s
         results[name] = run_finetune(config, encoder, tmp_path / name, epochs=2)
         rows = results[name].metrics
         assert [r["epoch"] for r in rows] == [1, 2]
-        assert all(r["val_mse"] == r["val_mse"] and -1 <= r["val_ic"] <= 1 for r in rows)
+        last = rows[-1]
+        assert last["val_labels"] >= 50
+        assert last["val_ic"] > 0.5 and last["val_rank_ic"] > 0.5, (name, last)
+        assert last["val_mse"] < 0.6 * last["val_zero_mse"], (name, last)
         assert (tmp_path / name / "finetune_metrics.csv").is_file()
+        predictions = pl.read_parquet(tmp_path / name / "predictions.parquet")
+        assert predictions.height == last["val_labels"] + predictions["forward_return"].is_nan().sum()
+        best = rows[results[name].best_epoch - 1]  # the saved predictions are the selected epoch's
+        known = predictions.filter(pl.col("forward_return").is_finite())
+        ic = np.corrcoef(known["prediction"], known["forward_return"])[0, 1]
+        assert ic == pytest.approx(best["val_ic"], abs=1e-4)
     assert results["pretrained"].pretrained and not results["scratch"].pretrained
     # a linear probe leaves the pretrained encoder exactly as saved
     from kizashi.models.stage1 import Stage1Forecaster
@@ -96,6 +143,39 @@ def test_finetune_from_the_pretrained_encoder_and_from_scratch(tmp_path, torch_s
                                     "--out", str(tmp_path / "cli")] + _config_args(tmp_path))
     assert done.exit_code == 0, done.output
     assert "pretrained encoder" in done.output
+
+
+def test_finetune_resamples_finer_bars_to_the_encoder_base_and_refuses_coarser(tmp_path, torch_single_thread, caplog):
+    """An encoder pretrained on m30 bars reads m15 and m5 bars resampled up to m30 (logged,
+    the same windows as m30 bars); bars coarser than the encoder's base are a clear error."""
+    from kizashi.training.finetune import run_finetune
+
+    def synthetic(timeframe):
+        return {"symbols": ["A", "B"], "timeframe": timeframe, "n_days": 30, "seed": 1}
+
+    m30 = {**TINY, "data": {"synthetic": synthetic("m30")}, "timeframes": ["m30", "h1", "h4"],
+           "trainer": {**TINY["trainer"], "max_epochs": 1}}
+    run_pretraining(config_from_dict(PretrainConfig, m30), tmp_path / "m30")
+    encoder = tmp_path / "m30" / "encoder.pt"
+    native = run_finetune(config_from_dict(PretrainConfig, m30), encoder, tmp_path / "native", epochs=1)
+    for finer in ("m15", "m5"):
+        config = config_from_dict(PretrainConfig, {**m30, "data": {"synthetic": synthetic(finer)}, "timeframes": None})
+        with caplog.at_level(logging.INFO, logger="kizashi.training.pretrain"):
+            tuned = run_finetune(config, encoder, tmp_path / finer, epochs=1)
+        assert f"base timeframe {finer} resampled up to m30" in caplog.text
+        assert tuned.summary["base_timeframe"] == "m30" and tuned.summary["timeframes"] == ["m30", "h1", "h4"]
+        assert tuned.summary["n_train_windows"] == native.summary["n_train_windows"]
+        assert tuned.metrics[0]["val_labels"] == native.metrics[0]["val_labels"] > 0
+    yaml_path = tmp_path / "m15.yaml"
+    import yaml
+
+    yaml_path.write_text(yaml.safe_dump({**m30, "data": {"synthetic": synthetic("m15")}, "timeframes": None}))
+    done = CliRunner().invoke(app, ["finetune", "--encoder", str(encoder), "--epochs", "1", "--out",
+                                    str(tmp_path / "cli"), "--config", str(yaml_path)])
+    assert done.exit_code == 0, done.output
+    coarser = config_from_dict(PretrainConfig, {**m30, "data": {"synthetic": synthetic("h1")}, "timeframes": None})
+    with pytest.raises(ConfigError, match="base timeframe is h1, which cannot be resampled to the required base m30"):
+        run_finetune(coarser, encoder, tmp_path / "h1", epochs=1)
 
 
 def _config_args(tmp_path) -> list[str]:
@@ -126,7 +206,13 @@ def test_pretrain_and_finetune_with_async_windows(tmp_path, torch_single_thread)
     model, _ = load_pretrained(tmp_path / "run" / "encoder.pt")
     assert model.config.lengths == {"m15": 16, "h1": 8, "h4": 8}
     tuned = run_finetune(config, tmp_path / "run" / "encoder.pt", tmp_path / "ft", epochs=1)
-    assert tuned.pretrained and tuned.metrics[0]["val_mse"] > 0
+    row = tuned.metrics[0]
+    assert tuned.pretrained and row["val_labels"] > 0
+    # every finite label of the validation windows is scored, and the forecasts are of the labels' size
+    predictions = pl.read_parquet(tmp_path / "ft" / "predictions.parquet")
+    assert row["val_labels"] == predictions["forward_return"].is_finite().sum() == tuned.summary["n_val_windows"] - \
+        predictions["forward_return"].is_nan().sum()
+    assert 0 < row["val_mse"] < 2 * row["val_zero_mse"]
 
     with pytest.raises(ConfigError, match="fusion: separate"):
         run_pretraining(config_from_dict(PretrainConfig, {**raw, "model": TINY["model"]}), tmp_path / "bad")

@@ -363,3 +363,38 @@ def test_every_image_loads_in_headless_chromium(report: Path, tmp_path: Path) ->
     assert all(
         by_src[s]["naturalWidth"] > 300 and by_src[s]["naturalHeight"] > 200 for s in expected
     )
+
+
+# `write_report` in a child process that is killed (os._exit: no clean-up runs, as with
+# SIGKILL) while it draws the decile plots, after some PNGs of the new report are written.
+KILLED_WHILE_PLOTTING = """
+import os, sys
+import kizashi.evaluation.report as report
+
+def killed(*args, **kwargs):
+    os._exit(9)
+
+report._plot_deciles = killed
+report.write_report(sys.argv[1])
+"""
+
+
+def test_a_killed_report_writer_keeps_the_previous_report_and_the_next_run_cleans_up(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = make_run_dir(tmp_path / "run")
+    index = write_report(run)
+    before = {p.name: p.read_bytes() for p in index.parent.iterdir()}
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_PLOTTING, str(run)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 9, done.stdout + done.stderr
+    assert {p.name: p.read_bytes() for p in index.parent.iterdir()} == before, "the previous report is intact"
+    left = [p for p in run.iterdir() if p.name.startswith(".report.") and p.name.endswith(".tmp")]
+    assert left and any(left[0].rglob("*.png")), "the killed writer left a half-built report aside"
+
+    (run / DECILES).unlink()  # the next report differs from the previous one
+    index = write_report(run)
+    assert "deciles.csv not found" in index.read_text(encoding="utf-8")
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [], "no temporary is left behind"

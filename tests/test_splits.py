@@ -68,6 +68,11 @@ def test_gaps_and_windows_over_parameter_grid(n_dates: int) -> None:
         purge = horizon if purge_days is None else purge_days
         gap = purge + embargo
         label = f"cfg={cfg.model_dump()} horizon={horizon}"
+        if purge < horizon:
+            with pytest.raises(ValueError, match="purge_days .* shorter than the targets' reach"):
+                walk_forward_folds(calendar, cfg, horizon)
+            refused += 1
+            continue
         if n_dates < required_days(cfg, purge):
             with pytest.raises(ValueError, match="too short"):
                 walk_forward_folds(calendar, cfg, horizon)

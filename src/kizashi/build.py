@@ -25,14 +25,15 @@ from typing import Any
 import polars as pl
 
 from kizashi import __version__
-from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.config import DataBuildConfig, dump_config
+from kizashi.atomic import atomic_path, restore_interrupted_output, write_json_atomic
+from kizashi.config import DataBuildConfig, config_source, dump_config
 from kizashi.errors import ConfigError
 from kizashi.data.inputs import LoadedInputs, load_inputs
 from kizashi.features.pipeline import context_tables, feature_context, iter_feature_chunks, prepare_base
 from kizashi.features.registry import resolve_specs
 from kizashi.features.spec import FeatureSpec
-from kizashi.features.targets import target_columns
+from kizashi.features.expressions import IN_UNIVERSE
+from kizashi.features.targets import target_columns, target_reach
 from kizashi.log import progress
 from kizashi.splits import walk_forward_folds
 
@@ -78,30 +79,46 @@ def _write_partitioned(frame: pl.DataFrame, root: Path, part: int) -> None:
 
 
 def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) -> BuildResult:
-    """Run the whole pipeline and write the dataset. Returns a summary."""
+    """Run the whole pipeline and write the dataset. Returns a summary.
+
+    The output's lock is taken first (:func:`kizashi.atomic.atomic_path`): a second build
+    into the same folder is refused before it reads anything, and the previous dataset stays
+    in place until the new one is complete.
+    """
     started = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
-    inputs = load_inputs(config.input, config.synthetic)
-    horizons = config.targets.horizons
-    log.info("inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique())
-    prepared = prepare_base(inputs.panel, horizons)  # context tables are attached per chunk
-    # The graphs come first: the peers family reads their per-day neighbour aggregates.
-    sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
-    tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
-    specs = feature_specs_for(inputs, config)
-    dates = prepared.get_column("date").unique().sort()
-    max_horizon = max(horizons)
-    try:
-        folds = walk_forward_folds(dates, config.splits, max_horizon)
-    except ValueError as err:
-        raise ConfigError(f"splits: {err}") from None
-    stocks_per_day = prepared.height / max(dates.len(), 1)
-    chunk_days = max(20, int(config.output.chunk_rows / max(stocks_per_day, 1.0)))
-    n_chunks = -(-dates.len() // chunk_days)
-    dtype = pl.Float32() if config.features.dtype == "float32" else pl.Float64()
-    n_rows = 0
-    n_edges = 0
     with atomic_path(out) as tmp:
+        inputs = load_inputs(config.input, config.synthetic)
+        horizons = config.targets.horizons
+        log.info(
+            "inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique()
+        )
+        prepared = prepare_base(  # context tables are attached per chunk
+            inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
+        )
+        # The folds are checked before the expensive work (graphs, features).
+        dates = prepared.filter(pl.col(IN_UNIVERSE)).get_column("date").unique().sort()  # the days written
+        if dates.is_empty():
+            raise ConfigError(
+                f"input.min_history: no stock reaches {config.input.min_history} rows in {inputs.source}; "
+                "nothing would be written (lower input.min_history)"
+            )
+        reach = target_reach(horizons, config.targets.fill_end_days)
+        try:
+            folds = walk_forward_folds(dates, config.splits, reach)
+        except ValueError as err:
+            raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
+        # The graphs come first: the peers family reads their per-day neighbour aggregates.
+        sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
+        tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
+        specs = feature_specs_for(inputs, config)
+        calendar_days = prepared.get_column("date").n_unique()
+        stocks_per_day = prepared.height / max(calendar_days, 1)
+        chunk_days = max(20, int(config.output.chunk_rows / max(stocks_per_day, 1.0)))
+        n_chunks = -(-calendar_days // chunk_days)
+        dtype = pl.Float32() if config.features.dtype == "float32" else pl.Float64()
+        n_rows = 0
+        n_edges = 0
         chunks = iter_feature_chunks(
             prepared,
             specs,
@@ -136,14 +153,15 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
 
 
 def _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons) -> dict[str, Any]:
-    dates = prepared.get_column("date")
+    written = prepared.filter(pl.col(IN_UNIVERSE))  # the point-in-time universe's rows
+    dates = written.get_column("date")
     return {
         "kizashi_version": __version__,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": inputs.source,
         "input_hashes": inputs.input_hashes,
         "n_rows": n_rows,
-        "n_codes": prepared.get_column("code").n_unique(),
+        "n_codes": written.get_column("code").n_unique(),
         "n_days": dates.n_unique(),
         "date_min": dates.min().isoformat(),
         "date_max": dates.max().isoformat(),
@@ -167,8 +185,19 @@ def _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons)
     }
 
 
+def dataset_target_reach(metadata: dict[str, Any], horizons: list[int]) -> int:
+    """The trading days the dataset's targets at ``horizons`` read ahead (the purge a split of
+    that dataset needs): the longest horizon plus the build's ``targets.fill_end_days``."""
+    fill_end_days = metadata.get("config", {}).get("targets", {}).get("fill_end_days", 0)
+    return target_reach(horizons, fill_end_days)
+
+
 def read_metadata(dataset_dir: str | Path) -> dict[str, Any]:
+    """The dataset's metadata.json. A dataset whose rewrite was killed in the middle of the
+    swap is first put back (:func:`kizashi.atomic.restore_interrupted_output`)."""
     path = Path(dataset_dir) / METADATA_FILE
+    if not path.is_file():
+        restore_interrupted_output(dataset_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no dataset metadata (build one with `kizashi data build`)")
     return json.loads(path.read_text(encoding="utf-8"))

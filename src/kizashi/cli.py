@@ -1,7 +1,7 @@
 """The ``kizashi`` command line (typer). Every command has ``--help``.
 
     kizashi data build   [--config FILE] [--data FILE] [--sectors FILE] [--out DIR]
-    kizashi data columns [--config FILE] [--family NAME]
+    kizashi data columns [DATASET] [--config FILE] [--dataset DIR] [--family NAME] [--json]
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
     kizashi evaluate     [--config FILE] [--control] [--out DIR]
     kizashi train        [--config FILE] [--resume] [--out DIR] [--devices N]
@@ -12,6 +12,7 @@
     kizashi report       RUN_DIR [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR]
+    kizashi --version
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kizashi import __version__
-from kizashi.config import DataBuildConfig, InputConfig, load_config
+from kizashi.config import DataBuildConfig, load_config
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.log import setup_logging
 
@@ -53,23 +55,29 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConfigError as err:
-            err_console.print(f"[bold red]config error:[/] {err}", highlight=False)
+            err_console.print(f"[bold red]config error:[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(2) from None
         except KizashiError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: eager, so it answers before typer asks for a command."""
+    if value:
+        typer.echo(f"kizashi {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
 ) -> None:
-    if version:
-        console.print(f"kizashi {__version__}")
-        raise typer.Exit()
     setup_logging(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -104,6 +112,33 @@ def _build_config(
     from kizashi.config import config_from_dict
 
     return config_from_dict(DataBuildConfig, overrides, "command line")
+
+
+def _check_model_spec(config: Any, path: Optional[Path]) -> Any:
+    """``config`` (a job config with a ``model`` section), after checking ``model.name``,
+    ``model.preset`` and the ``model.overrides`` keys against the model registry, so that a
+    typo is a config error naming the file and the key before any data is read or built."""
+    from kizashi.config import format_config_problems
+    from kizashi.models import config_fields, list_models, model_presets
+
+    spec = config.model
+    problems: list[tuple[str, str]] = []
+    if spec.name not in list_models():
+        problems.append(("model.name", f"unknown model {spec.name!r}; registered models: {list_models()}"))
+    else:
+        presets = sorted(model_presets(spec.name))
+        if spec.preset is not None and spec.preset not in presets:
+            problems.append(
+                ("model.preset", f"unknown preset {spec.preset!r} for model {spec.name!r}; presets: {presets}")
+            )
+        fields = config_fields(spec.name)
+        problems.extend(
+            (f"model.overrides.{key}", f"unknown key for model {spec.name!r}; valid keys: {fields}")
+            for key in sorted(set(spec.overrides) - set(fields))
+        )
+    if problems:
+        raise ConfigError(format_config_problems(str(path) if path is not None else "<defaults>", problems))
+    return config
 
 
 def _header(path: Path) -> list[str]:
@@ -185,26 +220,28 @@ def data_build(
 @data_app.command("columns")
 @friendly_errors
 def data_columns(
+    dataset_folder: Optional[Path] = typer.Argument(
+        None, metavar="DATASET", help="A built dataset folder: list its columns (from its metadata.json)."
+    ),
     config: Optional[Path] = ConfigOption,
+    dataset: Optional[Path] = typer.Option(
+        None, "--dataset", "-d", help="A built dataset folder (same as DATASET)."
+    ),
     family: Optional[str] = typer.Option(None, "--family", "-f", help="Only this family."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List every feature column with its family, lookback and kind."""
-    from kizashi.build import column_table
-    from kizashi.features.pipeline import UNKNOWN_SECTOR
-    from kizashi.features.registry import FAMILIES, resolve_specs
-    from kizashi.features.spec import FeatureContext
-
-    cfg = _build_config(config)
-    sectors = _sector_names(cfg.input) or (UNKNOWN_SECTOR,)
-    has_margin = cfg.input.margin is not None or (cfg.input.path is None and cfg.synthetic.with_margin)
-    specs = resolve_specs(FeatureContext(sectors=tuple(sectors), has_margin=has_margin), cfg.features.families, cfg.features.exclude_families)
+    """List every feature column with its family, lookback and kind: exactly the columns
+    `data build` writes for the config (its inputs are read, because the sector and margin
+    columns depend on them), or the columns of a built dataset folder."""
+    folder = _dataset_folder_argument(dataset_folder, dataset, config)
+    cfg: Optional[DataBuildConfig] = None
+    if folder is not None:
+        rows = _dataset_column_rows(folder)
+    else:
+        cfg = _build_config(config)
+        rows = _config_column_rows(cfg)
     if family is not None:
-        known = [f.name for f in FAMILIES]
-        if family not in known:
-            raise ConfigError(f"unknown family {family!r}; known: {known}")
-        specs = [s for s in specs if s.family == family]
-    rows = column_table(specs)
+        rows = _family_rows(rows, family, folder, cfg)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -214,23 +251,83 @@ def data_columns(
     for row in rows:
         table.add_row(row["name"], row["family"], str(row["lookback"]), row["kind"], "yes" if row["normalized"] else "no")
     console.print(table)
-    counts = Counter(s.family for s in specs)
+    counts = Counter(row["family"] for row in rows)
     console.print("per family: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
-def _sector_names(inputs: InputConfig) -> list[str]:
-    if inputs.path is None:
-        from kizashi.data.synthetic import default_market
+def _dataset_folder_argument(
+    positional: Optional[Path], option: Optional[Path], config: Optional[Path]
+) -> Optional[Path]:
+    """The dataset folder named by DATASET or --dataset (not both, and not with --config)."""
+    if positional is not None and option is not None and positional != option:
+        raise ConfigError(f"two dataset folders given ({positional} and --dataset {option}); give one")
+    folder = positional if positional is not None else option
+    if folder is not None and config is not None:
+        raise ConfigError(f"give a config (--config {config}) or a built dataset folder ({folder}), not both")
+    return folder
 
-        return sorted(default_market().sectors.get_column(inputs.sector_level).unique().to_list())
-    if inputs.sectors is None:
-        return []
-    from kizashi.data.readers import read_sectors
 
-    table = read_sectors(inputs.sectors, preset=inputs.sectors_preset, columns=inputs.sector_columns)
-    if inputs.sector_level not in table.columns:
-        raise ConfigError(f"{inputs.sectors}: no column {inputs.sector_level!r} (input.sector_level); columns: {table.columns}")
-    return sorted(str(s) for s in table.get_column(inputs.sector_level).drop_nulls().unique().to_list())
+def _dataset_column_rows(folder: Path) -> list[dict[str, Any]]:
+    """The ``columns`` table of a built dataset's metadata.json."""
+    from kizashi.build import read_metadata
+
+    try:
+        metadata = read_metadata(folder)
+    except FileNotFoundError as err:
+        raise KizashiError(str(err)) from None
+    if "columns" not in metadata:
+        raise KizashiError(
+            f"{folder / 'metadata.json'}: no `columns` entry (rebuild it with `kizashi data build`)"
+        )
+    return list(metadata["columns"])
+
+
+def _config_column_rows(cfg: DataBuildConfig) -> list[dict[str, Any]]:
+    """The columns `data build` writes for ``cfg``: the same specs from the same inputs."""
+    from kizashi.build import column_table, feature_specs_for
+    from kizashi.data.inputs import load_inputs
+
+    logging.getLogger(__name__).info("reading the inputs: the sector and margin columns depend on them")
+    return column_table(feature_specs_for(load_inputs(cfg.input, cfg.synthetic), cfg))
+
+
+def _family_rows(
+    rows: list[dict[str, Any]], family: str, folder: Optional[Path], cfg: Optional[DataBuildConfig]
+) -> list[dict[str, Any]]:
+    """The rows of ``family``, or a ConfigError naming the family, why it has no column, and
+    the families that have columns."""
+    from kizashi.features.registry import FAMILY_NAMES
+
+    if family not in FAMILY_NAMES:
+        raise ConfigError(f"--family: unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
+    selected = [row for row in rows if row["family"] == family]
+    if selected:
+        return selected
+    present = ", ".join(dict.fromkeys(row["family"] for row in rows)) or "none"
+    if cfg is None:
+        raise ConfigError(
+            f"--family: the dataset in {folder} has no column of family {family!r}; "
+            f"families with columns: {present}"
+        )
+    reason = _why_no_columns(family, cfg)
+    raise ConfigError(
+        f"--family: family {family!r} builds no column for this config ({reason}); "
+        f"families with columns: {present}"
+    )
+
+
+def _why_no_columns(family: str, cfg: DataBuildConfig) -> str:
+    """Why ``family`` builds no column for ``cfg``, naming the config key where one decides it."""
+    features = cfg.features
+    if family in features.exclude_families:
+        return "features.exclude_families lists it"
+    if features.families != "all" and family not in features.families:
+        return "features.families does not list it"
+    if family == "peers" and not cfg.graph.enabled:
+        return "its columns come from the correlation graphs and graph.enabled is false"
+    if family == "margin":
+        return "the inputs have no margin balances (input.margin)"
+    return "the inputs give it nothing to build"
 
 
 @data_app.command("check")
@@ -268,7 +365,7 @@ def data_check(
         typer.echo(json.dumps({"notes": notes, "reports": [r.to_dict() for r in reports]}, indent=1, default=str))
     else:
         for note in notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
         for r in reports:
             _print_report(r)
     if not all(r.ok for r in reports):
@@ -276,8 +373,10 @@ def data_check(
 
 
 def _print_report(report: Any) -> None:
+    """A validation report as text: its summary, a table of issues, and the example rows of
+    each error. Report text is printed literally (``[low, high]`` is not rich markup)."""
     status = "[green]OK[/]" if report.ok else "[bold red]ERRORS[/]"
-    console.print(f"{status} {report.summary()}", highlight=False)
+    console.print(f"{status} {escape(report.summary())}", highlight=False)
     if not report.issues:
         return
     table = Table(show_lines=False)
@@ -285,11 +384,17 @@ def _print_report(report: Any) -> None:
         table.add_column(column, overflow="fold")
     style = {"error": "red", "dropped": "yellow", "repaired": "cyan", "info": "dim"}
     for issue in report.issues:
-        table.add_row(issue.rule, issue.column or "", f"{issue.count:,}", f"[{style.get(issue.action, '')}]{issue.action}[/]", issue.message)
+        table.add_row(
+            escape(issue.rule),
+            escape(issue.column or ""),
+            f"{issue.count:,}",
+            f"[{style.get(issue.action, '')}]{escape(issue.action)}[/]",
+            escape(issue.message),
+        )
     console.print(table)
     for issue in report.issues:
         if issue.action == "error" and issue.examples:
-            console.print(f"[red]{issue.rule}[/] examples:\n{issue.examples}", highlight=False)
+            console.print(f"[red]{escape(issue.rule)}[/] examples:\n{escape(issue.examples)}", highlight=False)
 
 
 
@@ -377,7 +482,7 @@ def train(
     overrides = None
     if devices is not None:
         overrides = {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}}
-    cfg = load_train_config(config, overrides)
+    cfg = _check_model_spec(load_train_config(config, overrides), config)
     try:
         result = run_training(cfg, out_dir=out, resume=resume)
     except TrainingInterrupted as err:
@@ -399,7 +504,7 @@ def pretrain(
     from kizashi.config import load_pretrain_config
     from kizashi.training.pretrain import run_pretraining
 
-    result = run_pretraining(load_pretrain_config(config), out_dir=out)
+    result = run_pretraining(_check_model_spec(load_pretrain_config(config), config), out_dir=out)
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics,
                                "summary": {k: v for k, v in result.summary.items() if k != "config"}}, default=str))
@@ -427,21 +532,24 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: trainer.max_epochs)."),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head only (a linear probe)."),
 ) -> None:
-    """Fine-tune a Stage-1 encoder on the coarsest timeframe's next-bar return (val MSE, IC, rank IC)."""
+    """Fine-tune a Stage-1 encoder on the windows' forward return (config `label`; val MSE, IC, rank IC)."""
     from rich.table import Table
 
     from kizashi.config import load_pretrain_config
     from kizashi.training.finetune import run_finetune
 
-    result = run_finetune(load_pretrain_config(config), encoder, out, epochs=epochs, freeze_encoder=freeze_encoder)
+    cfg = _check_model_spec(load_pretrain_config(config), config)
+    result = run_finetune(cfg, encoder, out, epochs=epochs, freeze_encoder=freeze_encoder)
     table = Table(title=f"fine-tuning ({'pretrained encoder' if result.pretrained else 'from scratch'})")
-    for column in ("epoch", "train MSE", "val MSE", "val IC", "val rank IC", "seconds"):
+    for column in ("epoch", "train MSE", "val MSE", "zero-forecast MSE", "val IC", "val rank IC", "labels", "seconds"):
         table.add_column(column, justify="right")
     for row in result.metrics:
-        table.add_row(str(row["epoch"]), f"{row['train_mse']:.4f}", f"{row['val_mse']:.4f}", f"{row['val_ic']:+.4f}",
-                      f"{row['val_rank_ic']:+.4f}", f"{row['epoch_seconds']:.1f}")
+        table.add_row(str(row["epoch"]), f"{row['train_mse']:.4f}", f"{row['val_mse']:.4f}",
+                      f"{row['val_zero_mse']:.4f}", f"{row['val_ic']:+.4f}", f"{row['val_rank_ic']:+.4f}",
+                      str(row["val_labels"]), f"{row['epoch_seconds']:.1f}")
     console.print(table)
-    console.print(f"metrics: {result.out_dir / 'finetune_metrics.csv'}")
+    console.print(f"metrics: {result.out_dir / 'finetune_metrics.csv'}; predictions of epoch {result.best_epoch} "
+                  f"(best validation rank IC): {result.out_dir / 'predictions.parquet'}")
 
 
 @app.command("experiment")
@@ -501,7 +609,7 @@ def lm_train(
         overrides["data"] = {"text": str(text)}
     if max_minutes is not None:
         overrides["trainer"] = {"max_minutes": max_minutes}
-    result = run_lm_training(load_lm_config(config, overrides), out, resume=resume)
+    result = run_lm_training(_check_model_spec(load_lm_config(config, overrides), config), out, resume=resume)
     summary = {k: v for k, v in result.summary.items() if k != "config"}
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics, "summary": summary},

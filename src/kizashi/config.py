@@ -7,11 +7,21 @@ errors into a :class:`~kizashi.errors.ConfigError` that names the file and the d
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kizashi.errors import ConfigError
 
@@ -20,6 +30,9 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, values are validated on set."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # The file (or "command line") a loaded config came from, for errors found later, e.g. a
+    # calendar too short for the splits (see config_source); not a key, never dumped.
+    _source: str | None = PrivateAttr(default=None)
 
 
 class SyntheticMarketConfig(StrictModel):
@@ -48,6 +61,11 @@ class InputConfig(StrictModel):
     code_from_filename: str | None = Field(
         None, description="regex with one group: read the code from each file name in a folder"
     )
+    code_case: Literal["keep", "upper", "lower"] = Field(
+        "keep",
+        description="ticker codes are always stripped of whitespace; upper/lower also case-fold them "
+        "(panel, sectors and margin alike; every change is counted)",
+    )
     skip_bad_files: bool = False
     sectors: Path | None = None
     sectors_preset: str = "canonical"
@@ -64,7 +82,21 @@ class InputConfig(StrictModel):
     on_bad_price: Literal["error", "drop"] = Field(
         "error", description="non-positive prices, high < low, close outside [low, high]"
     )
-    min_history: int = Field(1, ge=1, description="drop stocks with fewer rows (counted)")
+    on_price_jump: Literal["error", "drop", "keep"] = Field(
+        "error",
+        description="a day whose price jumps by price_jump_factor or more and jumps back the next "
+        "day, with no split factor on either day (a vendor error such as a x1000 bar): an error, "
+        "dropped (counted), or kept (reported)",
+    )
+    price_jump_factor: float = Field(
+        3.0, gt=1.0, description="the smallest one-day price ratio (up or down) that counts as a jump"
+    )
+    min_history: int = Field(
+        1,
+        ge=1,
+        description="a stock enters the universe on the day it has this many rows up to that day "
+        "(point-in-time; earlier rows feed only its own lookbacks)",
+    )
 
 
 class FeatureConfig(StrictModel):
@@ -74,13 +106,23 @@ class FeatureConfig(StrictModel):
 
 
 class TargetConfig(StrictModel):
-    horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+    """Forward returns over ``horizons`` trading days of the market calendar."""
 
-    @model_validator(mode="after")
-    def _positive(self) -> TargetConfig:
-        if not self.horizons or any(h < 1 for h in self.horizons):
+    horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+    fill_end_days: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="when a stock has no close h sessions ahead, use its next close if it is at most "
+        "this many sessions later (0: the target is null); the purge grows by the same amount",
+    )
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive(cls, horizons: list[int]) -> list[int]:
+        if not horizons or any(h < 1 for h in horizons):
             raise ValueError("horizons must be a non-empty list of positive integers")
-        return self
+        return horizons
 
 
 class NormalizationConfig(StrictModel):
@@ -104,10 +146,27 @@ class SplitConfig(StrictModel):
     embargo_days: int = Field(20, ge=0)
 
 
+#: The fewest joint trading days a graph correlation may rest on (``graph.min_periods``);
+#: for windows shorter than twice this, half the window.
+MIN_GRAPH_PERIODS = 20
+
+
 class GraphConfig(StrictModel):
+    """Per-day stock graphs from rolling return correlation (:mod:`kizashi.graph`).
+
+    ``min_periods`` (joint days a pair needs in the window) must lie in
+    ``[min(MIN_GRAPH_PERIODS, ceil(window / 2)), window]``: at least 20 days, or half of a
+    window shorter than 40 days, so that no edge rests on a handful of days (two days give
+    |corr| = 1); null = 2/3 of the window, which always lies in that range.
+    """
+
     enabled: bool = True
-    window: int = Field(60, ge=3)
-    min_periods: int | None = Field(None, description="null = 2/3 of the window")
+    window: int = Field(60, ge=10, description="trading days of returns per correlation")
+    min_periods: int | None = Field(
+        None,
+        description="joint days a pair needs: at least 20 (half of a window under 40) and at most "
+        "the window; null = 2/3 of the window",
+    )
     top_k: int | None = Field(10, ge=1)
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="keep |corr| >= this")
     every_n_days: int = Field(1, ge=1)
@@ -115,6 +174,28 @@ class GraphConfig(StrictModel):
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="precision of the correlation sums (float32: ~1e-5, ~1.5x faster)"
     )
+
+    @field_validator("min_periods")
+    @classmethod
+    def _min_periods_fit_the_window(cls, min_periods: int | None, info: ValidationInfo) -> int | None:
+        window = info.data.get("window")
+        if min_periods is None or window is None:  # an invalid window is reported at graph.window
+            return min_periods
+        lowest = min(MIN_GRAPH_PERIODS, math.ceil(window / 2))
+        if min_periods < lowest:
+            why = (
+                ""
+                if lowest == MIN_GRAPH_PERIODS
+                else f" (half of graph.window {window}; {MIN_GRAPH_PERIODS} for windows of "
+                f"{2 * MIN_GRAPH_PERIODS} days or more)"
+            )
+            raise ValueError(
+                f"must be at least {lowest} trading days{why}: a correlation over fewer days is "
+                "noise (2 days give |corr| = 1); null = 2/3 of the window"
+            )
+        if min_periods > window:
+            raise ValueError(f"must be at most graph.window ({window}): no stock could ever be a node")
+        return min_periods
 
     @model_validator(mode="after")
     def _some_rule(self) -> GraphConfig:
@@ -284,38 +365,108 @@ class TrainConfig(StrictModel):
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config ({err.error_count()} problem(s))"]
+def format_config_problems(source: str, problems: list[tuple[str, str]], note: str = "") -> str:
+    """The one layout of every config error: ``SOURCE: invalid config (n problem(s))``, then
+    one ``key `dotted.key`: message`` line per problem."""
+    lines = [f"{source}: invalid config ({len(problems)} problem(s)){note}"]
+    lines.extend(f"  key `{key}`: {message}" for key, message in problems)
+    return "\n".join(lines)
+
+
+def _format_validation_error(err: ValidationError, source: str, note: str = "") -> str:
+    problems: list[tuple[str, str]] = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif item["type"] == "value_error" and "error" in item.get("ctx", {}):
+            msg = str(item["ctx"]["error"])  # a validator's own sentence, without "Value error, "
         else:
             msg = item["msg"]
         given = item.get("input")
         shown = "" if item["type"] == "extra_forbidden" or isinstance(given, dict) else f" (got {given!r})"
-        lines.append(f"  key `{key}`: {msg}{shown}")
-    return "\n".join(lines)
+        problems.append((key, f"{msg}{shown}"))
+    return format_config_problems(source, problems, note)
 
 
-def config_from_dict(model: type[ModelT], data: dict[str, Any], source: str = "<dict>") -> ModelT:
+def config_from_dict(
+    model: type[ModelT], data: dict[str, Any], source: str = "<dict>", *, note: str = ""
+) -> ModelT:
+    """Validate ``data`` into ``model``; a :class:`ConfigError` names ``source`` and each dotted
+    key (``note`` is appended to its first line). The config remembers ``source``
+    (:func:`config_source`)."""
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source, note)) from None
+    if isinstance(config, StrictModel):
+        config._source = source
+    return config
+
+
+def config_source(config: StrictModel) -> str:
+    """The file a config was loaded from (``"command line"``, ``"<dict>"`` ...), for errors
+    that can only be found once its inputs are read."""
+    return config._source or "<config>"
+
+
+def _first_duplicate_key(root: yaml.Node) -> tuple[str, yaml.Node, yaml.Node] | None:
+    """``(dotted key, first key node, repeated key node)`` of the first mapping in ``root``
+    that repeats a key, or None. Merge keys (``<<: *anchor``) may be overridden: only keys
+    written in the mapping itself count."""
+    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    seen_nodes: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen_nodes:  # an alias of a node already checked
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value_node, path))
+                    continue
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+                if key in first:
+                    return ".".join((*path, str(key))), first[key], key_node
+                first[key] = key_node
+                stack.append((value_node, (*path, str(key))))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(node.value))
+    return None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML file's top-level mapping; errors name the file."""
+    """A YAML file's top-level mapping. Errors name the file: missing, not UTF-8, not valid
+    YAML, empty (no keys), a key repeated in one mapping (with its dotted key and both
+    lines: YAML would silently keep the last), or a top level that is not a mapping."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file not found: {file}")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.end]!r})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(
+                f"{file}: empty config file (no keys); write the keys to change, or `{{}}` for every default"
+            )
+        duplicate = _first_duplicate_key(node)
+        if duplicate is not None:
+            key, first, repeated = duplicate
+            raise ConfigError(
+                f"{file}: duplicate key `{key}` at line {repeated.start_mark.line + 1} "
+                f"(first at line {first.start_mark.line + 1}); YAML would keep only the last value"
+            )
+        data = loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ConfigError(f"{file}: not valid YAML: {err}") from None
-    if data is None:
-        data = {}
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: top level must be a mapping of keys, got {type(data).__name__}")
     return data
@@ -335,14 +486,30 @@ def load_job_config(
 ) -> ModelT:
     """A job config (:class:`EvaluateConfig`, :class:`TrainConfig`) from YAML (``None`` =
     defaults): the file named by its ``data_config`` key is read first and the file's own
-    ``data`` section merged over it."""
+    ``data`` section merged over it.
+
+    An error in the ``data_config`` file is reported against that file (its keys as there,
+    e.g. ``graph.window``); an error in the job file, or one that only the merge produces,
+    against the job file (``data.graph.window``)."""
+    source = str(path) if path is not None else "<defaults>"
     data = read_yaml(path) if path is not None else {}
     if overrides:
         data = _deep_merge(data, overrides)
-    if data.get("data_config"):
-        base = read_yaml(data["data_config"])
-        data = {**data, "data": _deep_merge(base, data.get("data") or {})}
-    return config_from_dict(model, data, source=str(path) if path is not None else "<defaults>")
+    data_config = data.get("data_config")
+    own_data = data.get("data") or {}
+    note = ""
+    data_source = source
+    if data_config:
+        base = read_yaml(data_config)
+        config_from_dict(DataBuildConfig, base, source=str(data_config), note=f" (the data_config of {source})")
+        data = {**data, "data": _deep_merge(base, own_data)}
+        note = f" (its data section is merged over the data_config {data_config})"
+        data_source = f"{source} (data, merged over {data_config})" if own_data else str(data_config)
+    config = config_from_dict(model, data, source=source, note=note)
+    data_section = getattr(config, "data", None)
+    if isinstance(data_section, DataBuildConfig):
+        data_section._source = data_source
+    return config
 
 
 def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvaluateConfig:
@@ -426,6 +593,16 @@ class WindowSettings(StrictModel):
         return self
 
 
+class Stage1LabelSettings(StrictModel):
+    """The fine-tuning label (``kizashi.datasets.multi_timeframe.LabelConfig``): the log
+    return from the anchor close to the base close ``bars`` bars of ``timeframe`` later
+    (null = the coarsest timeframe), so it depends only on bars closing after the anchor."""
+
+    timeframe: str | None = Field(None, pattern=r"^[mhd][1-9][0-9]*$",
+                                  description="horizon unit (m15, h1, h4, d1, ...); null = the coarsest timeframe")
+    bars: int = Field(1, ge=1, description="horizon in bars of `timeframe`, measured from the anchor")
+
+
 class TransferLearningSettings(StrictModel):
     """The seed configs' keys; ``use_pretrained_lm: false`` = the random-init Transformer."""
 
@@ -473,6 +650,7 @@ class PretrainConfig(StrictModel):
     train_end: str | None = Field(None, description="ISO time: windows ending before it train; null = the first 80%")
     val_end: str | None = Field(None, description="ISO time: validation windows end before it; null = to the end")
     windows: WindowSettings = Field(default_factory=WindowSettings)
+    label: Stage1LabelSettings = Field(default_factory=Stage1LabelSettings)
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="stage1", preset="small"))
     transfer_learning: TransferLearningSettings = Field(default_factory=TransferLearningSettings)
     loss: PretrainLossSettings = Field(default_factory=PretrainLossSettings)
@@ -492,7 +670,7 @@ def load_pretrain_config(path: str | Path | None, overrides: dict[str, Any] | No
 
 #: Sections every setting of an experiment must leave equal, so the settings compare on
 #: the same seed, data, split and windows.
-EXPERIMENT_SHARED_SECTIONS = ("data", "timeframes", "train_end", "val_end", "windows", "seed")
+EXPERIMENT_SHARED_SECTIONS = ("data", "timeframes", "train_end", "val_end", "windows", "label", "seed")
 
 
 class ExperimentReportSettings(StrictModel):

@@ -96,8 +96,10 @@ def trading_calendar(dates: Any) -> np.ndarray:
 def walk_forward_folds(dates: Any, config: SplitConfig, max_horizon: int) -> list[Fold]:
     """Build ``config.n_folds`` walk-forward folds over the trading calendar ``dates``.
 
-    ``purge`` is ``config.purge_days`` or, when that is null, ``max_horizon`` (the longest
-    target horizon, in trading days). Folds are returned oldest first.
+    ``max_horizon`` is the most trading days any target reads ahead
+    (:func:`kizashi.features.targets.target_reach`). ``purge`` is ``config.purge_days`` or,
+    when that is null, ``max_horizon``; a ``purge_days`` shorter than ``max_horizon`` is
+    refused (``ValueError``). Folds are returned oldest first.
 
     Raises ``ValueError`` when the calendar is too short to give the first fold
     ``config.min_train_days`` training dates, naming the days needed and available.
@@ -108,7 +110,13 @@ def walk_forward_folds(dates: Any, config: SplitConfig, max_horizon: int) -> lis
         raise ValueError(f"max_horizon must be a non-negative integer, got {max_horizon!r}")
     purge = int(config.purge_days if config.purge_days is not None else max_horizon)
     if purge < 0:
-        raise ValueError(f"purge_days must be >= 0, got {purge}")
+        raise ValueError(f"splits.purge_days must be >= 0, got {purge}")
+    if purge < max_horizon:
+        raise ValueError(
+            f"splits.purge_days ({purge}) is shorter than the targets' reach ({max_horizon} trading "
+            "days: the longest horizon plus targets.fill_end_days): training labels would overlap "
+            "the validation and test days; raise it or leave it null"
+        )
     embargo = int(config.embargo_days)
     gap = purge + embargo
     if config.train_days is not None and config.train_days < config.min_train_days:
@@ -122,16 +130,22 @@ def walk_forward_folds(dates: Any, config: SplitConfig, max_horizon: int) -> lis
     val_block = config.val_days + purge if config.val_days > 0 else 0
     needed = config.min_train_days + val_block + gap + test_total
     if n_dates < needed:
+        purge_part = (
+            f"splits.purge_days {purge}"
+            if config.purge_days is not None
+            else f"purge {purge} (splits.purge_days null: the targets' reach)"
+        )
         parts = [
-            f"min_train_days {config.min_train_days}",
-            *([f"val_days {config.val_days} + purge {purge}"] if val_block else []),
-            f"purge {purge} + embargo {embargo}",
-            f"n_folds {config.n_folds} x test_days {config.test_days}",
+            f"splits.min_train_days {config.min_train_days}",
+            *([f"splits.val_days {config.val_days} + {purge_part}"] if val_block else []),
+            f"{purge_part} + splits.embargo_days {embargo}",
+            f"splits.n_folds {config.n_folds} x splits.test_days {config.test_days}",
         ]
         span = f" ({calendar[0]} .. {calendar[-1]})" if n_dates else ""
         raise ValueError(
-            f"calendar too short for walk-forward splits: {needed} trading days needed "
-            f"({' + '.join(parts)}), {n_dates} available{span}"
+            f"calendar too short for walk-forward splits: {needed:,} trading days needed "
+            f"({' + '.join(parts)}), {n_dates:,} available{span}; lower splits.n_folds, "
+            "splits.test_days or splits.min_train_days, or give a longer input"
         )
 
     folds: list[Fold] = []

@@ -103,6 +103,48 @@ def _is_bracketed_header(head: str) -> bool:
     return False
 
 
+def first_invalid_utf8(path: Path, block_size: int = 1 << 20) -> tuple[int, int, bytes] | None:
+    """``(byte offset, line number, bad bytes)`` of the first byte sequence of ``path`` that
+    is not UTF-8 (offset 0-based, line 1-based), or None when the whole file decodes.
+
+    Reads the file in blocks (memory bounded by ``block_size``); a multi-byte character cut
+    by a block boundary is carried into the next block, not reported.
+    """
+    offset = 0  # file offset of data[0]
+    lines_before = 0  # newlines before data[0]
+    carry = b""
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(block_size)
+            data = carry + block
+            if not data:
+                return None
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                cut = err.reason == "unexpected end of data" and err.end == len(data)
+                if not (cut and block):  # a sequence cut by the block end is completed next time
+                    line = lines_before + data.count(b"\n", 0, err.start) + 1
+                    return offset + err.start, line, data[err.start : max(err.end, err.start + 1)]
+                lines_before += data.count(b"\n", 0, err.start)
+                offset += err.start
+                carry = data[err.start :]
+                continue
+            if not block:
+                return None
+            lines_before += data.count(b"\n")
+            offset += len(data)
+            carry = b""
+
+
+def _not_utf8(source: str, position: tuple[int, int, bytes]) -> DataValidationError:
+    offset, line, bad = position
+    return DataValidationError(
+        f"{source}: not UTF-8 text: byte {offset:,} (line {line:,}) is {bad!r}; "
+        "convert the file to UTF-8 (e.g. from Shift-JIS/cp932)"
+    )
+
+
 def _read_csv(path: Path, separator: str | None) -> pl.DataFrame:
     source = str(path)
     with path.open("rb") as fh:
@@ -114,11 +156,8 @@ def _read_csv(path: Path, separator: str | None) -> pl.DataFrame:
     except UnicodeDecodeError as err:
         # A multi-byte character cut at the sniff boundary is not an encoding problem.
         if err.start < len(raw_head) - 4:
-            raise DataValidationError(
-                f"{source}: not UTF-8 text "
-                f"(byte {err.start}: {raw_head[err.start : err.start + 4]!r}); "
-                "convert the file to UTF-8 (e.g. from Shift-JIS/cp932)"
-            ) from None
+            line = raw_head.count(b"\n", 0, err.start) + 1
+            raise _not_utf8(source, (err.start, line, raw_head[err.start : err.end])) from None
         head = raw_head[: err.start].decode("utf-8-sig")
     stripped = head.lstrip()
     if stripped[:1] in ("{", "["):
@@ -157,6 +196,10 @@ def _read_csv(path: Path, separator: str | None) -> pl.DataFrame:
             truncate_ragged_lines=False,
         ).collect()
     except pl.exceptions.PolarsError as err:
+        # Only the head was checked above; a bad byte further on is found and placed here.
+        position = first_invalid_utf8(path)
+        if position is not None:
+            raise _not_utf8(source, position) from None
         raise DataValidationError(
             f"{source}: could not be read as CSV (separator {sep!r}): {err}"
         ) from None

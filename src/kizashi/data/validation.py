@@ -19,9 +19,14 @@ Panel rules, in order (``row`` in the examples is the 1-based data row of the in
 2. ``unparsable_values`` — strict casts: code to Utf8 (integer codes such as 86970 become
    "86970"), date to Date (ISO, YYYYMMDD, YYYY/MM/DD strings, integers, datetimes), numbers
    to Float64 (NaN is read as null). A value that does not parse is an error (stops).
-3. ``null_keys`` — null code or date (error).
-4. ``duplicate_rows`` — duplicate (code, date): error, or with ``on_duplicate`` first/last
-   the first/last row in input order is kept (dropped).
+3. ``code_normalized`` — codes stripped of surrounding whitespace, and upper- or
+   lower-cased with ``code_case: upper|lower`` (repaired: rows and codes changed, each
+   spelling shown). ``code_collision`` (info): several input spellings became one code
+   (``" AAL"`` and ``"AAL"``); their rows are one stock from here on, so a date they share
+   is a duplicate (rule 10). ``code_case_variants`` (info, ``code_case: keep``): codes that
+   differ only by letter case (``aal``, ``AAL``), kept as separate stocks. The sector
+   table and margin balances get the same normalization, so their codes still join.
+4. ``null_keys`` — null code or date (error; a code of only whitespace is null).
 5. ``unsorted`` — sorted by (code, date) (info).
 6. ``null_adjustment`` — null adjustment_factor / split_coefficient read as 1.0 and null
    dividend_amount as 0.0 (repaired).
@@ -35,13 +40,32 @@ Panel rules, in order (``row`` in the examples is the 1-based data row of the in
    ``open_outside_range``, ``negative_volume``, ``bad_adjustment`` (non-positive or
    non-finite factors or adjusted_close, negative dividend or turnover): error, or dropped
    with ``on_bad_price: drop`` (each row counted once, under the first rule it breaks).
-10. ``short_history`` — stocks with fewer than ``min_history`` rows (dropped).
-11. ``gaps`` — trading days of the panel's calendar missing inside a stock's life (info).
-12. ``empty_panel`` — no rows in the input, or none left after the drops (error).
+10. ``duplicate_rows`` — duplicate (code, date) among the rows left after rules 7 and 9,
+   so a key keeps a valid row whenever it has one: error, or with ``on_duplicate``
+   first/last the first/last of them in input order is kept (dropped). Rows of duplicated
+   keys already dropped as invalid are counted under their rule and named in the message
+   (an info ``duplicate_rows`` when that left every key with one row).
+11. ``price_jump`` — an isolated price jump that reverses: a day whose log return and the
+   next day's are both at least ``log(price_jump_factor)`` in size (a factor of 3 by
+   default), of opposite signs, and cancel to within half that (the price two days on is
+   within a factor ``sqrt(price_jump_factor)`` of the price before), with no split factor
+   (``adjustment_factor`` or ``split_coefficient`` other than 1) on either day — a bar in
+   the wrong units, such as every price x1000. Returns are those the adjustment will
+   produce: the close corrected by the day's ``adjustment_factor`` (or else
+   ``split_coefficient``), or with only ``adjusted_close``, the adjusted close. The jump
+   day is reported with ``on_price_jump: error`` (default), dropped with ``drop``
+   (counted; the stock's return then runs from the day before to the day after), or kept
+   and reported (info) with ``keep``. A level shift that stays, or a jump on a stock's
+   last row, is not this rule's business.
+12. ``short_history`` — rows before a stock's ``min_history``-th row (info: the features
+    pipeline keeps them out of the point-in-time universe; nothing is dropped here).
+13. ``gaps`` — trading days of the panel's calendar missing inside a stock's life (info).
+14. ``empty_panel`` — no rows in the input, or none left after the drops (error).
 
-When rows carrying a corporate-action factor are dropped (rules 7 and 9), the factor is
-moved onto the stock's next kept row (factors multiplied, dividends added) so that the
-price adjustment downstream stays right (``moved_adjustment_events``, repaired).
+When rows carrying a corporate-action factor are dropped (rules 7, 9 and 11), the factor
+is moved onto the stock's next kept row (factors multiplied, dividends added) so that the
+price adjustment downstream stays right (``moved_adjustment_events``, repaired); a dropped
+row whose (code, date) keeps another row moves nothing (that row stands for the day).
 ``oracle_*`` columns and columns unknown to the schema pass through untouched.
 """
 
@@ -49,6 +73,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -326,7 +351,10 @@ def _parse_dates(expr: pl.Expr) -> pl.Expr:
 
 
 def _coerce(df: pl.DataFrame, dtypes: dict[str, pl.DataType], rec: _Recorder) -> pl.DataFrame:
-    """Cast present schema columns with strict checking; unparsable values are errors."""
+    """Cast present schema columns with strict checking; unparsable values are errors.
+
+    Text columns are stripped of surrounding whitespace, except ``code``, which
+    :func:`_normalize_codes` strips (and counts)."""
     casts: dict[str, pl.Expr] = {}
     failures: dict[str, pl.Expr] = {}
     for name, target in dtypes.items():
@@ -339,7 +367,7 @@ def _coerce(df: pl.DataFrame, dtypes: dict[str, pl.DataType], rec: _Recorder) ->
             continue
         if target == pl.Utf8:
             if dtype == pl.Utf8:
-                cast = col.str.strip_chars()
+                cast = col if name == CODE else col.str.strip_chars()
             elif dtype.is_integer() or dtype in (pl.Categorical, pl.Enum) or dtype == pl.Boolean:
                 cast = col.cast(pl.Utf8)
             elif dtype.is_float():
@@ -422,6 +450,96 @@ def _coerce(df: pl.DataFrame, dtypes: dict[str, pl.DataType], rec: _Recorder) ->
     )
 
 
+def _normalize_codes(df: pl.DataFrame, config: InputConfig, rec: _Recorder) -> pl.DataFrame:
+    """Strip ticker codes of surrounding whitespace and case-fold them as ``input.code_case``
+    says; report every change (``code_normalized``), spellings merged into one code
+    (``code_collision``) and, with ``code_case: keep``, codes that differ only by case
+    (``code_case_variants``). A code of only whitespace becomes null (``null_values``)."""
+    if CODE not in df.columns or df.schema[CODE] != pl.Utf8:
+        return df
+    normalized = pl.col(CODE).str.strip_chars()
+    if config.code_case == "upper":
+        normalized = normalized.str.to_uppercase()
+    elif config.code_case == "lower":
+        normalized = normalized.str.to_lowercase()
+    normalized = pl.when(normalized == "").then(None).otherwise(normalized)
+    # One row per input spelling: cheap even for a large panel.
+    spellings = (
+        df.group_by(CODE)
+        .agg(pl.len().alias("rows"))
+        .filter(pl.col(CODE).is_not_null())
+        .with_columns(normalized.alias("__normalized"))
+        .filter(pl.col("__normalized").is_not_null())
+        .sort("__normalized", CODE)
+    )
+    changed = spellings.filter(pl.col(CODE) != pl.col("__normalized"))
+    if changed.height:
+        n_rows = int(changed.get_column("rows").sum())
+        stripped = pl.col(CODE) != pl.col(CODE).str.strip_chars()
+        n_stripped = int(changed.select(stripped.sum()).item())
+        n_cased = int(
+            changed.select((pl.col(CODE).str.strip_chars() != pl.col("__normalized")).sum()).item()
+        )
+        what = [f"{n_stripped} had surrounding whitespace (stripped)"] if n_stripped else []
+        if n_cased:
+            what.append(f"{n_cased} {config.code_case}-cased (input.code_case: {config.code_case})")
+        examples = pl.DataFrame(
+            {
+                "input_code": [repr(c) for c in changed.get_column(CODE).to_list()],
+                CODE: [repr(c) for c in changed.get_column("__normalized").to_list()],
+                "rows": changed.get_column("rows"),
+            }
+        )
+        rec.add(
+            "code_normalized",
+            CODE,
+            n_rows,
+            "repaired",
+            f"{n_rows} row(s) of {changed.height} code(s) changed: {'; '.join(what)}",
+            examples,
+        )
+    df = df.with_columns(normalized.alias(CODE))
+    merged = (
+        spellings.group_by("__normalized", maintain_order=True)
+        .agg(pl.col(CODE), pl.col("rows").sum())
+        .filter(pl.col(CODE).list.len() > 1)
+    )
+    if merged.height:
+        listing = [
+            f"{code!r} <- {', '.join(map(repr, sources))}"
+            for code, sources in merged.select("__normalized", CODE).head(20).iter_rows()
+        ]
+        rec.add(
+            "code_collision",
+            CODE,
+            merged.height,
+            "info",
+            f"{merged.height} code(s) come from several spellings in the input and are one stock "
+            f"from here on (a date they share is a duplicate (code, date)): {'; '.join(listing)}"
+            f"{' …' if merged.height > 20 else ''}",
+        )
+    if config.code_case == "keep":
+        codes = spellings.get_column("__normalized").unique()
+        variants = (
+            pl.DataFrame({CODE: codes})
+            .with_columns(pl.col(CODE).str.to_lowercase().alias("__folded"))
+            .filter(pl.len().over("__folded") > 1)
+            .sort("__folded", CODE)
+        )
+        if variants.height:
+            names = variants.get_column(CODE).to_list()
+            rec.add(
+                "code_case_variants",
+                CODE,
+                variants.height,
+                "info",
+                f"{variants.height} code(s) differ only by letter case and are kept as "
+                f"separate stocks: {names[:20]}{' …' if len(names) > 20 else ''}; set "
+                "input.code_case: upper (or lower) to make them one",
+            )
+    return df
+
+
 def _null_rows(df: pl.DataFrame, columns: Iterable[str], rec: _Recorder, hint: str = "") -> None:
     present = [c for c in columns if c in df.columns]
     if not present:
@@ -446,7 +564,8 @@ def _drop_rows(df: pl.DataFrame, drop: pl.Series, rec: _Recorder) -> pl.DataFram
     ``df`` must be sorted by (code, date). Factors of dropped rows are multiplied (dividends
     added) into the stock's next kept row, so adjustment downstream does not lose events.
     Dropped rows after a stock's last kept row have no row to move to; they lie after every
-    kept date of the stock, so no kept value depends on them.
+    kept date of the stock, so no kept value depends on them. A dropped row whose
+    (code, date) keeps another row (a duplicate) moves nothing: the kept row stands for the day.
     """
     carry = [c for c in (*_CARRY_PRODUCT, *_CARRY_SUM) if c in df.columns]
     keep = ~drop
@@ -459,6 +578,9 @@ def _drop_rows(df: pl.DataFrame, drop: pl.Series, rec: _Recorder) -> pl.DataFram
     position = pl.int_range(pl.len(), dtype=pl.Int64)
     staged = df.with_columns(keep.alias("__keep"), position.alias("__pos"))
     candidates = staged.filter(~pl.col("__keep") & event)
+    if candidates.height:
+        kept_keys = staged.filter(pl.col("__keep")).select(CODE, DATE)
+        candidates = candidates.join(kept_keys, on=[CODE, DATE], how="anti", maintain_order="left")
     if candidates.height == 0:
         return df.filter(keep)
     # Position of the next kept row of the same stock, for every row (cheap: one group per code).
@@ -549,6 +671,170 @@ def _bad_price_exprs(columns: list[str]) -> dict[str, pl.Expr]:
     }
 
 
+def _same_key_as(offset: int) -> pl.Expr:
+    """True on rows whose (code, date) is that of the row ``offset`` rows away (the frame is
+    sorted by code and date, so the rows of a key are adjacent)."""
+    code, date = pl.col(CODE), pl.col(DATE)
+    same = (code == code.shift(offset)) & (date == date.shift(offset))
+    return same.fill_null(False)
+
+
+def _in_duplicate_group() -> pl.Expr:
+    """True on rows whose (code, date) is on another row too."""
+    return _same_key_as(1) | _same_key_as(-1)
+
+
+def _resolve_duplicates(
+    df: pl.DataFrame, config: InputConfig, rec: _Recorder, duplicated_before: pl.DataFrame
+) -> pl.DataFrame:
+    """Rule 10: duplicate (code, date) keys among the rows still here (invalid rows are gone),
+    an error or resolved by ``config.on_duplicate`` in input order. ``duplicated_before``
+    (row, code, date) lists the rows of duplicated keys before the invalid rows were
+    dropped, so that the report says how many of them went as invalid."""
+    dropped_as_invalid = duplicated_before.join(df.select(_ROW_TMP), on=_ROW_TMP, how="anti")
+    n_invalid = dropped_as_invalid.height
+    earlier = (
+        f"; {n_invalid} other row(s) of duplicated keys had been dropped as invalid (counted under "
+        "their rules), so each key keeps a valid row when it has one"
+        if n_invalid
+        else ""
+    )
+    dup_flags = df.select(_same_key_as(1).alias("prev"), _same_key_as(-1).alias("next"))
+    in_group = dup_flags["prev"] | dup_flags["next"]
+    n_dup_rows = int(in_group.sum())
+    if not n_dup_rows:
+        if n_invalid:
+            n_keys_before = duplicated_before.select(CODE, DATE).n_unique()
+            rec.add(
+                "duplicate_rows",
+                f"{CODE}, {DATE}",
+                n_keys_before,
+                "info",
+                f"{n_keys_before} duplicated (code, date) key(s) in the input; {n_invalid} of "
+                "their rows were dropped as invalid (counted under their rules) and each key has "
+                "one valid row left: nothing more to resolve",
+                dropped_as_invalid,
+            )
+        return df
+    examples = df.filter(in_group).select(_example_columns(df, *PRICE_COLUMNS, "volume"))
+    n_keys = n_dup_rows - int(dup_flags["prev"].sum())
+    if config.on_duplicate == "error":
+        rec.add(
+            "duplicate_rows",
+            f"{CODE}, {DATE}",
+            n_dup_rows,
+            "error",
+            f"{n_dup_rows} rows share {n_keys} (code, date) key(s); set input.on_duplicate to "
+            f"'first' or 'last' to keep one row per key{earlier}",
+            examples,
+        )
+        return df
+    redundant = dup_flags["prev"] if config.on_duplicate == "first" else dup_flags["next"]
+    n_redundant = int(redundant.sum())
+    rec.add(
+        "duplicate_rows",
+        f"{CODE}, {DATE}",
+        n_redundant,
+        "dropped",
+        f"{n_keys} duplicated (code, date) key(s) among the valid rows; kept the "
+        f"{config.on_duplicate} row of each in input order, dropped {n_redundant}{earlier}",
+        examples,
+    )
+    return df.filter(~redundant)
+
+
+def _price_jump_flags(df: pl.DataFrame, factor: float) -> pl.DataFrame:
+    """Rule 11 on a frame sorted by (code, date): ``__jump`` (bool) with the day's and the
+    next day's log return (``log_return``, ``next_log_return``) and neighbouring closes.
+
+    The returns are those :func:`kizashi.data.adjust.adjust_prices` will produce: the close
+    corrected by the day's ``adjustment_factor`` (or else ``split_coefficient``), or the
+    ``adjusted_close`` series when it is the only adjustment column.
+    """
+    columns = df.columns
+    close = pl.col("close")
+    if "adjustment_factor" in columns:
+        series, correction = close, -pl.col("adjustment_factor").log()
+    elif "split_coefficient" in columns:
+        series, correction = close, pl.col("split_coefficient").log()
+    elif "adjusted_close" in columns:
+        series, correction = pl.col("adjusted_close"), pl.lit(0.0)
+    else:
+        series, correction = close, pl.lit(0.0)
+    split_day = pl.lit(False)
+    for name in ("adjustment_factor", "split_coefficient"):
+        if name in columns:
+            split_day = split_day | (pl.col(name) != 1.0).fill_null(False)
+    log_return = (series / series.shift(1).over(CODE)).log() + correction
+    next_log_return = pl.col("log_return").shift(-1).over(CODE)
+    threshold = math.log(factor)
+    staged = df.select(
+        pl.col(CODE),
+        log_return.alias("log_return"),
+        split_day.alias("__split_day"),
+        close.shift(1).over(CODE).alias("previous_close"),
+        close.shift(-1).over(CODE).alias("next_close"),
+    ).with_columns(
+        next_log_return.alias("next_log_return"),
+        pl.col("__split_day").shift(-1).over(CODE).fill_null(False).alias("__split_next"),
+    )
+    r, r_next = pl.col("log_return"), pl.col("next_log_return")
+    jump = (
+        r.is_finite()
+        & r_next.is_finite()
+        & (r.abs() >= threshold)
+        & (r_next.abs() >= threshold)
+        & (r.sign() != r_next.sign())
+        & ((r + r_next).abs() <= threshold / 2)
+        & ~pl.col("__split_day")
+        & ~pl.col("__split_next")
+    )
+    return staged.with_columns(jump.fill_null(False).alias("__jump"))
+
+
+def _check_price_jumps(df: pl.DataFrame, config: InputConfig, rec: _Recorder) -> pl.DataFrame:
+    """Rule 11: report, drop or keep the days of isolated reversing price jumps."""
+    if df.height < 3:
+        return df
+    flags = _price_jump_flags(df, config.price_jump_factor)
+    jump = flags.get_column("__jump")
+    n_jumps = int(jump.sum())
+    if not n_jumps:
+        return df
+    factors = ("adjustment_factor", "split_coefficient", "adjusted_close")
+    shown = [c for c in factors if c in df.columns]
+    examples = (
+        df.select(_example_columns(df, *PRICE_COLUMNS, "volume", *shown))
+        .hstack(flags.select("previous_close", "next_close", "log_return", "next_log_return"))
+        .filter(jump)
+        .sort(pl.col("log_return").abs(), descending=True)
+    )
+    what = (
+        f"{n_jumps} day(s) whose price jumps by a factor of {config.price_jump_factor:g} or more "
+        "and jumps back the next day, with no split factor on either day (a bar in the wrong "
+        "units, e.g. every price x1000)"
+    )
+    if config.on_price_jump == "error":
+        rec.add(
+            "price_jump",
+            "close",
+            n_jumps,
+            "error",
+            f"{what}; set input.on_price_jump: drop to drop them (counted) or keep to keep them "
+            "(input.price_jump_factor sets the threshold)",
+            examples,
+        )
+        return df
+    if config.on_price_jump == "drop":
+        df = _drop_rows(df, jump, rec)
+        message = f"{what} dropped (input.on_price_jump: drop)"
+        rec.add("price_jump", "close", n_jumps, "dropped", message, examples)
+        return df
+    message = f"{what} kept (input.on_price_jump: keep)"
+    rec.add("price_jump", "close", n_jumps, "info", message, examples)
+    return df
+
+
 def validate_panel(
     df: pl.DataFrame, source: str, config: InputConfig, *, raise_on_error: bool = True
 ) -> tuple[pl.DataFrame, ValidationReport]:
@@ -569,6 +855,7 @@ def validate_panel(
     df = _coerce(df, PANEL_DTYPES, rec)
     if rec.has_errors:
         return rec.finish(df, raise_on_error)
+    df = _normalize_codes(df, config, rec)
     extra = [
         c
         for c in df.columns
@@ -589,41 +876,9 @@ def validate_panel(
     # Sort by (code, date); ties (duplicates) stay in input order.
     df = _sort_by_code_date(df, rec)
 
-    # Duplicate (code, date): adjacent after sorting, resolved in input order.
-    prev_code, prev_date = pl.col(CODE).shift(1), pl.col(DATE).shift(1)
-    same_as_prev = ((pl.col(CODE) == prev_code) & (pl.col(DATE) == prev_date)).fill_null(False)
-    same_as_next = (
-        (pl.col(CODE) == pl.col(CODE).shift(-1)) & (pl.col(DATE) == pl.col(DATE).shift(-1))
-    ).fill_null(False)
-    dup_flags = df.select(same_as_prev.alias("prev"), same_as_next.alias("next"))
-    in_group = dup_flags["prev"] | dup_flags["next"]
-    n_dup_rows = int(in_group.sum())
-    if n_dup_rows:
-        examples = df.filter(in_group).select(_example_columns(df, *PRICE_COLUMNS, "volume"))
-        n_keys = n_dup_rows - int(dup_flags["prev"].sum())
-        if config.on_duplicate == "error":
-            rec.add(
-                "duplicate_rows",
-                f"{CODE}, {DATE}",
-                n_dup_rows,
-                "error",
-                f"{n_dup_rows} rows share {n_keys} (code, date) key(s); set input.on_duplicate to "
-                "'first' or 'last' to keep one row per key",
-                examples,
-            )
-        else:
-            redundant = dup_flags["prev"] if config.on_duplicate == "first" else dup_flags["next"]
-            n_redundant = int(redundant.sum())
-            df = df.filter(~redundant)
-            rec.add(
-                "duplicate_rows",
-                f"{CODE}, {DATE}",
-                n_redundant,
-                "dropped",
-                f"{n_keys} duplicated (code, date) key(s); kept the {config.on_duplicate} row of "
-                f"each in input order, dropped {n_redundant}",
-                examples,
-            )
+    # Rows of duplicated (code, date) keys, before invalid rows are dropped: rule 10
+    # resolves duplicates among the valid rows and names the invalid ones.
+    duplicated_before = df.filter(_in_duplicate_group()).select(_ROW_TMP, CODE, DATE)
 
     # Null corporate-action fields mean "no event".
     for name, neutral in (
@@ -739,20 +994,30 @@ def validate_panel(
         if config.on_bad_price == "drop":
             df = _drop_rows(df, any_bad, rec)
 
-    # Short histories.
+    # Duplicate (code, date) among the rows left valid, resolved in input order.
+    df = _resolve_duplicates(df, config, rec, duplicated_before)
+
+    # Isolated price jumps that reverse (a bar in the wrong units).
+    df = _check_price_jumps(df, config, rec)
+
+    # Short histories: counted, never dropped. The universe is point-in-time (features
+    # pipeline): a stock enters it on the day it has ``min_history`` rows up to that day,
+    # so whether it exists on a date never depends on rows after that date.
     if config.min_history > 1 and df.height:
-        lengths = df.group_by(CODE).len().filter(pl.col("len") < config.min_history).sort(CODE)
-        if lengths.height:
-            n_short = int(lengths.get_column("len").sum())
-            df = df.filter(~pl.col(CODE).is_in(lengths.get_column(CODE).implode()))
+        lengths = df.group_by(CODE).len().sort(CODE)
+        n_before = int(lengths.get_column("len").clip(upper_bound=config.min_history - 1).sum())
+        never = lengths.filter(pl.col("len") < config.min_history)
+        if n_before:
             rec.add(
                 "short_history",
                 CODE,
-                n_short,
-                "dropped",
-                f"{lengths.height} stock(s) with fewer than {config.min_history} rows "
-                f"(input.min_history) dropped: {n_short} row(s)",
-                lengths.rename({"len": "rows"}),
+                n_before,
+                "info",
+                f"{n_before} row(s) come before their stock's {config.min_history}th row "
+                f"(input.min_history): kept for the stock's own lookbacks, outside the universe "
+                f"on those days (not written, not in any cross-section); {never.height} stock(s) "
+                "have fewer rows in this file and never enter it (shortest first)",
+                lengths.sort("len", CODE).rename({"len": "rows"}),
             )
 
     # Gaps against the panel's own trading calendar (info only).
@@ -805,10 +1070,12 @@ def validate_sectors(
     """Validate a sector table against the panel's codes.
 
     Rules: ``missing_columns`` (code and ``config.sector_level``), ``unparsable_values``,
-    ``null_values`` (code), ``duplicate_rows`` (identical repeats dropped, conflicting
-    ones an error), ``missing_sector`` (panel codes without a sector, or with a null one:
-    error, or with ``missing_sector: unknown`` assigned ``"UNKNOWN"``: repaired, rows added
-    for absent codes), ``unused_sectors`` (codes not in the panel, kept: info).
+    ``code_normalized`` / ``code_collision`` / ``code_case_variants`` (as for the panel, so
+    that the codes join), ``null_values`` (code), ``duplicate_rows`` (identical repeats
+    dropped, conflicting ones an error), ``missing_sector`` (panel codes without a sector,
+    or with a null one: error, or with ``missing_sector: unknown`` assigned ``"UNKNOWN"``:
+    repaired, rows added for absent codes), ``unused_sectors`` (codes not in the panel,
+    kept: info).
     """
     rec = _Recorder(source, "sector table", sectors.height)
     level = config.sector_level
@@ -824,6 +1091,7 @@ def validate_sectors(
     df = _coerce(df, {CODE: pl.Utf8(), **{c: pl.Utf8() for c in levels}}, rec)
     if rec.has_errors:
         return rec.finish(df, raise_on_error, dated=False)
+    df = _normalize_codes(df, config, rec)
     _null_rows(df, (CODE,), rec)
 
     value_cols = [c for c in df.columns if c != _ROW_TMP]
@@ -927,8 +1195,9 @@ def validate_margin(
 ) -> tuple[pl.DataFrame, ValidationReport]:
     """Validate weekly margin balances.
 
-    Rules: ``missing_columns``, ``unparsable_values``, ``null_values`` (every required
-    column), ``negative_values``, ``published_before_date`` (a balance published before the
+    Rules: ``missing_columns``, ``unparsable_values``, ``code_normalized`` /
+    ``code_collision`` / ``code_case_variants`` (as for the panel), ``null_values`` (every
+    required column), ``negative_values``, ``published_before_date`` (a balance published before the
     date it describes: error), ``duplicate_rows`` (code, date: error), ``unsorted`` (info).
     """
     rec = _Recorder(source, "margin balances", margin.height)
@@ -939,6 +1208,7 @@ def validate_margin(
     df = _coerce(df, MARGIN_DTYPES, rec)
     if rec.has_errors:
         return rec.finish(df, raise_on_error)
+    df = _normalize_codes(df, config, rec)
     _null_rows(df, REQUIRED_MARGIN_COLUMNS, rec)
     shown = _example_columns(df, PUBLISHED_DATE, *MARGIN_VALUE_COLUMNS)
     negative = pl.any_horizontal([(pl.col(c) < 0).fill_null(False) for c in MARGIN_VALUE_COLUMNS])

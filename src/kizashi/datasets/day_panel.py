@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.build import FEATURES_DIR, GRAPHS_DIR, read_metadata
+from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.log import progress
 from kizashi.splits import Fold
 
@@ -930,4 +931,5 @@ def day_loader(
         drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )

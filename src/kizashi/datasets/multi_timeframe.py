@@ -44,13 +44,28 @@ bool (False for bars flagged ``invalid_range``: their inputs are 0 and they neve
 the loss), ``groups`` ``{tf: [T]}`` int64 for each timeframe but the coarsest (the index,
 in the next coarser timeframe's window, of the bar that contains this bar, -1 if none) and
 ``complete`` ``{tf: [T]}`` bool for each but the finest (the coarse bar is not partial and
-all of its finer bars are inside the finer window): what the consistency loss compares;
-``next_return`` (float, fine-tuning label): the coarsest timeframe's next-bar log return,
-scaled (NaN when unknown). Async items have ``inputs`` / ``targets`` / ``masked`` /
-``valid`` of ``[T_tf, ...]`` per timeframe, ``anchor_time`` and ``next_return`` (the
-coarsest window's next bar over its last one; also NaN when that next bar closes at or
-before the item's ``anchor_time``, i.e. when another timeframe's window already shows it:
-the label must lie after every input bar).
+all of its finer bars are inside the finer window): what the consistency loss compares.
+Async items have ``inputs`` / ``targets`` / ``masked`` / ``valid`` of ``[T_tf, ...]`` per
+timeframe. Both modes: ``symbol``, ``anchor_time`` (epoch us) and ``forward_return``.
+
+The label (``forward_return``, float, the fine-tuning target; :class:`LabelConfig`). With
+``t`` the item's anchor (aligned: the anchor; async: the latest window end) and the horizon
+``H = label.bars x duration(label.timeframe)`` (default: one bar of the coarsest timeframe)::
+
+    forward_return = log(P(t + H) / P(t))      unscaled log return
+
+where ``P(s)`` is the close of the BASE bar closing exactly at ``s``. ``P(t)``, the base
+price, is the close of the bar closing at the anchor (aligned: the anchor bar itself; async:
+the base bar closing at the latest window end, which exists unless the data has a gap
+there); ``P(t + H)`` comes from a bar closing strictly after the anchor. So the label
+depends on bars closing after the anchor and on the anchor's own close only, while the
+inputs depend on bars closing at or before it (both proven by perturbation tests). NaN when
+either bar is missing (a gap, a closed session, the end of the data) or flagged
+``invalid_range``. ``H`` must be a whole number of base bars.
+
+Purging. ``earliest_input`` leaves out the windows that hold a bar opening before that
+instant (a window is counted in bars, so a gap in the data stretches it back in time):
+with the training labels' end as ``earliest_input``, validation inputs never overlap them.
 """
 
 from __future__ import annotations
@@ -83,6 +98,15 @@ class MaskConfig:
     min_span: int = 3
     max_span: int = 10
     synchronized: bool = False  # the same wall-clock intervals in every timeframe
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """The label's horizon: ``bars`` bars of ``timeframe`` (None: the coarsest of the
+    windows' timeframes), measured from the anchor (module docstring)."""
+
+    timeframe: str | None = None
+    bars: int = 1
 
 
 @dataclass(frozen=True)
@@ -134,6 +158,9 @@ class MultiTimeframeWindows(Dataset):
         mask: span masking; ``seed`` with the item index makes masks reproducible.
         anchor_stride: aligned: keep every n-th eligible anchor (in base bars); async: the
             default stride of every timeframe.
+        label: the horizon of ``forward_return`` (module docstring).
+        earliest_input: leave out windows holding a bar that opens before this instant
+            (datetime, epoch microseconds or None); the purge after a training range.
     """
 
     def __init__(
@@ -150,6 +177,8 @@ class MultiTimeframeWindows(Dataset):
         mask: MaskConfig = MaskConfig(),
         anchor_stride: int = 1,
         seed: int = 0,
+        label: LabelConfig = LabelConfig(),
+        earliest_input: Any = None,
     ) -> None:
         if seq_len < 1 or anchor_stride < 1:
             raise ValueError("seq_len and anchor_stride must be >= 1")
@@ -172,6 +201,9 @@ class MultiTimeframeWindows(Dataset):
         self.strides = _per_timeframe("strides", strides, self.timeframes, self.anchor_stride) if mode == "async" else None
         self.stats = dict(stats) if stats is not None else None
         self.minutes = {tf: timeframe_minutes(tf) for tf in self.timeframes}
+        self.label = label
+        self.label_timeframe, self.label_horizon_us = label_horizon(label, self.timeframes)
+        self.earliest_input_us = _to_us(earliest_input)
         self.symbols = sorted(series)
         self.data: dict[str, dict[str, _Series]] = {}
         for symbol in self.symbols:
@@ -198,6 +230,9 @@ class MultiTimeframeWindows(Dataset):
             for tf in self.timeframes:
                 visible = np.searchsorted(data[tf].close_us, base_close, side="right")  # bars closed by t
                 enough &= visible >= self.seq_len
+                if self.earliest_input_us is not None:
+                    first = np.clip(visible - self.seq_len, 0, None)  # the window's first bar
+                    enough &= data[tf].close_us[first] - self.minutes[tf] * _US_PER_MINUTE >= self.earliest_input_us
             if start_us is not None:
                 enough &= base_close >= start_us
             if end_us is not None:
@@ -215,6 +250,9 @@ class MultiTimeframeWindows(Dataset):
             for tf, series in self.data[symbol].items():
                 close = series.close_us
                 eligible = np.arange(len(close)) >= self.seq_lens[tf] - 1  # T_tf bars up to and with this one
+                if self.earliest_input_us is not None:
+                    first = np.clip(np.arange(len(close)) - self.seq_lens[tf] + 1, 0, None)
+                    eligible &= close[first] - self.minutes[tf] * _US_PER_MINUTE >= self.earliest_input_us
                 if start_us is not None:
                     eligible &= close >= start_us
                 if end_us is not None:
@@ -352,26 +390,65 @@ class MultiTimeframeWindows(Dataset):
             groups, complete = self._consistency_maps(item)
             out["groups"] = {tf: torch.from_numpy(g.astype(np.int64)) for tf, g in groups.items()}
             out["complete"] = {tf: torch.from_numpy(c) for tf, c in complete.items()}
+        out["symbol"] = item["symbol"]
         out["anchor_time"] = item["anchor_time"]
-        out["next_return"] = self._next_return(item["symbol"], item["rows"], item["anchor_time"])
+        out["forward_return"] = float(self._forward_returns(item["symbol"], np.array([item["anchor_time"]]))[0])
         return out
 
-    def _next_return(self, symbol: str, rows: Mapping[str, np.ndarray], anchor_time: int) -> float:
-        """The fine-tuning label of a window (``rows`` from :meth:`window_indices`): the log
-        return of the coarsest timeframe's next bar (the first one closing after its window)
-        over the window's last one, divided by that timeframe's price scale when statistics
-        are set; NaN when there is no next bar, either bar is invalid, or the next bar closes
-        at or before ``anchor_time`` (async: another timeframe's window already shows it;
-        aligned windows never do). A future value by design (a label)."""
-        coarsest = self.timeframes[-1]
-        series = self.data[symbol][coarsest]
-        last = int(rows[coarsest][-1])
-        if last + 1 >= len(series.close_us) or series.invalid[last] or series.invalid[last + 1]:
-            return float("nan")
-        if series.close_us[last + 1] <= anchor_time:
-            return float("nan")
-        value = float(np.log(series.ohlc[last + 1, 3] / series.ohlc[last, 3]))
-        return value / self.stats[coarsest].price_scale if self.stats is not None else value
+    def _forward_returns(self, symbol: str, anchors_us: np.ndarray) -> np.ndarray:
+        """``[N]`` labels of ``symbol``'s items with anchors ``anchors_us`` ``[N]`` int64:
+        log(close at anchor + horizon / close at anchor), both base bars closing exactly at
+        those instants; NaN where either is missing or invalid (module docstring)."""
+        base = self.data[symbol][self.base]
+        close_us, n = base.close_us, len(base.close_us)
+
+        def bar_at(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            index = np.searchsorted(close_us, times)
+            safe = np.minimum(index, n - 1)
+            found = (index < n) & (close_us[safe] == times)
+            found &= ~base.invalid[safe] & (base.ohlc[safe, 3] > 0)
+            return safe, found
+
+        start, has_start = bar_at(anchors_us)
+        end, has_end = bar_at(anchors_us + self.label_horizon_us)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.log(base.ohlc[end, 3] / base.ohlc[start, 3])
+        return np.where(has_start & has_end, value, np.nan)
+
+    def anchor_times(self) -> np.ndarray:
+        """``[N]`` int64: every item's anchor (epoch us; async: the latest window end), in
+        item order."""
+        if self.mode == "aligned":
+            out = np.empty(len(self), dtype=np.int64)
+            for s, symbol in enumerate(self.symbols):
+                rows = self.anchors[:, 0] == s
+                out[rows] = self.data[symbol][self.base].close_us[self.anchors[rows, 1]]
+            return out
+        parts = []
+        for s, symbol in enumerate(self.symbols):
+            n_items = int(self.item_offsets[s + 1] - self.item_offsets[s])
+            local = np.arange(n_items)
+            ends = [self.data[symbol][tf].close_us[e[local * len(e) // n_items]]
+                    for tf, e in self.window_ends[s].items() if n_items]
+            parts.append(np.max(ends, axis=0) if ends else np.empty(0, np.int64))
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+    def item_symbols(self) -> list[str]:
+        """Every item's symbol, in item order."""
+        if self.mode == "aligned":
+            return [self.symbols[s] for s in self.anchors[:, 0].tolist()]
+        counts = np.diff(self.item_offsets)
+        return [symbol for symbol, n in zip(self.symbols, counts.tolist()) for _ in range(n)]
+
+    def labels(self) -> np.ndarray:
+        """``[N]`` float64: every item's ``forward_return`` (without building the items)."""
+        anchors, symbols = self.anchor_times(), np.asarray(self.item_symbols(), dtype=object)
+        out = np.full(len(self), np.nan)
+        for symbol in self.symbols:
+            rows = symbols == symbol
+            if rows.any():
+                out[rows] = self._forward_returns(symbol, anchors[rows])
+        return out
 
     def window_metadata(self) -> dict[str, Any]:
         """The window set-up, JSON-ready, for ``save_window_stats(..., **metadata)``:
@@ -382,6 +459,24 @@ class MultiTimeframeWindows(Dataset):
         else:
             out["strides"] = dict(self.strides or {})
         return out
+
+
+def label_horizon(label: LabelConfig, timeframes: Sequence[str]) -> tuple[str, int]:
+    """``(label timeframe, horizon in epoch us)``; ``ValueError`` naming ``label.timeframe``
+    / ``label.bars`` when the horizon is not a positive whole number of base bars."""
+    bars = label.bars
+    if isinstance(bars, bool) or not isinstance(bars, int | np.integer) or bars < 1:
+        raise ValueError(f"label.bars must be a positive int, got {bars!r}")
+    timeframe = label.timeframe if label.timeframe is not None else timeframes[-1]
+    try:
+        minutes = timeframe_minutes(timeframe)
+    except ValueError as err:
+        raise ValueError(f"label.timeframe: {err}") from None
+    base_minutes = timeframe_minutes(timeframes[0])
+    if (minutes * bars) % base_minutes:
+        raise ValueError(f"label.timeframe={timeframe!r} x label.bars={bars} is {minutes * bars} minutes, not a whole "
+                         f"number of base {timeframes[0]} bars: the label's end must be a base bar close")
+    return timeframe, int(minutes * bars * _US_PER_MINUTE)
 
 
 def _per_timeframe(name: str, values: Mapping[str, int] | None, timeframes: Sequence[str], default: int) -> dict[str, int]:
@@ -401,13 +496,15 @@ def _per_timeframe(name: str, values: Mapping[str, int] | None, timeframes: Sequ
 
 def collate_windows(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Stack items: every ``{tf: [T_tf, ...]}`` becomes ``{tf: [B, T_tf, ...]}``. ``groups``
-    and ``complete`` only when the items have them (aligned mode)."""
+    and ``complete`` only when the items have them (aligned mode); ``symbol`` a list of
+    ``B`` names, ``anchor_time`` ``[B]`` int64, ``forward_return`` ``[B]`` float32."""
     out: dict[str, Any] = {}
     for key in ("inputs", "targets", "masked", "valid", "groups", "complete"):
         if key in items[0]:
             out[key] = {tf: torch.stack([item[key][tf] for item in items]) for tf in items[0][key]}
+    out["symbol"] = [item["symbol"] for item in items]
     out["anchor_time"] = torch.tensor([item["anchor_time"] for item in items], dtype=torch.int64)
-    out["next_return"] = torch.tensor([item["next_return"] for item in items], dtype=torch.float32)
+    out["forward_return"] = torch.tensor([item["forward_return"] for item in items], dtype=torch.float32)
     return out
 
 

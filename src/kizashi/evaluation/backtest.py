@@ -155,7 +155,8 @@ def long_short_returns(
     turnover = (
         weights.select(*day, CODE, "weight")
         .join(previous, on=[*day, CODE], how="full", coalesce=True)
-        .group_by(day)
+        .sort([*day, CODE])  # a full join's rows come in no fixed order: fix the order of the sums
+        .group_by(day, maintain_order=True)
         .agg(
             turnover=(pl.col("weight").fill_null(0.0) - pl.col("previous_weight").fill_null(0.0)).abs().sum()
         )

@@ -197,9 +197,11 @@ def quantile_returns(
     if DATE not in keys:
         raise KizashiError(f"quantile_returns: `by` must contain {DATE!r}, got {list(by)}")
     outer = [c for c in keys if c != DATE]
-    daily = _daily_quantile_returns(frame, n_quantiles, prediction, target, keys)
+    # The per-day table comes out of a hash group_by in no fixed order: sort it, so that each
+    # mean adds the same numbers in the same order in every run (the last digits depend on it).
+    daily = _daily_quantile_returns(frame, n_quantiles, prediction, target, keys).sort([*keys, "decile"])
     return (
-        daily.group_by([*outer, "decile"])
+        daily.group_by([*outer, "decile"], maintain_order=True)
         .agg(mean_return=pl.col("day_return").mean(), n_days=pl.len().cast(pl.Int32))
         .sort([*outer, "decile"])
     )
@@ -297,7 +299,9 @@ def evaluate_predictions(
     """
     _check_predictions(predictions)
     config = long_short if long_short is not None else LongShortConfig()
-    frame = predictions.with_columns(pl.col(HORIZON).cast(pl.Int32))
+    # One row order whatever the input's: every per-day sum then adds the same numbers in the
+    # same order, so the tables are identical to the last digit between runs.
+    frame = predictions.with_columns(pl.col(HORIZON).cast(pl.Int32)).sort(HORIZON, DATE, CODE)
     invalid = frame.select(
         (~_valid_pair("prediction", "target")).sum().alias("pair"),
         (~pl.col("forward_return_1d").is_finite().fill_null(False)).sum().alias("realized"),

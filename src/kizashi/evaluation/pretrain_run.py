@@ -3,7 +3,10 @@
 ``OUT`` (written by :func:`kizashi.training.pretrain.run_pretraining`)::
 
     bars_report.json   per symbol: the bar validation report
-    stats.json         per-timeframe window statistics of the training range
+    stats.json         per-timeframe window statistics of the training range, the window
+                       set-up and the split: train_end, val_start = train_end + purge,
+                       purge_minutes = label_horizon_minutes + longest_window_minutes,
+                       label_timeframe, label_bars
     metrics.csv        one row per epoch, the columns of METRIC_COLUMNS:
                          epoch (1-based), train_loss (the epoch's mean), val_loss,
                          val_reconstruction (masked positions only), val_consistency,
@@ -13,7 +16,8 @@
     encoder.pt         model config + best weights + window statistics
     pretrain.json      the summary: parameters, lm_parameters, parameter_breakdown,
                        fit_seconds, peak_memory_gib + peak_memory_kind, best_epoch,
-                       best_val_reconstruction, n_train_windows, n_val_windows, config, ...
+                       best_val_reconstruction, n_train_windows, n_val_windows, the split
+                       and purge (as in stats.json), config, ...
 """
 
 from __future__ import annotations

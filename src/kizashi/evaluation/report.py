@@ -9,8 +9,11 @@ and writes ``RUN_DIR/report/index.html`` with one PNG per plot and horizon:
 * ``long_short_h{h}.png``           compounded long-short return, gross and net, with drawdown
 * ``feature_importance_h{h}.png``   top 30 features by mean gain over folds (if recorded)
 
-The report is self-contained (inline CSS, relative image paths, no scripts) and is built in
-a temporary directory that is renamed onto the output only when complete.
+The report is self-contained (inline CSS, relative image paths, no scripts). It is built
+aside and swapped in only when complete (:func:`kizashi.atomic.atomic_path`): a writer killed
+midway leaves the previous report as it was, the next writer removes what the killed one left
+behind, and a second writer of the same report at the same time is refused
+(:class:`kizashi.atomic.OutputLockedError`).
 """
 
 from __future__ import annotations

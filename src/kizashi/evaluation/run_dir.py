@@ -2,9 +2,11 @@
 
 A run directory (``artifacts/runs/<name>``) holds, all written atomically::
 
-    run.json                 RunInfo: model, dataset, horizons, seed, control flag, folds,
-                             feature names, config, data caveats, created time, references
-                             (e.g. the synthetic oracle's RankIC on the same test days)
+    run.json                 RunInfo: model, dataset, horizons, seed, control flag, the
+                             number of folds and each fold's train / val / test date ranges
+                             (``folds``: Fold.to_dict() per fold), feature names,
+                             config, data caveats, created time, references (e.g. the
+                             synthetic oracle's RankIC on the same test days)
     predictions.parquet      one row per (date, code, horizon) of the test windows:
                                date: Date, code: Utf8, fold: Int32, horizon: Int32,
                                prediction: Float64,
@@ -37,6 +39,7 @@ from typing import Any
 
 import polars as pl
 
+from kizashi.atomic import restore_interrupted_output
 from kizashi.errors import KizashiError
 
 RUN_INFO = "run.json"
@@ -110,6 +113,9 @@ class RunInfo:
     seed: int
     control: bool = False
     n_folds: int = 0
+    # One entry per fold run, as kizashi.splits.Fold.to_dict gives it: index, purge_days,
+    # embargo_days and {train,val,test}_{first,last,n_days} (ISO dates, trading-day counts).
+    folds: list[dict[str, Any]] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     caveats: list[str] = field(default_factory=list)
@@ -136,8 +142,12 @@ def require_columns(frame: pl.DataFrame, needed: Sequence[str], what: str) -> No
 
 
 def require_run_dir(path: str | Path) -> Path:
-    """``path`` as a run directory, or a clear error naming what is missing."""
+    """``path`` as a run directory, or a clear error naming what is missing. A run directory
+    whose rewrite was killed in the middle of the swap is first put back
+    (:func:`kizashi.atomic.restore_interrupted_output`)."""
     run = Path(path)
+    if not run.is_dir():
+        restore_interrupted_output(run)
     if not run.is_dir():
         raise KizashiError(f"{run}: no such run directory (run `kizashi evaluate` first)")
     missing = [n for n in (RUN_INFO, PREDICTIONS, DAILY, SUMMARY_JSON) if not (run / n).exists()]

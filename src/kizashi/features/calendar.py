@@ -45,7 +45,7 @@ def calendar_family(ctx: FeatureContext) -> list[FeatureSpec]:
         market("market_vol_regime", c("_mkt_vol_regime")),
         market("high_vol_regime", flag(c("_mkt_vol_regime") > HIGH_VOL_REGIME), "flag"),
         market("market_uptrend", flag(c("_mkt_trend_120d") > 0), "flag"),
-        FeatureSpec("days_since_prev_trade", (date - date.shift(1)).dt.total_days().cast(pl.Float64), FAMILY, 1, kind="categorical"),
-        FeatureSpec("missed_sessions", (c(SESSION) - c(SESSION).shift(1) - 1).cast(pl.Float64), FAMILY, 1, kind="categorical"),
+        FeatureSpec("days_since_prev_trade", (date - date.shift(1)).dt.total_days().cast(pl.Float64), FAMILY, 1, kind="categorical", spans_gaps=True),
+        FeatureSpec("missed_sessions", (c(SESSION) - c(SESSION).shift(1) - 1).cast(pl.Float64), FAMILY, 1, kind="categorical", spans_gaps=True),
     ]
     return specs

@@ -2,7 +2,9 @@
 
 Every helper returns a Polars expression over the *prepared* panel: rows sorted by
 (code, date), with the helper columns listed below. The pipeline evaluates each
-stock-level feature per stock (``over("code")``) and masks it while ``_row < lookback``.
+stock-level feature per stock (``over("code")``) and masks it while ``_run_row < lookback``:
+a window of ``lookback`` rows is used only when those rows are ``lookback`` consecutive
+sessions of the market calendar, so no window steps over a stock's missing days.
 
 Polars' common-subexpression elimination skips rolling and ``over`` expressions, so a
 helper that needs an operand twice (``safe_div`` tests the denominator and divides by it)
@@ -19,9 +21,11 @@ import polars as pl
 # Helper columns added by the pipeline (features.pipeline.prepare_base); dropped on output.
 ROW = "_row"  # 0-based row number within the stock
 SESSION = "_session"  # 0-based index of the date in the market calendar
-PREV_CLOSE = "_prev_close"  # previous adjusted close of the same stock (null on row 0)
-RET = "_ret"  # simple close-to-close return
-LOG_RET = "_log_ret"  # log close-to-close return
+RUN_ROW = "_run_row"  # 0-based row number within the stock's current run of consecutive sessions
+IN_UNIVERSE = "_in_universe"  # the stock has input.min_history rows up to this date
+PREV_CLOSE = "_prev_close"  # adjusted close of the previous market session (null after a gap)
+RET = "_ret"  # simple return over one market session (null after a gap)
+LOG_RET = "_log_ret"  # log return over one market session (null after a gap)
 DOLLAR_VOLUME = "_dollar_volume"  # currency traded (unadjusted)
 RAW_CLOSE = "_raw_close"  # unadjusted close (for margin balances in raw shares)
 

@@ -32,23 +32,24 @@ EXCESS_WINDOWS = (1, 5, 20, 60)
 REGIME_WINDOW = 250
 
 
-def market_table(panel: pl.DataFrame) -> pl.DataFrame:
-    """Per-date equal-weight market series. Input: prepared panel with ``date`` and ``_ret``.
+def market_table(panel: pl.DataFrame, calendar: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per-date equal-weight market series. Input: prepared panel rows (the day's universe)
+    with ``date`` and ``_ret``; ``calendar``: a ``date`` frame of every market session
+    (default: the panel's dates).
 
-    Output: one row per date (sorted) with ``_mkt_*`` columns; every rolling value at date
-    d uses dates <= d only.
+    Output: one row per calendar date (sorted) with ``_mkt_*`` columns, null on a date with
+    no return; every rolling value at date d uses dates <= d only, and a rolling window over
+    a null date is null.
     """
     ret = c(RET)
-    daily = (
-        panel.lazy()
-        .group_by("date")
-        .agg(
-            ret.mean().alias(MKT_RET),
-            (ret > 0).cast(pl.Float64).mean().alias("_mkt_breadth"),
-            ret.std().alias("_mkt_dispersion"),
-        )
-        .sort("date")
+    if calendar is None:
+        calendar = panel.select(pl.col("date").unique())
+    aggregates = panel.lazy().group_by("date").agg(
+        ret.mean().alias(MKT_RET),
+        (ret > 0).cast(pl.Float64).mean().alias("_mkt_breadth"),
+        ret.std().alias("_mkt_dispersion"),
     )
+    daily = calendar.lazy().join(aggregates, on="date", how="left").sort("date")
     m = c(MKT_RET)
     log_growth = m.log1p().fill_null(0.0)
     index = log_growth.cum_sum().exp()

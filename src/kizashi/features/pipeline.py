@@ -9,11 +9,22 @@ Steps (all vectorized over the panel; no Python loop per stock or per day):
    :func:`attach_context` joins them onto rows (margin as of publication), per chunk in a
    build, or once for the whole panel in :func:`prepare_panel`.
 2. :func:`iter_feature_chunks` evaluates stage-1 expressions (reading prepared columns;
-   stock-level ones per stock with ``over("code")``, masked while ``_row < lookback``),
-   then stage-2 expressions (reading stage-1 features), then per-day normalization, over
-   chunks of trading days. Each chunk carries, per stock, the ``max_lookback`` rows before
-   its first row in the chunk, so chunked results equal a whole-panel build while memory
-   stays bounded by the chunk size.
+   stock-level ones per stock with ``over("code")``, masked while ``_run_row < lookback``),
+   then keeps the rows in the universe, then evaluates stage-2 expressions (reading stage-1
+   features) and per-day normalization, over chunks of trading days. Each chunk carries, per
+   stock, the ``max_lookback`` rows before its first row in the chunk, so chunked results
+   equal a whole-panel build while memory stays bounded by the chunk size.
+
+Time is the market calendar: the sorted trading dates of the whole panel. A stock's missing
+sessions (halts, gaps in the data, a delisting and re-listing) are never stepped over: the
+one-session return after a gap is null, a stock-level feature of lookback L is null unless
+the stock's last L + 1 rows are consecutive sessions, and targets count sessions
+(:mod:`kizashi.features.targets`).
+
+The universe is point-in-time: a stock is in it on date t when it has ``min_history`` rows
+up to t. Rows outside it feed only the stock's own lookbacks; they are not written and take
+no part in any per-day aggregate (market and sector tables, graphs, cross-sectional ranks
+and normalization, target ranks), so no row's values depend on rows after its date.
 """
 
 from __future__ import annotations
@@ -28,11 +39,13 @@ import polars as pl
 from kizashi.config import GraphConfig
 from kizashi.features.expressions import (
     DOLLAR_VOLUME,
+    IN_UNIVERSE,
     LOG_RET,
     PREV_CLOSE,
     RAW_CLOSE,
     RET,
     ROW,
+    RUN_ROW,
     SESSION,
     c,
 )
@@ -42,13 +55,14 @@ from kizashi.features.normalization import cross_sectional_normalize
 from kizashi.features.registry import max_lookback
 from kizashi.features.sector import sector_table
 from kizashi.features.spec import FeatureContext, FeatureSpec
-from kizashi.features.targets import ROWS_LEFT, add_targets, target_columns
+from kizashi.features.targets import add_targets, target_columns
 from kizashi.graph import correlation_graphs, neighbor_table
 
 log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ("code", "date", "sector")
 UNKNOWN_SECTOR = "UNKNOWN"
+_CONSECUTIVE = "_consecutive"  # the stock's previous row is on the previous market session
 
 
 def feature_context(panel: pl.DataFrame, margin: pl.DataFrame | None, has_graph: bool = False) -> FeatureContext:
@@ -70,35 +84,50 @@ class ContextTables:
     neighbors: pl.DataFrame | None = None
 
 
-def prepare_base(panel: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
+def prepare_base(
+    panel: pl.DataFrame, horizons: Sequence[int], *, min_history: int = 1, fill_end_days: int = 0
+) -> pl.DataFrame:
     """Adjusted, validated panel -> rows sorted by (code, date) with the helper columns
-    (``_row``, ``_prev_close``, ``_ret``, ...) and the ``target_*`` columns, but none of
-    the joined per-date tables (see :func:`context_tables`, :func:`attach_context`).
+    (``_row``, ``_session``, ``_run_row``, ``_in_universe``, ``_prev_close``, ``_ret``, ...)
+    and the ``target_*`` columns, but none of the joined per-date tables (see
+    :func:`context_tables`, :func:`attach_context`).
 
     ``panel`` columns: code, date, open, high, low, close, volume, optional turnover_value,
-    adjustment_multiplier, sector, oracle_*.
+    adjustment_multiplier, sector, oracle_*. ``min_history``: rows a stock needs up to a date
+    to be in that date's universe. ``fill_end_days``: see :func:`add_targets`.
     """
+    if min_history < 1:
+        raise ValueError(f"min_history must be >= 1, got {min_history}")
     if "sector" not in panel.columns:
         panel = panel.with_columns(pl.lit(UNKNOWN_SECTOR).alias("sector"))
     dollar = c("turnover_value") if "turnover_value" in panel.columns else c("close") * c("volume")
     raw_close = c("close") / c("adjustment_multiplier") if "adjustment_multiplier" in panel.columns else c("close")
     sessions = panel.select(pl.col("date").unique().sort()).with_row_index(SESSION).with_columns(c(SESSION).cast(pl.Int32))
+    # A row follows its stock's previous row without a gap when that row is on the previous
+    # market session; the first row of a stock starts a run too.
+    consecutive = c(_CONSECUTIVE).fill_null(False)
+    run_start = pl.when(consecutive).then(pl.lit(None, pl.Int32)).otherwise(c(ROW)).forward_fill()
     base = (
         panel.sort("code", "date")
+        .join(sessions, on="date", how="left", maintain_order="left")
         .with_columns(
             pl.int_range(pl.len(), dtype=pl.Int32).over("code").alias(ROW),
-            c("close").shift(1).over("code").alias(PREV_CLOSE),
+            ((c(SESSION) - c(SESSION).shift(1)).over("code") == 1).alias(_CONSECUTIVE),
             dollar.cast(pl.Float64).alias(DOLLAR_VOLUME),
             raw_close.alias(RAW_CLOSE),
         )
         .with_columns(
-            (pl.len().over("code") - c(ROW) - 1).cast(pl.Int32).alias(ROWS_LEFT),
+            pl.when(consecutive).then(c("close").shift(1).over("code")).alias(PREV_CLOSE),
+            (c(ROW) - run_start.over("code")).cast(pl.Int32).alias(RUN_ROW),
+            (c(ROW) + 1 >= min_history).alias(IN_UNIVERSE),
+        )
+        .with_columns(
             (c("close") / c(PREV_CLOSE) - 1.0).alias(RET),
             (c("close") / c(PREV_CLOSE)).log().alias(LOG_RET),
         )
-        .join(sessions, on="date", how="left", maintain_order="left")
+        .drop(_CONSECUTIVE)
     )
-    return add_targets(base, horizons)
+    return add_targets(base, horizons, fill_end_days=fill_end_days)
 
 
 def context_tables(
@@ -108,21 +137,28 @@ def context_tables(
     sectors: pl.DataFrame | None = None,
 ) -> ContextTables:
     """The per-date tables of a whole base panel (:func:`prepare_base`). They are built
-    from every stock of each date, so they must come from the whole panel, never a chunk.
+    from every stock in each date's universe, so they must come from the whole panel, never
+    a chunk; every date of the market calendar has a row (null where no stock is in it).
 
     With an enabled ``graph`` config the per-day correlation graphs are built too (from the
     base panel's daily returns; ``sectors``: ``code, sector`` for the same-sector flag,
     default the panel's own sector column).
     """
+    calendar = base.select(pl.col("date").unique().sort())
+    universe = base.filter(c(IN_UNIVERSE))
     edges = neighbors = None
     if graph is not None and graph.enabled:
-        returns = base.select("code", "date", c(RET).alias("return_1d"))
+        returns = universe.select("code", "date", c(RET).alias("return_1d"))
         if sectors is None:
             sectors = base.select("code", "sector").unique()
         edges = correlation_graphs(returns, graph, sectors=sectors, dtype=graph.dtype)
         neighbors = neighbor_table(edges, returns)
     return ContextTables(
-        market=market_table(base), sector=sector_table(base), margin=margin, edges=edges, neighbors=neighbors
+        market=market_table(universe, calendar),
+        sector=sector_table(universe, calendar),
+        margin=margin,
+        edges=edges,
+        neighbors=neighbors,
     )
 
 
@@ -136,11 +172,17 @@ def attach_context(rows: pl.DataFrame, tables: ContextTables) -> pl.DataFrame:
 
 
 def prepare_panel(
-    panel: pl.DataFrame, margin: pl.DataFrame | None, horizons: Sequence[int], graph: GraphConfig | None = None
+    panel: pl.DataFrame,
+    margin: pl.DataFrame | None,
+    horizons: Sequence[int],
+    graph: GraphConfig | None = None,
+    *,
+    min_history: int = 1,
+    fill_end_days: int = 0,
 ) -> pl.DataFrame:
     """The whole prepared panel in memory: :func:`prepare_base` with the context tables
     attached. Large builds keep the base and attach per chunk instead (``kizashi.build``)."""
-    base = prepare_base(panel, horizons)
+    base = prepare_base(panel, horizons, min_history=min_history, fill_end_days=fill_end_days)
     return attach_context(base, context_tables(base, margin, graph))
 
 
@@ -154,7 +196,7 @@ def _stage_exprs(specs: Sequence[FeatureSpec], stage: int, dtype: pl.DataType) -
             continue
         expr = spec.expr
         if spec.masked and spec.lookback > 0:
-            expr = pl.when(c(ROW) >= spec.lookback).then(expr)
+            expr = pl.when(c(ROW if spec.spans_gaps else RUN_ROW) >= spec.lookback).then(expr)
         if spec.masked and stage == 1:
             # Per stock: a sliding-window sum over the whole column would carry rounding
             # error from the previous stock's rows (including its later dates) into this
@@ -185,9 +227,10 @@ def evaluate_features(
 ) -> pl.DataFrame:
     """Add every feature column to a prepared frame (no chunking; see iter_feature_chunks).
 
-    Features are cast to ``dtype``, non-finite values become null, then continuous features
-    are normalized per day. The result is sorted by (date, code): one trading day is a
-    contiguous block, which per-day normalization and per-day datasets both want.
+    Features are cast to ``dtype``, non-finite values become null; rows outside the universe
+    are dropped after stage 1 (they served the stocks' own lookbacks), then continuous
+    features are normalized per day. The result is sorted by (date, code): one trading day
+    is a contiguous block, which per-day normalization and per-day datasets both want.
     """
     normalized = [s.name for s in specs if s.normalize]
     # Stage 1 is per stock (over("code")): fastest on (code, date) order, where each stock
@@ -197,6 +240,7 @@ def evaluate_features(
         .lazy()
         .with_columns(_stage_exprs(specs, 1, dtype))
         .with_columns(_finite_exprs(specs, 1))
+        .filter(c(IN_UNIVERSE))
         .sort("date", "code")
         .with_columns(_stage_exprs(specs, 2, dtype))
         .with_columns(_finite_exprs(specs, 2))
@@ -264,13 +308,17 @@ def compute_features(
     dtype: pl.DataType = pl.Float32(),
     chunk_days: int | None = None,
     graph: GraphConfig | None = None,
+    min_history: int = 1,
+    fill_end_days: int = 0,
 ) -> tuple[pl.DataFrame, list[FeatureSpec]]:
     """In-memory convenience: adjusted panel -> (frame of :func:`output_columns`, specs).
     ``graph`` (an enabled GraphConfig) builds the correlation graphs and with them the
-    ``peers`` family. For large panels write chunks to disk instead (``kizashi.build``)."""
+    ``peers`` family; ``min_history`` sets the point-in-time universe and ``fill_end_days``
+    the targets' gap rule (:func:`prepare_base`). For large panels write chunks to disk
+    instead (``kizashi.build``)."""
     from kizashi.features.registry import resolve_specs
 
-    base = prepare_base(panel, horizons)
+    base = prepare_base(panel, horizons, min_history=min_history, fill_end_days=fill_end_days)
     tables = context_tables(base, margin, graph)
     specs = resolve_specs(feature_context(base, margin, tables.neighbors is not None), families, exclude)
     chunks = iter_feature_chunks(

@@ -42,19 +42,24 @@ WITHIN_SECTOR = (
 )
 
 
-def sector_table(panel: pl.DataFrame) -> pl.DataFrame:
-    """Per-(date, sector) equal-weight series with rolling values over each sector's dates."""
+def sector_table(panel: pl.DataFrame, calendar: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per-(date, sector) equal-weight series with rolling values over the market calendar.
+
+    Input: prepared panel rows (the day's universe) with ``date``, ``sector`` and ``_ret``;
+    ``calendar``: a ``date`` frame of every market session (default: the panel's dates).
+    Every (calendar date, sector) pair has a row, null where the sector has no return that
+    day, so a rolling window never steps over a day the sector was empty.
+    """
     ret = c(RET)
-    daily = (
-        panel.lazy()
-        .group_by("date", "sector")
-        .agg(
-            ret.mean().alias(SEC_RET),
-            (ret > 0).cast(pl.Float64).mean().alias("_sec_breadth"),
-            ret.count().cast(pl.Float64).alias("_sec_count"),
-        )
-        .sort("sector", "date")
+    if calendar is None:
+        calendar = panel.select(pl.col("date").unique())
+    aggregates = panel.lazy().group_by("date", "sector").agg(
+        ret.mean().alias(SEC_RET),
+        (ret > 0).cast(pl.Float64).mean().alias("_sec_breadth"),
+        ret.count().cast(pl.Float64).alias("_sec_count"),
     )
+    grid = calendar.lazy().join(panel.lazy().select(pl.col("sector").unique()), how="cross")
+    daily = grid.join(aggregates, on=["date", "sector"], how="left").sort("sector", "date")
     s = c(SEC_RET)
     columns = [
         *(((s.log1p().rolling_sum(w)).exp() - 1.0).over("sector").alias(f"_sec_return_{w}d") for w in SECTOR_RETURN_WINDOWS),

@@ -18,15 +18,19 @@ class FeatureSpec:
         name: column name (explains itself: ``realized_vol_20d``).
         expr: expression evaluated over the prepared panel (sorted by code, date).
         family: the family function that made it.
-        lookback: rows of the stock's own history needed (0 = today only). Stock-level
-            time-series features are masked to null while ``_row < lookback``; this also
-            keeps rolling windows from reaching into the previous stock's rows.
+        lookback: sessions of the stock's own history needed before today (0 = today
+            only). Stock-level time-series features are masked to null unless the stock's
+            last ``lookback + 1`` rows are consecutive sessions of the market calendar
+            (``_run_row >= lookback``): no window spans missing days, and none reaches into
+            the previous stock's rows.
         kind: ``continuous`` (normalized per day), ``rank`` (already in [0, 1]),
             ``flag`` (0/1), ``categorical`` (small integers), ``market`` (same value for
             every stock on a day: never cross-sectionally normalized).
         stage: 1 = reads prepared panel columns only; 2 = reads stage-1 feature columns.
         masked: apply the lookback mask (False for values that come from market/sector
             tables or are already masked through their inputs).
+        spans_gaps: the feature describes the stock's gaps themselves (sessions or days since
+            its previous row): masked only while ``_row < lookback``, not after a gap.
     """
 
     name: str
@@ -36,6 +40,7 @@ class FeatureSpec:
     kind: Kind = "continuous"
     stage: int = 1
     masked: bool = True
+    spans_gaps: bool = False
     description: str = ""
 
     @property

@@ -361,8 +361,9 @@ class Stage1Model(nn.Module):
 
 
 class Stage1Forecaster(nn.Module):
-    """A Stage-1 model (pretrained or not) with a small head: the next-bar return of the
-    coarsest timeframe. ``forward(inputs)`` (``{tf: [B, T_tf, C]}``) -> ``[B]``.
+    """A Stage-1 model (pretrained or not) with a small head forecasting a window's label
+    (the dataset's ``forward_return``, a return over a horizon after the window's anchor).
+    ``forward(inputs)`` (``{tf: [B, T_tf, C]}``) -> ``[B]``.
 
     The head reads ``[B, D]``, the coarsest timeframe's last encoded bar, with joint fusion
     (that bar attended to every timeframe), and ``[B, N_tf * D]``, every timeframe's last

@@ -42,6 +42,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from kizashi.atomic import write_csv_atomic, write_json_atomic
 from kizashi.config import LMTrainConfig, dump_config
+from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets.text import Tokenizer, TokenWindows, read_text, split_tokens
 from kizashi.errors import ConfigError
 from kizashi.models import config_fields, create_model
@@ -214,7 +215,8 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
     tcfg, ocfg = config.trainer, config.optimizer
     loader = lambda ds, shuffle: torch.utils.data.DataLoader(  # noqa: E731
         ds, batch_size=tcfg.batch_size, shuffle=shuffle, num_workers=tcfg.num_workers,
-        persistent_workers=tcfg.num_workers > 0, drop_last=shuffle and len(ds) > tcfg.batch_size)
+        persistent_workers=tcfg.num_workers > 0, drop_last=shuffle and len(ds) > tcfg.batch_size,
+        worker_init_fn=ignore_stop_signals)
     module = LMModule(model, ocfg.lr, ocfg.weight_decay, ocfg.warmup_steps, tcfg.max_steps)
     checkpoints = out / "checkpoints"
     last = checkpoints / "last.ckpt"

@@ -67,8 +67,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.build import read_metadata, scan_features
-from kizashi.config import TrainConfig, dump_config
+from kizashi.build import dataset_target_reach, read_metadata, scan_features
+from kizashi.config import TrainConfig, config_source, dump_config
+from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets import (
     DayPanelCache,
     DayPanelDataset,
@@ -244,6 +245,7 @@ def _loader(
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=persistent and num_workers > 0,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )
 
 
@@ -341,9 +343,9 @@ def run_training(
     horizons = _horizons(config, cache)
     loss = _loss_config(config, horizons)
     try:
-        folds = walk_forward_folds(cache.dates, config.splits, max(horizons))
+        folds = walk_forward_folds(cache.dates, config.splits, dataset_target_reach(metadata, horizons))
     except ValueError as err:
-        raise ConfigError(f"splits: {err}") from None
+        raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
     selected = _select_folds(folds, config.folds)
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
     if _is_global_zero():
@@ -377,6 +379,7 @@ def run_training(
         horizons=list(horizons),
         seed=config.seed,
         n_folds=len(selected),
+        folds=[fold.to_dict() for fold in selected],
         features=list(cache.feature_columns),
         config=dump_config(config),
         caveats=run_caveats(config.caveats, config.data, metadata),

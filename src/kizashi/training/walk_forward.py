@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.build import build_dataset, read_metadata, scan_features
-from kizashi.config import DataBuildConfig, EvaluateConfig, MetricsConfig, dump_config
+from kizashi.build import build_dataset, dataset_target_reach, read_metadata, scan_features
+from kizashi.config import DataBuildConfig, EvaluateConfig, MetricsConfig, config_source, dump_config
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
 from kizashi.evaluation.run_dir import (
@@ -139,9 +139,9 @@ def run_walk_forward(
     frame = _load_frame(dataset_dir, features, horizons, metadata)
     calendar = frame.get_column("date").unique().sort()
     try:
-        folds = walk_forward_folds(calendar, config.splits, max(horizons))
+        folds = walk_forward_folds(calendar, config.splits, dataset_target_reach(metadata, horizons))
     except ValueError as err:
-        raise ConfigError(f"splits: {err}") from None
+        raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
     log.info(
         "walk-forward: %d rows x %d features, %d folds x %d horizons%s",
         frame.height, len(features), len(folds), len(horizons), " (shuffled-target control)" if control else "",
@@ -215,6 +215,7 @@ def run_walk_forward(
         seed=config.seed,
         control=control,
         n_folds=len(folds),
+        folds=[fold.to_dict() for fold in folds],
         features=features,
         config=dump_config(config),
         caveats=run_caveats(config.caveats, config.data, metadata),
