@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from kizashi.config import InputConfig, SyntheticMarketConfig
@@ -71,3 +73,27 @@ def save_tiny_lm(path: Path, family: str = "bert", *, width: int = 16, layers: i
 def tiny_bert_dir(tmp_path_factory) -> str:
     """:func:`save_tiny_lm` defaults: BERT, width 16, 2 layers, 2 heads."""
     return save_tiny_lm(tmp_path_factory.mktemp("lm") / "bert")
+
+
+CLEAN_PANEL_START = dt.date(2021, 1, 4)
+
+
+def clean_panel(codes: tuple[str, ...] = ("AAA", "BBB"), n_days: int = 6) -> pl.DataFrame:
+    """A clean canonical daily panel from 2021-01-04, one row a calendar day: close = 100 +
+    day (+10 per code), open = close - 0.5, high/low = close +- 1, volume 1000 + day."""
+    rows = []
+    for k, code in enumerate(codes):
+        for i in range(n_days):
+            close = 100.0 + i + 10 * k
+            rows.append(
+                {
+                    "code": code,
+                    "date": CLEAN_PANEL_START + dt.timedelta(days=i),
+                    "open": close - 0.5,
+                    "high": close + 1.0,
+                    "low": close - 1.0,
+                    "close": close,
+                    "volume": 1000.0 + i,
+                }
+            )
+    return pl.DataFrame(rows)

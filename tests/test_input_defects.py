@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import CLEAN_PANEL_START, clean_panel
 from typer.testing import CliRunner
 
 from kizashi.cli import app
@@ -25,28 +26,12 @@ from kizashi.data.validation import (
 from kizashi.errors import DataValidationError
 
 runner = CliRunner()
-START = dt.date(2021, 1, 4)
+START = CLEAN_PANEL_START
 PRICES = ("open", "high", "low", "close")
 
 
 def make_panel(codes: tuple[str, ...] = ("AAA", "BBB"), n_days: int = 10) -> pl.DataFrame:
-    """A clean canonical panel: close = 100 + day (+10 per code), open close - 0.5, range +-1."""
-    rows = []
-    for k, code in enumerate(codes):
-        for i in range(n_days):
-            close = 100.0 + i + 10 * k
-            rows.append(
-                {
-                    "code": code,
-                    "date": START + dt.timedelta(days=i),
-                    "open": close - 0.5,
-                    "high": close + 1.0,
-                    "low": close - 1.0,
-                    "close": close,
-                    "volume": 1000.0 + i,
-                }
-            )
-    return pl.DataFrame(rows)
+    return clean_panel(codes, n_days)
 
 
 def is_row(code: str, day: int) -> pl.Expr:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import clean_panel
 
 from kizashi.config import InputConfig
 from kizashi.data.adjust import adjust_prices
@@ -36,24 +37,7 @@ SP500_REGEX = r"DA-(.+)-T-\d{4}-\d{2}-\d{2}"
 
 
 def make_panel(codes: tuple[str, ...] = ("AAA", "BBB"), n_days: int = 6) -> pl.DataFrame:
-    """A clean canonical panel: close = 100 + day (+10 for the second code), range +-1."""
-    rows = []
-    start = dt.date(2021, 1, 4)
-    for k, code in enumerate(codes):
-        for i in range(n_days):
-            close = 100.0 + i + 10 * k
-            rows.append(
-                {
-                    "code": code,
-                    "date": start + dt.timedelta(days=i),
-                    "open": close - 0.5,
-                    "high": close + 1.0,
-                    "low": close - 1.0,
-                    "close": close,
-                    "volume": 1000.0 + i,
-                }
-            )
-    return pl.DataFrame(rows)
+    return clean_panel(codes, n_days)
 
 
 def set_value(df: pl.DataFrame, row: int, column: str, value: object) -> pl.DataFrame:

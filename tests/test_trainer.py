@@ -532,29 +532,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(dataset_dir,
     reference = trained[1]
     assert reference.folds[0].global_step == 2 * steps_per_epoch
 
-    config_json = tmp_path / "config.json"
-    config_json.write_text(json.dumps(dump_config(config)))
-    step_file, child_log = tmp_path / "steps.txt", tmp_path / "child.log"
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    args = [sys.executable, str(script), str(config_json), str(tmp_path / "run"), str(step_file),
-            str(signal_after), str(torch.get_num_threads())]
-    with open(child_log, "w") as log_file:
-        child = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and child.poll() is None:
-                steps = step_file.read_text().split() if step_file.exists() else []
-                if steps and int(steps[-1]) >= signal_after:
-                    break
-                time.sleep(0.02)
-            assert child.poll() is None, f"the child ended before the signal:\n{child_log.read_text()}"
-            child.send_signal(signal.SIGTERM)
-            code = child.wait(timeout=120)
-        finally:
-            if child.poll() is None:
-                child.kill()
-    output = child_log.read_text()
+    code, output, step_file = _sigterm_child_mid_run(config, tmp_path, signal_after)
     assert code == 3 and "INTERRUPTED SIGTERM" in output, output
     last = fold_checkpoint_dir(tmp_path / "run", 0) / "last.ckpt"
     epoch, done = checkpoint_position(last)
@@ -573,8 +551,16 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_saves_a_checkpoi
     """GNU timeout, Ctrl-C and batch schedulers signal the whole process group, loader
     workers included. The workers ignore the signal, so the main process saves last.ckpt
     and stops cleanly instead of failing with "DataLoader worker exited unexpectedly"."""
-    signal_after = 15
     config = train_config(dataset_dir, tmp_path / "run", trainer={"num_workers": 2})
+    code, output, _ = _sigterm_child_mid_run(config, tmp_path, signal_after=15, process_group=True)
+    assert code == 3 and "INTERRUPTED SIGTERM" in output, output
+    assert (fold_checkpoint_dir(tmp_path / "run", 0) / "last.ckpt").is_file()
+
+
+def _sigterm_child_mid_run(config, tmp_path, signal_after: int, *, process_group: bool = False):
+    """Train ``config`` in a child process (CHILD) into ``tmp_path / "run"`` and send it
+    SIGTERM once it has done ``signal_after`` optimizer steps (to the child alone, or to its
+    whole process group). Returns (exit code, output, the file of steps done)."""
     config_json = tmp_path / "config.json"
     config_json.write_text(json.dumps(dump_config(config)))
     step_file, child_log = tmp_path / "steps.txt", tmp_path / "child.log"
@@ -584,7 +570,7 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_saves_a_checkpoi
             str(signal_after), str(torch.get_num_threads())]
     with open(child_log, "w") as log_file:
         child = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                 start_new_session=True)
+                                 start_new_session=process_group)
         try:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and child.poll() is None:
@@ -593,14 +579,18 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_saves_a_checkpoi
                     break
                 time.sleep(0.02)
             assert child.poll() is None, f"the child ended before the signal:\n{child_log.read_text()}"
-            os.killpg(child.pid, signal.SIGTERM)
+            if process_group:
+                os.killpg(child.pid, signal.SIGTERM)
+            else:
+                child.send_signal(signal.SIGTERM)
             code = child.wait(timeout=120)
         finally:
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
-    output = child_log.read_text()
-    assert code == 3 and "INTERRUPTED SIGTERM" in output, output
-    assert (fold_checkpoint_dir(tmp_path / "run", 0) / "last.ckpt").is_file()
+                if process_group:
+                    os.killpg(child.pid, signal.SIGKILL)
+                else:
+                    child.kill()
+    return code, child_log.read_text(), step_file
 
 
 def test_a_crash_resumes_from_the_last_epoch_end_checkpoint(dataset_dir, tmp_path, reference_predictions):
