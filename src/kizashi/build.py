@@ -97,7 +97,9 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
             inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
         )
         # The folds are checked before the expensive work (graphs, features).
-        dates = prepared.filter(pl.col(IN_UNIVERSE)).get_column("date").unique().sort()  # the days written
+        # The (code, date) keys written: the point-in-time universe's rows.
+        written = prepared.lazy().filter(pl.col(IN_UNIVERSE)).select("code", "date").collect()
+        dates = written.get_column("date").unique().sort()
         if dates.is_empty():
             raise ConfigError(
                 f"input.min_history: no stock reaches {config.input.min_history} rows in {inputs.source}; "
@@ -135,7 +137,7 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
         if tables.edges is not None:
             _write_partitioned(tables.edges, tmp / GRAPHS_DIR, 0)
             n_edges = tables.edges.height
-        metadata = _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons)
+        metadata = _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons)
         write_json_atomic(tmp / METADATA_FILE, metadata)
     seconds = time.perf_counter() - started
     log.info("wrote %s: %d rows x %d features, %d graph edges in %.1fs", out, n_rows, len(specs), n_edges, seconds)
@@ -152,8 +154,7 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
     )
 
 
-def _metadata(config, inputs, specs, prepared, folds, n_rows, n_edges, horizons) -> dict[str, Any]:
-    written = prepared.filter(pl.col(IN_UNIVERSE))  # the point-in-time universe's rows
+def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons) -> dict[str, Any]:
     dates = written.get_column("date")
     return {
         "kizashi_version": __version__,

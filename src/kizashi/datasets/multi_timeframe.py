@@ -231,8 +231,7 @@ class MultiTimeframeWindows(Dataset):
                 visible = np.searchsorted(data[tf].close_us, base_close, side="right")  # bars closed by t
                 enough &= visible >= self.seq_len
                 if self.earliest_input_us is not None:
-                    first = np.clip(visible - self.seq_len, 0, None)  # the window's first bar
-                    enough &= data[tf].close_us[first] - self.minutes[tf] * _US_PER_MINUTE >= self.earliest_input_us
+                    enough &= self._opens_after_earliest_input(tf, data[tf].close_us, visible - self.seq_len)
             if start_us is not None:
                 enough &= base_close >= start_us
             if end_us is not None:
@@ -251,8 +250,8 @@ class MultiTimeframeWindows(Dataset):
                 close = series.close_us
                 eligible = np.arange(len(close)) >= self.seq_lens[tf] - 1  # T_tf bars up to and with this one
                 if self.earliest_input_us is not None:
-                    first = np.clip(np.arange(len(close)) - self.seq_lens[tf] + 1, 0, None)
-                    eligible &= close[first] - self.minutes[tf] * _US_PER_MINUTE >= self.earliest_input_us
+                    first_rows = np.arange(len(close)) - self.seq_lens[tf] + 1
+                    eligible &= self._opens_after_earliest_input(tf, close, first_rows)
                 if start_us is not None:
                     eligible &= close >= start_us
                 if end_us is not None:
@@ -265,6 +264,12 @@ class MultiTimeframeWindows(Dataset):
             self.window_ends.append(ends)
             counts.append(0 if empty else max(len(e) for e in ends.values()))
         self.item_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [n_symbols + 1]
+
+    def _opens_after_earliest_input(self, tf: str, close_us: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
+        """``[N]`` bool: the window whose first bar of ``tf`` is row ``first_rows`` ``[N]``
+        (clipped at 0) opens at or after ``earliest_input``."""
+        first = np.clip(first_rows, 0, None)
+        return close_us[first] - self.minutes[tf] * _US_PER_MINUTE >= self.earliest_input_us
 
     def __len__(self) -> int:
         return len(self.anchors) if self.mode == "aligned" else int(self.item_offsets[-1])

@@ -145,7 +145,7 @@ def context_tables(
     default the panel's own sector column).
     """
     calendar = base.select(pl.col("date").unique().sort())
-    universe = base.filter(c(IN_UNIVERSE))
+    universe = base.lazy().filter(c(IN_UNIVERSE)).select("code", "date", "sector", RET).collect()
     edges = neighbors = None
     if graph is not None and graph.enabled:
         returns = universe.select("code", "date", c(RET).alias("return_1d"))

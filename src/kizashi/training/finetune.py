@@ -43,7 +43,6 @@ from torch import Tensor
 
 from kizashi.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from kizashi.config import PretrainConfig
-from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets.multi_timeframe import (
     MaskConfig,
     MultiTimeframeWindows,
@@ -51,6 +50,7 @@ from kizashi.datasets.multi_timeframe import (
     collate_windows,
     fit_window_stats,
 )
+from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.errors import ConfigError
 from kizashi.models.optim import param_groups
 from kizashi.models.stage1 import Stage1Forecaster

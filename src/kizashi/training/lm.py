@@ -42,8 +42,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from kizashi.atomic import write_csv_atomic, write_json_atomic
 from kizashi.config import LMTrainConfig, dump_config
-from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets.text import Tokenizer, TokenWindows, read_text, split_tokens
+from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.errors import ConfigError
 from kizashi.models import config_fields, create_model
 from kizashi.models.optim import param_groups

@@ -58,7 +58,6 @@ from kizashi.data.bars import (
 )
 from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
 from kizashi.data.timeframes import DEFAULT_TIMEFRAMES, coarser_timeframes, timeframe_minutes, timeframe_name
-from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets.multi_timeframe import (
     LabelConfig,
     MaskConfig,
@@ -68,6 +67,7 @@ from kizashi.datasets.multi_timeframe import (
     label_horizon,
     save_window_stats,
 )
+from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.pretrain_run import ENCODER_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
 from kizashi.models import create_model
