@@ -52,6 +52,7 @@ from kizashi.datasets.multi_timeframe import (
 )
 from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.errors import ConfigError
+from kizashi.evaluation.metrics import daily_ic
 from kizashi.models.optim import param_groups
 from kizashi.models.stage1 import Stage1Forecaster
 from kizashi.training.callbacks import GradientFlowAudit
@@ -73,11 +74,13 @@ PREDICTIONS_FILE = "predictions.parquet"
 
 def correlations(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """``(IC, rank IC)``: Pearson and Spearman (average ranks) correlation of two ``[N]``
-    arrays; NaN with fewer than 3 values or a constant side."""
+    arrays (:func:`kizashi.evaluation.metrics.daily_ic` over one group); NaN with fewer than 3
+    values or a constant side."""
     if len(prediction) < 3 or np.ptp(prediction) == 0 or np.ptp(target) == 0:
         return float("nan"), float("nan")
-    ranks = pl.DataFrame({"p": prediction, "y": target}).select(pl.all().rank("average")).to_numpy()
-    return float(np.corrcoef(prediction, target)[0, 1]), float(np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1])
+    pairs = pl.DataFrame({"group": 0, "p": np.asarray(prediction, np.float64), "y": np.asarray(target, np.float64)})
+    row = daily_ic(pairs, prediction="p", target="y", by=("group",)).row(0, named=True)
+    return tuple(float("nan") if row[k] is None else float(row[k]) for k in ("ic", "rank_ic"))
 
 
 class FineTuneModule(L.LightningModule):
