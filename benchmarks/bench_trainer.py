@@ -1,7 +1,7 @@
 """End-to-end trainer throughput: ``run_training`` epochs with the loader building the windows
 on the CPU vs the feature panel on the device, measured in one run.
 
-Trains ATFT-GAT-FAN (``configs/atft_gat_fan.yaml`` unless ``--config``) on one fold of a
+Trains ATFT-GAT-FAN (``configs/train/atft_gat_fan.yaml`` unless ``--config``) on one fold of a
 dataset and times every training epoch with a callback (wall time from the epoch's first
 batch request to its end, stock-days = nodes of the batches trained). Prints, per setting of
 ``trainer.panel_on_device``: seconds per epoch, stock-days per second, the projected time of

@@ -448,7 +448,7 @@ def _finish_run(result: Any, report: bool, as_json: bool) -> None:
 @app.command("evaluate")
 @friendly_errors
 def evaluate(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/lightgbm.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/evaluate/lightgbm.yaml)."),
     control: bool = typer.Option(False, "--control", help="Shuffled-target control run (RankIC must be ~0)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
@@ -468,7 +468,7 @@ def evaluate(
 @app.command("train")
 @friendly_errors
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/atft_gat_fan.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/train/atft_gat_fan.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints (same --out)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Devices per fold: N (>1 = DDP), 'auto', or a list '0,1'."),
@@ -496,7 +496,7 @@ def train(
 @app.command("pretrain")
 @friendly_errors
 def pretrain(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/stage1.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/pretrain/stage1.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
