@@ -126,7 +126,7 @@ def run_pipeline(args: argparse.Namespace, rss: PeakRSS) -> tuple[dict[str, Any]
         result["seconds_load"] = time.perf_counter() - started
     with rss.phase("prepare"):
         started = time.perf_counter()
-        # As kizashi.build does: the base panel in memory, the per-date context tables
+        # As kizashi.jobs.data_build does: the base panel in memory, the per-date context tables
         # (market, sector, margin) joined per chunk.
         prepared = prepare_base(panel, HORIZONS)
         tables = context_tables(prepared, inputs.margin)

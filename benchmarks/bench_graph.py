@@ -1,7 +1,7 @@
-"""Correlation-graph benchmark: kizashi.graph vs a straightforward pandas implementation.
+"""Correlation-graph benchmark: kizashi.features.graph vs a straightforward pandas implementation.
 
 For the S&P 500 daily file (``../shared/data/sp500/``) or a synthetic market, this builds
-the per-day top-k correlation graphs of every trading day (``kizashi.graph
+the per-day top-k correlation graphs of every trading day (``kizashi.features.graph
 .correlation_graphs``: one pivot, batched matmuls over windows) and prints seconds,
 days/s, edges/s and peak RSS. Then, on ``--reference-days`` days spread over the calendar,
 it times the code a quant would write in pandas (per day: the window's ``[W, N]`` slice,
@@ -33,7 +33,7 @@ from kizashi.config import GraphConfig, InputConfig, SyntheticMarketConfig
 from kizashi.data.inputs import load_inputs
 from kizashi.features.expressions import RET
 from kizashi.features.pipeline import prepare_base
-from kizashi.graph import correlation_graphs, default_min_periods
+from kizashi.features.graph import correlation_graphs, default_min_periods
 from kizashi.log import setup_logging
 
 log = logging.getLogger("bench_graph")

@@ -2,9 +2,9 @@
 small, Phase 2 small and the causal Transformer of equal parameter count.
 
 Every model is built exactly as ``kizashi lm train`` builds it from its config
-(``configs/lm/{phase1,phase2,transformer}_small.yaml``, :func:`kizashi.training.lm.build_lm`
+(``configs/lm/{phase1,phase2,transformer}_small.yaml``, :func:`kizashi.jobs.lm.build_lm`
 with the character vocabulary of tiny-Shakespeare, 65). For each sequence length ``T`` of
-``--seq-lens`` it times the full training step of :class:`kizashi.training.lm.LMModule` on
+``--seq-lens`` it times the full training step of :class:`kizashi.jobs.lm.LMModule` on
 random ids ``[--batch, T + 1]``: forward and next-token cross-entropy under the precision
 ``kizashi lm train`` resolves from the config (``auto``: bf16 autocast on a CUDA device with
 bf16, float32 otherwise), backward, gradient-norm clipping to ``optimizer.grad_clip``, the
@@ -15,9 +15,9 @@ memory of the whole case (model, gradients, AdamW state, activations): the CUDA 
 ``max_memory_allocated`` after ``reset_peak_memory_stats``, or on CPU the sampled peak RSS
 of the process (both through :class:`kizashi.profiling.PeakMemory`).
 
-No model has a position table or a maximum length: the BK models' ``n_seq`` is only the
-training context length (not read by the model; the zeta position code is computed for any
-length) and the Transformer's positions are sinusoidal, so no override is needed for 64k.
+No model has a position table or a maximum length: the BK models have no context-length
+field (the zeta position code is computed for any length) and the Transformer's positions
+are sinusoidal, so no override is needed for 64k.
 An out-of-memory case is reported as ``OOM``, its memory freed, and the model's longer
 lengths are skipped (``skipped``); any other error is reported as ``error`` the same way.
 ``--attention math`` forces PyTorch's math SDPA kernel (materialized ``T x T`` scores, the
@@ -52,8 +52,9 @@ import torch
 
 from kizashi.config import load_lm_config
 from kizashi.profiling import PeakMemory
-from kizashi.training.lm import LMModule, build_lm
-from kizashi.training.train import resolve_precision
+from kizashi.training.lm_module import LMModule
+from kizashi.jobs.lm import build_lm
+from kizashi.training.runtime import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "lm"

@@ -25,7 +25,7 @@ from kizashi.config import load_evaluate_config
 from kizashi.evaluation.report import write_report
 from kizashi.evaluation.run_dir import SUMMARY_DISPLAY
 from kizashi.log import setup_logging
-from kizashi.training.walk_forward import run_walk_forward
+from kizashi.jobs.evaluate import run_walk_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {

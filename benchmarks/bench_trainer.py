@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kizashi.config import TrainConfig, config_from_dict, load_train_config  # noqa: E402
-from kizashi.training.train import run_training  # noqa: E402
+from kizashi.jobs.train import run_training  # noqa: E402
 
 log = logging.getLogger("bench_trainer")
 

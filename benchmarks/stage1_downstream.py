@@ -71,19 +71,9 @@ from kizashi.atomic import atomic_path, write_json_atomic, write_text_atomic  # 
 from kizashi.config import PretrainConfig, config_from_dict, dump_config  # noqa: E402
 from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows  # noqa: E402
 from kizashi.evaluation.metrics import daily_ic, summarize_ic  # noqa: E402
-from kizashi.training.finetune import (  # noqa: E402
-    PREDICTIONS_FILE,
-    FineTuneResult,
-    correlations,
-    run_finetune,
-    window_frame,
-)
-from kizashi.training.pretrain import (  # noqa: E402
-    PretrainResult,
-    load_bar_series,
-    run_pretraining,
-    window_datasets,
-)
+from kizashi.datasets.stage1_windows import load_bar_series, window_datasets  # noqa: E402
+from kizashi.jobs.finetune import PREDICTIONS_FILE, FineTuneResult, correlations, run_finetune, window_frame  # noqa: E402
+from kizashi.jobs.pretrain import PretrainResult, run_pretraining  # noqa: E402
 
 log = logging.getLogger("stage1_downstream")
 

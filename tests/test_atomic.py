@@ -224,7 +224,7 @@ def test_a_file_swap_replaces_and_cleans(tmp_path):
 
 
 def test_readers_of_a_dataset_and_a_run_directory_put_back_an_interrupted_swap(tmp_path):
-    from kizashi.build import read_metadata
+    from kizashi.datasets.store import METADATA_FILE, read_metadata
     from kizashi.evaluation.run_dir import require_run_dir
 
     dataset, run = tmp_path / "dataset", tmp_path / "run"
@@ -234,7 +234,9 @@ def test_readers_of_a_dataset_and_a_run_directory_put_back_an_interrupted_swap(t
             (tmp / name).write_text('{"previous": true}')
         run_child(KILLED_BETWEEN_RENAMES, str(folder))
         assert not folder.exists()
-    assert read_metadata(dataset) == {"previous": True}
+    with pytest.raises(KizashiError, match="not a kizashi dataset metadata file"):  # put back, then read
+        read_metadata(dataset)
+    assert (dataset / METADATA_FILE).read_text() == '{"previous": true}'
     with pytest.raises(KizashiError, match="not a complete run directory"):  # it was put back, then checked
         require_run_dir(run)
     assert (run / "run.json").read_text() == '{"previous": true}'

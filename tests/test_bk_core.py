@@ -95,6 +95,21 @@ def test_real_inputs_promote():
     assert rel_err(g32.to(C128), g64) < 2e-6
 
 
+def test_one_complex_dtype_rule_for_both_resolvents():
+    """``bk_core`` and ``bk_core_causal`` compute in ``core.complex_dtype`` of their inputs:
+    half precision in complex64 (what the Triton kernel runs), float64 in complex128."""
+    from kizashi.models.bk.layers import bk_core_causal
+
+    gen = torch.Generator().manual_seed(12)
+    a, b = torch.randn(2, 6, generator=gen), torch.rand(2, 5, generator=gen) + 0.2
+    for real, expected in ((torch.float16, C64), (torch.bfloat16, C64), (torch.float32, C64), (torch.float64, C128)):
+        assert core.complex_dtype(real) == expected
+        assert bk_core(a.to(real), b.to(real), b.to(real), 0.5j).dtype == expected
+        assert bk_core_causal(a.to(real), b.to(real), b.to(real), 0.5j).dtype == expected
+    assert core.complex_dtype(torch.float32, torch.complex128) == C128
+    assert core.complex_dtype(torch.bfloat16, torch.complex64) == C64
+
+
 def test_bad_input_errors():
     a, b, c, z = random_tridiagonal((2,), 10)
     with pytest.raises(ValueError, match=r"\[\.\.\., N-1\]"):
@@ -143,7 +158,8 @@ def test_gradients_match_dense_autograd():
 
 
 def test_gradients_flow_to_real_off_diagonals():
-    """The seed's bug: off-diagonal parameters got no gradient. Here they do."""
+    """Real off-diagonal parameters (as the models' couplings are) get finite, non-zero
+    gradients of their own dtype."""
     gen = torch.Generator().manual_seed(6)
     a = torch.randn(2, 50, generator=gen, dtype=torch.float64, requires_grad=True)
     h_super = torch.randn(49, generator=gen, dtype=torch.float64, requires_grad=True)

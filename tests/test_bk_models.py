@@ -6,6 +6,7 @@ causality (perturbing the future), diagnostics and a 4096-token run with memory 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -13,22 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kizashi.models.bk.config import (
-    PHASE1_PRESETS,
-    PHASE2_PRESETS,
-    Phase1Config,
-    Phase2Config,
-    get_phase2_preset,
-)
+from kizashi.models.bk.config import PHASE1_PRESETS, PHASE2_PRESETS, Phase1Config, Phase2Config
 from kizashi.models.bk.core import bk_core
 from kizashi.models.bk.layers import bk_core_causal, chunked_fast_weight, decayed_average
-from kizashi.models.bk.phase1 import BKPhase1LM, create_phase1_model
-from kizashi.models.bk.phase2 import (
-    PHASE2_DIAGNOSTIC_KEYS,
-    BKPhase2LM,
-    convert_phase1_to_phase2,
-    create_phase2_model,
-)
+from kizashi.models.bk.phase1 import BKPhase1LM
+from kizashi.models.bk.phase2 import PHASE2_DIAGNOSTIC_KEYS, BKPhase2LM, convert_phase1_to_phase2
 from kizashi.models.bk.zeta import (
     ZETA_ZEROS_IMAG,
     hardy_z,
@@ -38,7 +28,7 @@ from kizashi.models.bk.zeta import (
     zeta_zeros,
 )
 from kizashi.models.optim import check_optimizer_coverage, param_groups
-from kizashi.models.registry import create_model, list_models, model_presets
+from kizashi.models.registry import create_model, list_models, model_config, model_presets
 from kizashi.training.callbacks import gradient_problems
 
 TEXT = (
@@ -50,11 +40,11 @@ TEXT = (
 ).encode()
 VOCAB = 256  # bytes
 
-TINY_PHASE1 = dict(vocab_size=VOCAB, d_model=32, n_layers=2, num_heads=2, dropout=0.0, chunk_size=8)
-TINY_PHASE2 = dict(TINY_PHASE1, head_dim=16, resonance_modes=4)
+TINY_PHASE1 = dict(vocab_size=VOCAB, d_model=32, n_layers=2, num_heads=2, dropout=0.0)
+TINY_PHASE2 = dict(TINY_PHASE1, chunk_size=8, head_dim=16, resonance_modes=4)
 
 # parameter counts of the presets (vocab 50,257, untied embeddings); `kizashi models list`
-# prints the same numbers. The seed's Phase-2 figures: ~29M, ~71M, ~256M.
+# prints the same numbers.
 PRESET_PARAMETERS = {
     ("bk_phase1", "small"): 28_135_552,
     ("bk_phase1", "base"): 65_752_256,
@@ -239,7 +229,7 @@ def test_zeta_initialization_uses_the_zeros():
     (dict(snr_ema_decay=1.0), r"snr_ema_decay must be in \(0, 1\)"),
     (dict(resonance_energy_threshold=0.0), r"resonance_energy_threshold must be in \(0, 1\)"),
     (dict(resonance_modes=65), "resonance_modes=65 must be <= head_dim=64"),
-    (dict(triton_block_size=100), "triton_block_size must be a power of two"),
+    (dict(chunk_size=0), "chunk_size must be a positive int"),
     (dict(spectral_shift_imag=0.01), "spectral_shift_imag=0.01 must exceed"),
     (dict(use_zeta_init="yes"), "use_zeta_init must be true or false"),
     (dict(non_hermitian=False), "adaptive_decay=True needs non_hermitian=True"),
@@ -248,7 +238,6 @@ def test_zeta_initialization_uses_the_zeros():
     (dict(use_zeta_init=False, zeta_embedding_trainable=True), "zeta_embedding_trainable=True needs"),
     (dict(adaptive_decay=False, base_decay=0.0), "gives Gamma = 0"),
     (dict(non_hermitian=False, adaptive_decay=False, base_decay=0.0), "would never forget"),
-    (dict(phase1_config=3), "phase1_config must be a Phase1Config"),
 ])
 def test_phase2_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -259,18 +248,18 @@ def test_config_round_trips_and_from_phase1():
     phase1 = Phase1Config(**TINY_PHASE1, tie_embeddings=True)
     assert Phase1Config.from_dict(phase1.to_dict()) == phase1
     config = Phase2Config.from_phase1(phase1, snr_threshold=3.0)
-    assert config.phase1_config == phase1 and config.snr_threshold == 3.0
-    for name in ("vocab_size", "d_model", "n_layers", "num_heads", "chunk_size", "tie_embeddings"):
-        assert getattr(config, name) == getattr(phase1, name)
+    assert config.snr_threshold == 3.0
+    phase1_fields = [f.name for f in dataclasses.fields(Phase1Config)]
+    assert set(phase1_fields) <= {f.name for f in dataclasses.fields(Phase2Config)}
+    for name in phase1_fields:  # the whole Phase-1 architecture carries over
+        assert getattr(config, name) == getattr(phase1, name), name
     assert config.head_dim == 16 and config.resonance_modes == 8
-    as_dict = config.to_dict()
-    assert isinstance(as_dict["phase1_config"], dict)
-    assert Phase2Config.from_dict(as_dict) == config
+    assert Phase2Config.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"unknown Phase2Config key\(s\) \['hebian_eta'\]"):
         Phase2Config.from_dict({"hebian_eta": 0.1})
-    with pytest.raises(ValueError, match="unknown Phase-2 preset 'huge'"):
-        get_phase2_preset("huge")
-    assert get_phase2_preset("base").d_model == 512
+    with pytest.raises(ValueError, match="unknown preset 'huge' for model 'bk_phase2'"):
+        model_config("bk_phase2", preset="huge")
+    assert model_config("bk_phase2", preset="base") == Phase2Config(d_model=512, n_layers=6, head_dim=64)
 
 
 def test_presets_build_with_their_stated_parameter_counts():
@@ -284,11 +273,13 @@ def test_presets_build_with_their_stated_parameter_counts():
             with torch.device("meta"):
                 model = create_model(name, preset=preset)
         assert sum(p.numel() for p in model.parameters()) == expected, (name, preset)
-    model = create_phase2_model(preset="small", vocab_size=1000, n_layers=2, device="cpu")
+    model = create_model("bk_phase2", preset="small", vocab_size=1000, n_layers=2)
+    assert isinstance(model, BKPhase2LM)
     assert model.config.d_model == 256 and model.config.n_layers == 2 and model.config.vocab_size == 1000
-    assert create_phase1_model(config=dict(TINY_PHASE1)).config.d_model == 32
+    model = create_model("bk_phase1", config=dict(TINY_PHASE1))
+    assert isinstance(model, BKPhase1LM) and model.config == Phase1Config(**TINY_PHASE1)
     with pytest.raises(ValueError, match="either preset or config"):
-        create_phase2_model(config=Phase2Config(), preset="small")
+        create_model("bk_phase2", config=Phase2Config(), preset="small")
 
 
 # --------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from kizashi import build as build_module
-from kizashi.build import build_dataset, read_metadata, scan_features, scan_graphs
+from kizashi.jobs import data_build as build_module
+from kizashi.jobs.data_build import build_dataset
+from kizashi.datasets.store import read_metadata, scan_features, scan_graphs
 from kizashi.cli import app
 from kizashi.config import DataBuildConfig, config_from_dict
 
@@ -34,16 +35,16 @@ def test_layout_and_metadata(built):
     years = sorted(p.name for p in (out / "features").iterdir())
     assert years == [f"year={y}" for y in range(2016, 2016 + len(years))] and len(years) >= 2
     frame = scan_features(out).collect()
-    assert frame.height == meta["n_rows"] == built.n_rows
+    assert frame.height == meta.n_rows == built.n_rows
     assert frame.select("code", "date").is_duplicated().sum() == 0
-    assert set(meta["feature_columns"]) <= set(frame.columns)
-    assert len(meta["feature_columns"]) >= 350 and len(meta["columns"]) == len(meta["feature_columns"])
-    assert {c["family"] for c in meta["columns"]} == set(meta["families"])
-    assert meta["target_columns"] == [f"target_{k}_{h}d" for h in (1, 5, 10, 20) for k in ("return", "rank")]
-    assert meta["oracle_columns"] and all(c in frame.columns for c in meta["oracle_columns"])
-    assert meta["input_hashes"]["synthetic_config"]
-    assert len(meta["folds"]) == 2 and meta["folds"][0]["embargo_days"] == 20
-    assert meta["config"]["splits"]["n_folds"] == 2
+    assert set(meta.feature_columns) <= set(frame.columns)
+    assert len(meta.feature_columns) >= 350 and len(meta.columns) == len(meta.feature_columns)
+    assert {c["family"] for c in meta.columns} == set(meta.families)
+    assert meta.target_columns == [f"target_{k}_{h}d" for h in (1, 5, 10, 20) for k in ("return", "rank")]
+    assert meta.oracle_columns and all(c in frame.columns for c in meta.oracle_columns)
+    assert meta.input_hashes["synthetic_config"]
+    assert len(meta.folds) == 2 and meta.folds[0]["embargo_days"] == 20
+    assert meta.config["splits"]["n_folds"] == 2
     # rows of each file are sorted by (date, code)
     first = pl.read_parquet(next((out / "features" / years[0]).glob("*.parquet")))
     assert first.select("date", "code").equals(first.select("date", "code").sort("date", "code"))
@@ -63,7 +64,7 @@ def test_no_partial_output_after_a_crash(tmp_path, monkeypatch):
     (out / "keep.txt").write_text("previous build")
 
     writes = []
-    original = build_module._write_partitioned
+    original = build_module.write_partitioned
 
     def explode_on_graphs(frame, root, part):
         """Features are on disk (in the temporary directory) when the graphs fail."""
@@ -72,7 +73,7 @@ def test_no_partial_output_after_a_crash(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         original(frame, root, part)
 
-    monkeypatch.setattr(build_module, "_write_partitioned", explode_on_graphs)
+    monkeypatch.setattr(build_module, "write_partitioned", explode_on_graphs)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build_dataset(config_from_dict(DataBuildConfig, SMALL), out)
     assert build_module.FEATURES_DIR in writes, "the crash came after partial output was written"
@@ -170,7 +171,7 @@ def test_cli_columns_list_exactly_the_columns_the_build_writes(built, tmp_path):
     listed = runner.invoke(app, ["data", "columns", "--config", str(config), "--json"])
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
-    assert rows == meta["columns"], "name, family, lookback, kind and normalization of every column, in order"
+    assert rows == meta.columns, "name, family, lookback, kind and normalization of every column, in order"
     assert "peers" in {r["family"] for r in rows}
     # ... and in the order of the feature columns in the files themselves
     first = next((built.out_dir / "features").rglob("*.parquet"))
@@ -188,10 +189,10 @@ def test_cli_columns_of_a_built_dataset_folder(built):
     for args in ([str(built.out_dir)], ["--dataset", str(built.out_dir)]):
         listed = runner.invoke(app, ["data", "columns", *args, "--json"])
         assert listed.exit_code == 0, listed.output
-        assert json.loads(listed.stdout) == meta["columns"]
+        assert json.loads(listed.stdout) == meta.columns
     table = runner.invoke(app, ["data", "columns", str(built.out_dir), "--family", "peers"])
     assert table.exit_code == 0, table.output
-    assert f"{meta['families']['peers']} feature columns" in table.output
+    assert f"{meta.families['peers']} feature columns" in table.output
 
 
 def test_cli_columns_family_that_builds_nothing_is_an_error(built, tmp_path):

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 import torch
 
-from kizashi.build import build_dataset, read_metadata, scan_features, scan_graphs
+from kizashi.jobs.data_build import build_dataset
+from kizashi.datasets.store import read_metadata, scan_features, scan_graphs
 from kizashi.config import DataBuildConfig, SplitConfig, config_from_dict
 from kizashi.datasets import (
     DayPanelCache,
@@ -66,11 +67,11 @@ def _late_listing(frame: pl.DataFrame) -> tuple[str, np.datetime64]:
 
 def test_cache_matches_parquet(cache, frame, dataset_dir):
     meta = read_metadata(dataset_dir)
-    features = meta["feature_columns"]
+    features = meta.feature_columns
     assert cache.feature_columns == features and cache.horizons == HORIZONS
-    assert cache.features.shape == (meta["n_days"], meta["n_codes"], len(features))
-    assert cache.targets.shape == (meta["n_days"], meta["n_codes"], len(HORIZONS))
-    assert int(cache.alive.sum()) == frame.height == meta["n_rows"]
+    assert cache.features.shape == (meta.n_days, meta.n_codes, len(features))
+    assert cache.targets.shape == (meta.n_days, meta.n_codes, len(HORIZONS))
+    assert int(cache.alive.sum()) == frame.height == meta.n_rows
     rows = frame.sample(12, seed=1).vstack(frame.filter(pl.col("date") == pl.col("date").max()).head(2))
     for row in rows.iter_rows(named=True):
         t = int(cache.day_indices(np.datetime64(row["date"], "D"))[0])

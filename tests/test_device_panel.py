@@ -71,7 +71,7 @@ def test_module_fills_feature_less_batches(cache):
 
 @pytest.mark.usefixtures("torch_single_thread")
 def test_training_with_the_panel_on_device_matches_the_cpu_loader(dataset_dir, tmp_path):  # noqa: F811
-    from kizashi.training.train import run_training
+    from kizashi.jobs.train import run_training
     import polars as pl
 
     runs = {}

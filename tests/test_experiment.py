@@ -16,8 +16,8 @@ from kizashi.cli import app
 from kizashi.config import ExperimentConfig, config_from_dict
 from kizashi.errors import ConfigError
 from kizashi.evaluation.pretrain_run import SettingRun
-from kizashi.training import experiment as experiment_module
-from kizashi.training.experiment import run_experiment
+from kizashi.jobs.experiment import run_experiment as run_experiment_job
+from kizashi.jobs.pretrain import run_pretraining
 from test_pretrain import TINY  # tests/ is on sys.path (rootdir conftest)
 
 BASE = {**TINY, "trainer": {**TINY["trainer"], "max_epochs": 3}}
@@ -88,8 +88,7 @@ def test_experiment_runs_every_setting_and_reports_their_own_numbers(tmp_path, t
     def no_training(*args, **kwargs):
         raise AssertionError("a finished setting was retrained")
 
-    monkeypatch.setattr(experiment_module, "run_pretraining", no_training)
-    again = run_experiment(config)
+    again = run_experiment(config, pretrain=no_training)
     assert again.report["settings"] == report["settings"]
 
 
@@ -105,11 +104,13 @@ def test_only_and_force(tmp_path, tiny_bert, torch_single_thread, monkeypatch):
         run_experiment(config, only=["nope"])
 
     calls = []
-    real = experiment_module.run_pretraining
-    monkeypatch.setattr(experiment_module, "run_pretraining", lambda c, out_dir: calls.append(out_dir) or real(c, out_dir))
-    run_experiment(config, only=["random_init"])
+    def counted(c, out_dir):
+        calls.append(out_dir)
+        return run_pretraining(c, out_dir=out_dir)
+
+    run_experiment(config, only=["random_init"], pretrain=counted)
     assert [p.name for p in calls] == ["random_init"]
-    run_experiment(config, only=["random_init"], force=True)
+    run_experiment(config, only=["random_init"], force=True, pretrain=counted)
     assert [p.name for p in calls] == ["random_init", "random_init"]
 
 
@@ -146,3 +147,8 @@ def test_cli_experiment(tmp_path, tiny_bert, torch_single_thread):
     table = CliRunner().invoke(app, ["experiment", str(path)])  # resumes, prints the table
     assert table.exit_code == 0, table.output
     assert "random_init" in table.output and "report:" in table.output
+
+
+def run_experiment(config, *, pretrain=run_pretraining, **kwargs):
+    """The experiment job with the real pretraining job (as the CLI runs it) by default."""
+    return run_experiment_job(config, pretrain=pretrain, **kwargs)

@@ -23,8 +23,8 @@ import pytest
 
 from kizashi.config import TrainConfig, config_from_dict
 from kizashi.evaluation.run_dir import PREDICTIONS
-from kizashi.training.train import run_training
-from kizashi.training.walk_forward import ensure_dataset
+from kizashi.jobs.train import run_training
+from kizashi.jobs.common import ensure_dataset
 
 log = logging.getLogger(__name__)
 

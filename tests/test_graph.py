@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from kizashi.config import GraphConfig
-from kizashi.graph import EDGE_SCHEMA, correlation_graphs, default_min_periods, pairwise_correlation
+from kizashi.features.graph import EDGE_SCHEMA, correlation_graphs, default_min_periods, pairwise_correlation
 
 N_STOCKS = 12
 N_DAYS = 100

@@ -17,7 +17,8 @@ from kizashi.cli import app
 from kizashi.config import LMTrainConfig, config_from_dict
 from kizashi.datasets.text import Tokenizer, TokenWindows, split_tokens
 from kizashi.errors import ConfigError, KizashiError
-from kizashi.training.lm import WarmupCosine, run_lm_training
+from kizashi.training.lm_module import WarmupCosine
+from kizashi.jobs.lm import run_lm_training
 
 TINY_MODEL = {"d_model": 32, "n_layers": 1, "num_heads": 2, "head_dim": 16, "resonance_modes": 4, "dropout": 0.0,
               "chunk_size": 8}

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from kizashi.cli import app
 from kizashi.config import PretrainConfig, config_from_dict
 from kizashi.errors import ConfigError
-from kizashi.training.pretrain import load_pretrained, run_pretraining
+from kizashi.training.transfer import load_pretrained
+from kizashi.jobs.pretrain import run_pretraining
 
 TINY = {
     "data": {"synthetic": {"symbols": ["A", "B"], "timeframe": "m15", "n_days": 30, "seed": 1}},
@@ -111,7 +112,7 @@ def planted_trend_bars(directory, n_days: int = 30, seed: int = 0) -> list[str]:
 def test_finetune_learns_a_planted_forward_return_pretrained_and_from_scratch(tmp_path, torch_single_thread):
     """With a predictable label, both starts must beat the zero forecast clearly and rank the
     validation windows well; a broken label, head or training loop cannot."""
-    from kizashi.training.finetune import run_finetune
+    from kizashi.jobs.finetune import run_finetune
 
     config = config_from_dict(PretrainConfig, {**TINY, "data": {"paths": planted_trend_bars(tmp_path)}})
     run_pretraining(config, tmp_path / "pre")
@@ -148,7 +149,7 @@ def test_finetune_learns_a_planted_forward_return_pretrained_and_from_scratch(tm
 def test_finetune_resamples_finer_bars_to_the_encoder_base_and_refuses_coarser(tmp_path, torch_single_thread, caplog):
     """An encoder pretrained on m30 bars reads m15 and m5 bars resampled up to m30 (logged,
     the same windows as m30 bars); bars coarser than the encoder's base are a clear error."""
-    from kizashi.training.finetune import run_finetune
+    from kizashi.jobs.finetune import run_finetune
 
     def synthetic(timeframe):
         return {"symbols": ["A", "B"], "timeframe": timeframe, "n_days": 30, "seed": 1}
@@ -160,7 +161,7 @@ def test_finetune_resamples_finer_bars_to_the_encoder_base_and_refuses_coarser(t
     native = run_finetune(config_from_dict(PretrainConfig, m30), encoder, tmp_path / "native", epochs=1)
     for finer in ("m15", "m5"):
         config = config_from_dict(PretrainConfig, {**m30, "data": {"synthetic": synthetic(finer)}, "timeframes": None})
-        with caplog.at_level(logging.INFO, logger="kizashi.training.pretrain"):
+        with caplog.at_level(logging.INFO, logger="kizashi.jobs.pretrain"):
             tuned = run_finetune(config, encoder, tmp_path / finer, epochs=1)
         assert f"base timeframe {finer} resampled up to m30" in caplog.text
         assert tuned.summary["base_timeframe"] == "m30" and tuned.summary["timeframes"] == ["m30", "h1", "h4"]
@@ -189,7 +190,7 @@ def _config_args(tmp_path) -> list[str]:
 def test_pretrain_and_finetune_with_async_windows(tmp_path, torch_single_thread):
     """windows.mode async: per-timeframe lengths and strides from the YAML keys, separate
     fusion, no consistency term; the encoder fine-tunes with its own lengths."""
-    from kizashi.training.finetune import run_finetune
+    from kizashi.jobs.finetune import run_finetune
 
     raw = {**TINY,
            "windows": {"mode": "async", "seq_len": 16, "seq_lens": {"h1": 8, "h4": 8}, "strides": {"m15": 8, "h1": 4},
@@ -225,7 +226,7 @@ def test_pretrain_and_finetune_with_async_windows(tmp_path, torch_single_thread)
 def test_lm_weights_random_builds_the_same_architecture_untrained(tiny_bert_dir):
     from transformers import BertModel
 
-    from kizashi.training.pretrain import build_stage1_model
+    from kizashi.training.transfer import build_stage1_model
 
     lm = {"use_pretrained_lm": True, "lm_name_or_path": tiny_bert_dir, "patch_len": 4}
     models = {weights: build_stage1_model(config_from_dict(PretrainConfig, {

@@ -22,7 +22,8 @@ from kizashi.evaluation.run_dir import (
     RunInfo,
     read_run_info,
 )
-from kizashi.training.walk_forward import run_walk_forward, write_run
+from kizashi.jobs.evaluate import run_walk_forward
+from kizashi.jobs.common import write_run
 
 TABLES = (SUMMARY_CSV, SUMMARY_JSON, DECILES, DAILY)
 

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from kizashi.config import SplitConfig
-from kizashi.splits import Fold, fold_labels, trading_calendar, walk_forward_folds
+from kizashi.data.calendar import trading_calendar
+from kizashi.splits import Fold, fold_labels, walk_forward_folds
 
 
 def holiday_calendar(n_days: int, seed: int = 0) -> np.ndarray:

@@ -12,8 +12,8 @@ import torch
 
 from kizashi.config import PretrainConfig, config_from_dict
 from kizashi.models.stage1 import Stage1Config, Stage1Model
-from kizashi.training.pretrain import run_pretraining
-from kizashi.training.train import resolve_precision
+from kizashi.jobs.pretrain import run_pretraining
+from kizashi.training.runtime import resolve_precision
 from test_pretrain import TINY  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.gpu

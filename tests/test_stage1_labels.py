@@ -251,9 +251,9 @@ def _window_times(ds):
 
 
 def _check_purge(config, bars, base):
-    from kizashi.training.pretrain import _timeframes, window_datasets
+    from kizashi.datasets.stage1_windows import stage1_timeframes, window_datasets
 
-    split = window_datasets(config, bars, base, _timeframes(config, base), config.windows.seq_len, MaskConfig())
+    split = window_datasets(config, bars, base, stage1_timeframes(config, base), config.windows.seq_len, MaskConfig())
     train, val = split[0], split[1]
     horizon = timeframe_minutes(config.timeframes[-1]) * US_PER_MINUTE  # default: one coarsest bar
     train_times, val_times = _window_times(train), _window_times(val)
@@ -269,7 +269,7 @@ def _check_purge(config, bars, base):
 
 @pytest.mark.parametrize("windows", [PURGE_BASE["windows"], ASYNC_WINDOWS], ids=["aligned", "async"])
 def test_validation_inputs_start_after_every_training_label(windows):
-    from kizashi.training.pretrain import load_bar_series
+    from kizashi.datasets.stage1_windows import load_bar_series
 
     config = config_from_dict(PretrainConfig, {**PURGE_BASE, "windows": windows})
     bars, _, base = load_bar_series(config)
@@ -280,7 +280,7 @@ def test_purge_holds_when_a_data_gap_stretches_a_validation_window_back():
     """Validation windows are counted in bars: a window just after a gap in the data holds
     bars from before the gap, so a time gap alone would not keep it clear of the training
     labels; those windows are left out."""
-    from kizashi.training.pretrain import load_bar_series
+    from kizashi.datasets.stage1_windows import load_bar_series
 
     config = config_from_dict(PretrainConfig, {**PURGE_BASE, "train_end": "2021-01-25T00:00:00"})
     bars, _, base = load_bar_series(config)

@@ -46,17 +46,10 @@ from kizashi.training.callbacks import (
     OOMRecovery,
 )
 from kizashi.training.module import ForecastModule, split_day_batch
-from kizashi.training.train import (
-    EpochShuffleSampler,
-    HorizonTargets,
-    TrainingInterrupted,
-    checkpoint_position,
-    fold_checkpoint_dir,
-    make_logger,
-    resolve_precision,
-    run_training,
-)
-from kizashi.training.walk_forward import ensure_dataset
+from kizashi.datasets.samplers import EpochShuffleSampler
+from kizashi.jobs.train import HorizonTargets, fold_checkpoint_dir, run_training
+from kizashi.training.runtime import TrainingInterrupted, checkpoint_position, make_logger, resolve_precision
+from kizashi.jobs.common import ensure_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HORIZONS = [1, 5]
@@ -502,7 +495,8 @@ CHILD = textwrap.dedent(
     import lightning as L
     import torch
     from kizashi.config import TrainConfig, config_from_dict
-    from kizashi.training.train import TrainingInterrupted, run_training
+    from kizashi.training.runtime import TrainingInterrupted
+    from kizashi.jobs.train import run_training
 
     config_json, out_dir, step_file, slow_after, threads = sys.argv[1:6]
     torch.set_num_threads(int(threads))

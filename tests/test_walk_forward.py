@@ -21,7 +21,7 @@ from kizashi.evaluation.run_dir import (
     read_run_info,
     read_summary,
 )
-from kizashi.training.walk_forward import _day_shuffled, run_walk_forward
+from kizashi.jobs.evaluate import _day_shuffled, run_walk_forward
 
 
 def _config(tmp_path, **overrides) -> EvaluateConfig:
@@ -160,14 +160,14 @@ def test_cli_evaluate_and_report(tmp_path):
 
 
 def test_dataset_is_reused_only_when_built_from_the_same_config(tmp_path):
-    from kizashi.build import read_metadata
-    from kizashi.training.walk_forward import ensure_dataset
+    from kizashi.datasets.store import read_metadata
+    from kizashi.jobs.common import ensure_dataset
 
     config = _small(tmp_path, "unused").data
     out = ensure_dataset(config)
-    first = read_metadata(out)["created_utc"], (out / "metadata.json").stat().st_mtime_ns
+    first = read_metadata(out).created_utc, (out / "metadata.json").stat().st_mtime_ns
     ensure_dataset(config)
     assert (out / "metadata.json").stat().st_mtime_ns == first[1], "same config: reused"
     changed = config.model_copy(update={"synthetic": config.synthetic.model_copy(update={"seed": 4})})
     ensure_dataset(changed)
-    assert read_metadata(out)["config"]["synthetic"]["seed"] == 4, "another config: rebuilt"
+    assert read_metadata(out).config["synthetic"]["seed"] == 4, "another config: rebuilt"

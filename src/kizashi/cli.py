@@ -175,23 +175,23 @@ def _print_build_summary(result: Any) -> None:
     table = Table(title="kizashi dataset", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("source", meta["source"])
+    table.add_row("source", meta.source)
     table.add_row("written to", str(result.out_dir))
     table.add_row("rows (stock-days)", f"{result.n_rows:,}")
     table.add_row("stocks", f"{result.n_codes:,}")
-    table.add_row("dates", f"{meta['date_min']} .. {meta['date_max']} ({meta['n_days']:,} trading days)")
-    table.add_row("features", f"{result.n_features} in {len(meta['families'])} families")
-    table.add_row("targets", ", ".join(meta["target_columns"]))
+    table.add_row("dates", f"{meta.date_min} .. {meta.date_max} ({meta.n_days:,} trading days)")
+    table.add_row("features", f"{result.n_features} in {len(meta.families)} families")
+    table.add_row("targets", ", ".join(meta.target_columns))
     table.add_row("graph edges", f"{result.n_edges:,}")
-    table.add_row("folds", f"{len(meta['folds'])} walk-forward (purge {meta['folds'][0]['purge_days']}, embargo {meta['folds'][0]['embargo_days']})")
-    dropped = sum(i["count"] for r in meta["validation"] for i in r["issues"] if i["action"] == "dropped")
+    table.add_row("folds", f"{len(meta.folds)} walk-forward (purge {meta.folds[0]['purge_days']}, embargo {meta.folds[0]['embargo_days']})")
+    dropped = sum(i["count"] for r in meta.validation for i in r["issues"] if i["action"] == "dropped")
     table.add_row("rows dropped by validation", f"{dropped:,} (see metadata.json: validation)")
     table.add_row("seconds", f"{result.seconds:.1f}")
     console.print(table)
     folds = Table(title="walk-forward folds", title_justify="left")
     for column in ("fold", "train", "val", "test"):
         folds.add_column(column)
-    for fold in meta["folds"]:
+    for fold in meta.folds:
         def span(part: str) -> str:
             n = fold[f"{part}_n_days"]
             return f"{fold[f'{part}_first']} .. {fold[f'{part}_last']} ({n})" if n else "-"
@@ -211,7 +211,7 @@ def data_build(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
 ) -> None:
     """Build the model-ready dataset: features, targets, normalization, folds, graphs."""
-    from kizashi.build import build_dataset
+    from kizashi.jobs.data_build import build_dataset
 
     cfg = _build_config(config, data, sectors, margin, preset, out)
     _print_build_summary(build_dataset(cfg))
@@ -269,22 +269,18 @@ def _dataset_folder_argument(
 
 def _dataset_column_rows(folder: Path) -> list[dict[str, Any]]:
     """The ``columns`` table of a built dataset's metadata.json."""
-    from kizashi.build import read_metadata
+    from kizashi.datasets.store import read_metadata
 
     try:
         metadata = read_metadata(folder)
     except FileNotFoundError as err:
         raise KizashiError(str(err)) from None
-    if "columns" not in metadata:
-        raise KizashiError(
-            f"{folder / 'metadata.json'}: no `columns` entry (rebuild it with `kizashi data build`)"
-        )
-    return list(metadata["columns"])
+    return list(metadata.columns)
 
 
 def _config_column_rows(cfg: DataBuildConfig) -> list[dict[str, Any]]:
     """The columns `data build` writes for ``cfg``: the same specs from the same inputs."""
-    from kizashi.build import column_table, feature_specs_for
+    from kizashi.jobs.data_build import column_table, feature_specs_for
     from kizashi.data.inputs import load_inputs
 
     logging.getLogger(__name__).info("reading the inputs: the sector and margin columns depend on them")
@@ -456,7 +452,7 @@ def evaluate(
 ) -> None:
     """Walk-forward fit / predict / evaluate; one summary table per horizon."""
     from kizashi.config import load_evaluate_config
-    from kizashi.training.walk_forward import run_walk_forward
+    from kizashi.jobs.evaluate import run_walk_forward
 
     cfg = load_evaluate_config(config)
     if out is None and control:
@@ -477,7 +473,8 @@ def train(
 ) -> None:
     """Walk-forward training of a neural model (ATFT-GAT-FAN); same tables and report as `evaluate`."""
     from kizashi.config import load_train_config
-    from kizashi.training.train import TrainingInterrupted, run_training
+    from kizashi.training.runtime import TrainingInterrupted
+    from kizashi.jobs.train import run_training
 
     overrides = None
     if devices is not None:
@@ -502,7 +499,7 @@ def pretrain(
 ) -> None:
     """Stage-1 self-supervised pretraining: masked multi-timeframe bar reconstruction."""
     from kizashi.config import load_pretrain_config
-    from kizashi.training.pretrain import run_pretraining
+    from kizashi.jobs.pretrain import run_pretraining
 
     result = run_pretraining(_check_model_spec(load_pretrain_config(config), config), out_dir=out)
     if as_json:
@@ -536,7 +533,7 @@ def finetune(
     from rich.table import Table
 
     from kizashi.config import load_pretrain_config
-    from kizashi.training.finetune import run_finetune
+    from kizashi.jobs.finetune import run_finetune
 
     cfg = _check_model_spec(load_pretrain_config(config), config)
     result = run_finetune(cfg, encoder, out, epochs=epochs, freeze_encoder=freeze_encoder)
@@ -563,10 +560,12 @@ def experiment(
 ) -> None:
     """Run a pretraining config under named settings (same seed and data) and compare them."""
     from kizashi.config import load_experiment_config
-    from kizashi.training.experiment import run_experiment
+    from kizashi.jobs.experiment import run_experiment
+    from kizashi.jobs.pretrain import run_pretraining
 
     names = [name.strip() for name in only.split(",") if name.strip()] if only else None
-    result = run_experiment(load_experiment_config(config), out, only=names, force=force, source=str(config))
+    result = run_experiment(load_experiment_config(config), out, pretrain=run_pretraining, only=names, force=force,
+                            source=str(config))
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "report": result.report}, default=str))
         return
@@ -602,7 +601,7 @@ def lm_train(
 ) -> None:
     """Train a token language model; reports validation loss in nats per character (char tokenizer)."""
     from kizashi.config import load_lm_config
-    from kizashi.training.lm import run_lm_training
+    from kizashi.jobs.lm import run_lm_training
 
     overrides: dict[str, Any] = {}
     if text is not None:
@@ -672,7 +671,7 @@ def demo(
     """The main job: data -> features -> LightGBM walk-forward -> summary table and report."""
     from kizashi.config import EvaluateConfig
     from kizashi.evaluation.report import write_report
-    from kizashi.training.walk_forward import run_walk_forward
+    from kizashi.jobs.evaluate import run_walk_forward
 
     data_config = _build_config(None, data, sectors, out=out / "dataset")
     evaluate_config = EvaluateConfig(data=data_config)

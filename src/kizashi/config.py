@@ -152,7 +152,7 @@ MIN_GRAPH_PERIODS = 20
 
 
 class GraphConfig(StrictModel):
-    """Per-day stock graphs from rolling return correlation (:mod:`kizashi.graph`).
+    """Per-day stock graphs from rolling return correlation (:mod:`kizashi.features.graph`).
 
     ``min_periods`` (joint days a pair needs in the window) must lie in
     ``[min(MIN_GRAPH_PERIODS, ceil(window / 2)), window]``: at least 20 days, or half of a

@@ -20,7 +20,6 @@ expanding from the first date, or rolling over the last ``train_days`` dates whe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from kizashi.config import SplitConfig
+from kizashi.data.calendar import trading_calendar
 
 logger = logging.getLogger(__name__)
 
@@ -63,34 +63,6 @@ class Fold:
             out[f"{name}_last"] = str(part[-1]) if len(part) else None
             out[f"{name}_n_days"] = int(len(part))
         return out
-
-
-def trading_calendar(dates: Any) -> np.ndarray:
-    """Sorted, de-duplicated ``datetime64[D]`` array from any collection of dates.
-
-    Accepts a Polars Series (Date or Datetime), a NumPy array, a pandas index, or an
-    iterable of ``datetime.date`` / ``datetime64`` / ISO strings. Missing dates are an error.
-    """
-    if isinstance(dates, pl.DataFrame):
-        raise TypeError("pass the date column (a Series), not a DataFrame")
-    if isinstance(dates, pl.Series):
-        if dates.null_count():
-            raise ValueError(f"calendar has {dates.null_count()} missing (null) dates")
-        if dates.dtype != pl.Date:
-            dates = dates.cast(pl.Date)
-        values = dates.to_numpy()
-    else:
-        if not isinstance(dates, np.ndarray):
-            dates = list(dates) if isinstance(dates, Iterable) else dates
-        values = np.asarray(dates)
-    try:
-        values = values.astype("datetime64[D]")
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"calendar dates could not be read as dates: {err}") from None
-    values = values.reshape(-1)
-    if np.isnat(values).any():
-        raise ValueError(f"calendar has {int(np.isnat(values).sum())} missing (NaT) dates")
-    return np.unique(values)
 
 
 def walk_forward_folds(dates: Any, config: SplitConfig, max_horizon: int) -> list[Fold]:

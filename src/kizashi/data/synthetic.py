@@ -234,7 +234,7 @@ def _cached_default_market() -> SyntheticMarket:
     return generate_market(SyntheticMarketConfig())
 
 
-def trading_calendar(
+def generate_trading_days(
     start_date: dt.date, n_days: int, rng: np.random.Generator, holidays_per_year: float = 8.0
 ) -> np.ndarray:
     """``n_days`` trading days (``datetime64[D]``): weekdays from ``start_date`` minus random
@@ -328,7 +328,7 @@ class _Generator:
     def run(self) -> SyntheticMarket:
         cfg, p = self.cfg, self.p
         T = cfg.n_days
-        self.dates = trading_calendar(cfg.start_date, T, self.rng["calendar"], p.holidays_per_year)
+        self.dates = generate_trading_days(cfg.start_date, T, self.rng["calendar"], p.holidays_per_year)
         self._universe()
         self._listings()
         listed = self.listed  # [T, N] bool

@@ -55,7 +55,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.build import FEATURES_DIR, GRAPHS_DIR, read_metadata
+from kizashi.datasets.store import FEATURES_DIR, GRAPHS_DIR, read_metadata
 from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.log import progress
 from kizashi.splits import Fold
@@ -231,10 +231,10 @@ def dataset_fingerprint(dataset_dir: str | Path) -> dict[str, Any]:
         for path in sorted((dataset / sub).glob("*/*.parquet"))
     ]
     return {
-        "created_utc": meta.get("created_utc"),
-        "config_sha256": _sha256(meta.get("config")),
-        "n_rows": meta.get("n_rows"),
-        "feature_columns_sha256": _sha256(meta.get("feature_columns")),
+        "created_utc": meta.created_utc,
+        "config_sha256": _sha256(meta.config),
+        "n_rows": meta.n_rows,
+        "feature_columns_sha256": _sha256(meta.feature_columns),
         "files": files,
     }
 
@@ -342,8 +342,8 @@ def build_day_panel_cache(
     dataset, final = Path(dataset_dir), Path(cache_dir)
     meta = read_metadata(dataset)
     fingerprint = dataset_fingerprint(dataset)
-    feature_columns: list[str] = list(meta["feature_columns"])
-    horizons = [int(h) for h in meta["config"]["targets"]["horizons"]]
+    feature_columns: list[str] = list(meta.feature_columns)
+    horizons = meta.horizons
     return_columns = [f"target_return_{h}d" for h in horizons]
     rank_columns = [f"target_rank_{h}d" for h in horizons]
     feature_files = _parquet_files(dataset / FEATURES_DIR)

@@ -1,6 +1,6 @@
 """The pretraining output directory: what `kizashi pretrain` writes and what reports read.
 
-``OUT`` (written by :func:`kizashi.training.pretrain.run_pretraining`)::
+``OUT`` (written by :func:`kizashi.jobs.pretrain.run_pretraining`)::
 
     bars_report.json   per symbol: the bar validation report
     stats.json         per-timeframe window statistics of the training range, the window

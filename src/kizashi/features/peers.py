@@ -1,6 +1,6 @@
 """Peers family: the stock against its neighbours in the per-day correlation graph.
 
-The graph of day t (``kizashi.graph``: each stock's top-k most correlated stocks over the
+The graph of day t (``kizashi.features.graph``: each stock's top-k most correlated stocks over the
 trailing window, ending at t) names peers that sector labels miss; the neighbour table
 gives, per (date, code), the neighbours' mean return that day. From it:
 
@@ -21,7 +21,7 @@ import math
 
 from kizashi.features.expressions import RET, c, safe_div, ts_std, ts_sum
 from kizashi.features.spec import FeatureContext, FeatureSpec
-from kizashi.graph import NEIGHBOR_COUNT, NEIGHBOR_RETURN, NEIGHBOR_WEIGHTED_RETURN
+from kizashi.features.graph import NEIGHBOR_COUNT, NEIGHBOR_RETURN, NEIGHBOR_WEIGHTED_RETURN
 
 FAMILY = "peers"
 PEER_RETURN_WINDOWS = (5, 10, 20)

@@ -56,7 +56,7 @@ from kizashi.features.registry import max_lookback
 from kizashi.features.sector import sector_table
 from kizashi.features.spec import FeatureContext, FeatureSpec
 from kizashi.features.targets import add_targets, target_columns
-from kizashi.graph import correlation_graphs, neighbor_table
+from kizashi.features.graph import correlation_graphs, neighbor_table
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def prepare_panel(
     fill_end_days: int = 0,
 ) -> pl.DataFrame:
     """The whole prepared panel in memory: :func:`prepare_base` with the context tables
-    attached. Large builds keep the base and attach per chunk instead (``kizashi.build``)."""
+    attached. Large builds keep the base and attach per chunk instead (``kizashi.jobs.data_build``)."""
     base = prepare_base(panel, horizons, min_history=min_history, fill_end_days=fill_end_days)
     return attach_context(base, context_tables(base, margin, graph))
 
@@ -315,7 +315,7 @@ def compute_features(
     ``graph`` (an enabled GraphConfig) builds the correlation graphs and with them the
     ``peers`` family; ``min_history`` sets the point-in-time universe and ``fill_end_days``
     the targets' gap rule (:func:`prepare_base`). For large panels write chunks to disk
-    instead (``kizashi.build``)."""
+    instead (``kizashi.jobs.data_build``)."""
     from kizashi.features.registry import resolve_specs
 
     base = prepare_base(panel, horizons, min_history=min_history, fill_end_days=fill_end_days)

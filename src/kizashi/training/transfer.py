@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch import nn
+
+from kizashi.config import PretrainConfig
+from kizashi.errors import ConfigError
+from kizashi.models import create_model
+from kizashi.models.stage1 import Stage1Config, Stage1Model
 
 from kizashi.models.lm_adapter import LMEncoderAdapter
 from kizashi.models.optim import param_groups
@@ -117,3 +124,31 @@ def transfer_param_groups(
     lm_params = list(adapter.lm_parameters())
     return param_groups(model, weight_decay=weight_decay, lr=lr, lr_factors={prefix: lm_learning_rate_factor},
                         frozen_to_include=lm_params)
+
+
+def build_stage1_model(config: PretrainConfig, timeframes: list[str]) -> Stage1Model:
+    """The Stage-1 model of ``config`` (``model``, ``transfer_learning``, ``windows``) over
+    ``timeframes``; a bad combination is a :class:`ConfigError` naming the key."""
+    spec, tl, w = config.model, config.transfer_learning, config.windows
+    overrides = {**spec.overrides, "timeframes": tuple(timeframes), "seq_len": w.seq_len}
+    if w.mode == "async":
+        if overrides.get("fusion") != "separate" and len(timeframes) > 1:
+            raise ConfigError("windows.mode: async windows are not aligned in time; set model.overrides.fusion: separate")
+        overrides["seq_lens"] = dict(w.seq_lens) if w.seq_lens else None
+    if tl.use_pretrained_lm:
+        overrides.update(encoder="lm", lm_name_or_path=tl.lm_name_or_path, patch_len=tl.patch_len,
+                         lm_layers=tl.lm_layers, lm_pretrained=tl.lm_weights == "pretrained")
+    try:
+        return create_model(spec.name, spec.preset, **overrides)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+
+
+def load_pretrained(path: str | Path) -> tuple[Stage1Model, dict[str, Any]]:
+    """The model saved by ``kizashi pretrain`` (``encoder.pt``) and the saved payload."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    model = Stage1Model(Stage1Config(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model, payload

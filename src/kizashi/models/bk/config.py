@@ -2,7 +2,9 @@
 
 Both are dataclasses (the registry's requirement), validated on construction with errors
 that name the field; ``to_dict`` / ``from_dict`` round-trip them (``from_dict`` refuses
-unknown keys); :meth:`Phase2Config.from_phase1` carries a Phase-1 config over.
+unknown keys); :meth:`Phase2Config.from_phase1` carries a Phase-1 architecture over. Models
+are built from them by the registry, ``kizashi.models.create_model("bk_phase1" |
+"bk_phase2", preset=..., config=..., **overrides)``, with the presets below.
 
 Phase 2's components are config switches; a switch that needs another one is a validation
 error when the other is off (not a silent no-op):
@@ -21,11 +23,8 @@ switch                      component                                 needs
 ``zeta_embedding_trainable``  the zeta position frequencies learn     ``use_zeta_init``
 ==========================  ========================================  ===================
 
-Fields kept from the seed's Phase-2 factory that the model does not read:
-``triton_block_size`` (for a Triton causal kernel; the PyTorch scans use ``chunk_size``),
-``target_vram_gb`` and ``target_speedup_triton`` (targets for benchmarks to report
-against). ``n_seq`` is the training context length (data loaders, benchmarks); the models
-have no position table and run on any length.
+The models have no position table and no maximum length: the training context length is a
+setting of the trainer (``seq_len`` of ``kizashi lm train``), not of the model.
 """
 
 from __future__ import annotations
@@ -33,9 +32,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-ConfigT = TypeVar("ConfigT")
+from typing import Any, Self
 
 
 def _check_positive_int(config: Any, *names: str) -> None:
@@ -61,7 +58,7 @@ def _check_bool(config: Any, *names: str) -> None:
 
 def _check_common(config: Any) -> None:
     """Fields shared by :class:`Phase1Config` and :class:`Phase2Config`."""
-    _check_positive_int(config, "vocab_size", "d_model", "n_layers", "n_seq", "num_heads", "chunk_size")
+    _check_positive_int(config, "vocab_size", "d_model", "n_layers", "num_heads")
     if config.ffn_dim is not None:
         _check_positive_int(config, "ffn_dim")
     _check_bool(config, "causal", "tie_embeddings", "use_triton_bk")
@@ -76,34 +73,12 @@ def _check_common(config: Any) -> None:
             f"below the minimum, which bounds |G_ii| <= 1 / spectral_shift_imag_min)")
 
 
-def _from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
-    if not isinstance(values, Mapping):
-        raise ValueError(f"{cls.__name__}.from_dict needs a mapping, got {type(values).__name__}")
-    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {valid}")
-    return cls(**values)
+class _BKConfig:
+    """The methods both configs share: validation on construction, the feed-forward width
+    and the dict round trip (a plain base class: the fields live in the dataclasses)."""
 
-
-@dataclass
-class Phase1Config:
-    """Phase 1: token embedding -> ``n_layers`` x (BK mixer + feed-forward) -> logits."""
-
-    vocab_size: int = 50257
-    d_model: int = 512
-    n_layers: int = 6
-    n_seq: int = 1024  # training context length; the model runs on any length
-    num_heads: int = 8  # BK heads: each its own tridiagonal over the sequence
-    ffn_dim: int | None = None  # None: 4 * d_model
-    dropout: float = 0.1
-    causal: bool = True  # False: two-sided bk_core (an encoder, not a language model)
-    spectral_shift_imag: float = 0.5  # initial Im z of every head
-    spectral_shift_imag_min: float = 0.05  # Im z > this, so |G_ii| < 1 / this
-    tie_embeddings: bool = False
-    use_triton_bk: bool = True  # backend "auto" (Triton on CUDA where available) vs "torch"
-    chunk_size: int = 64  # chunk length of the PyTorch scans (memory, moving averages)
-    init_std: float = 0.02
+    d_model: int
+    ffn_dim: int | None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -117,23 +92,44 @@ class Phase1Config:
         _check_common(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Phase1Config:
-        return _from_dict(cls, values)
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        """The config of ``values`` (a mapping of field names); unknown keys are an error."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{cls.__name__}.from_dict needs a mapping, got {type(values).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {valid}")
+        return cls(**values)
 
 
 @dataclass
-class Phase2Config:
-    """Phase 2: Phase 1 plus the switches in the module docstring (every field of the seed's
-    Phase-2 factory, plus the switches and the constants the seed left implicit)."""
+class Phase1Config(_BKConfig):
+    """Phase 1: token embedding -> ``n_layers`` x (BK mixer + feed-forward) -> logits."""
 
-    # Phase-1 compatibility: the config this one was derived from (from_phase1), if any
-    phase1_config: Phase1Config | None = None
+    vocab_size: int = 50257
+    d_model: int = 512
+    n_layers: int = 6
+    num_heads: int = 8  # BK heads: each its own tridiagonal over the sequence
+    ffn_dim: int | None = None  # None: 4 * d_model
+    dropout: float = 0.1
+    causal: bool = True  # False: two-sided bk_core (an encoder, not a language model)
+    spectral_shift_imag: float = 0.5  # initial Im z of every head
+    spectral_shift_imag_min: float = 0.05  # Im z > this, so |G_ii| < 1 / this
+    tie_embeddings: bool = False
+    use_triton_bk: bool = True  # backend "auto" (Triton on CUDA where available) vs "torch"
+    init_std: float = 0.02
+
+
+@dataclass
+class Phase2Config(_BKConfig):
+    """Phase 2: Phase 1 plus the switches in the module docstring and their constants."""
+
     # BK-Core backend
     use_triton_bk: bool = True
-    triton_block_size: int = 256  # for a Triton causal kernel (unused by the PyTorch scans)
     # non-Hermitian potential a = v - i Gamma
     non_hermitian: bool = True
     base_decay: float = 0.01  # Gamma's floor; also the memory's decay without non_hermitian
@@ -162,45 +158,26 @@ class Phase2Config:
     vocab_size: int = 50257
     d_model: int = 512
     n_layers: int = 6
-    n_seq: int = 1024  # training context length; the model runs on any length
     ffn_dim: int | None = None  # None: 4 * d_model
     dropout: float = 0.1
     causal: bool = True
     spectral_shift_imag: float = 0.5
     spectral_shift_imag_min: float = 0.05
     tie_embeddings: bool = False
-    chunk_size: int = 64
+    chunk_size: int = 64  # chunk length of the memory and moving-average scans
     init_std: float = 0.02
-    # performance targets (recorded for benchmarks; the model does not read them)
-    target_vram_gb: float = 8.0
-    target_speedup_triton: float = 3.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.phase1_config, Mapping):
-            self.phase1_config = Phase1Config.from_dict(self.phase1_config)
-        self.validate()
-
-    @property
-    def ffn_width(self) -> int:
-        return self.ffn_dim or 4 * self.d_model
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when a value is invalid or two switches
         contradict each other."""
-        _check_common(self)
-        _check_positive_int(self, "head_dim", "resonance_modes", "triton_block_size")
+        super().validate()
+        _check_positive_int(self, "head_dim", "resonance_modes", "chunk_size")
         _check_bool(self, "non_hermitian", "adaptive_decay", "hebbian_enabled", "snr_enabled",
                     "resonance_enabled", "use_zeta_init", "zeta_embedding_trainable")
-        if self.triton_block_size & (self.triton_block_size - 1):
-            raise ValueError(f"triton_block_size must be a power of two, got {self.triton_block_size}")
-        if self.phase1_config is not None and not isinstance(self.phase1_config, Phase1Config):
-            raise ValueError(f"phase1_config must be a Phase1Config, a dict of its fields or None, "
-                             f"got {type(self.phase1_config).__name__}")
         decay = self.base_decay
         if isinstance(decay, bool) or not isinstance(decay, int | float) or decay < 0:
             raise ValueError(f"base_decay must be a non-negative number, got {self.base_decay!r}")
-        _check_positive(self, "hebbian_eta", "hebbian_dt", "snr_threshold", "resonance_temperature",
-                        "target_vram_gb", "target_speedup_triton")
+        _check_positive(self, "hebbian_eta", "hebbian_dt", "snr_threshold", "resonance_temperature")
         for name in ("snr_gamma_boost", "snr_eta_boost"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
@@ -230,55 +207,33 @@ class Phase2Config:
                 raise ValueError("hebbian_enabled=True without non_hermitian needs base_decay > 0 "
                                  "(the memory's decay rate; 0 would never forget)")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (``phase1_config`` as a dict or None)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Phase2Config:
-        return _from_dict(cls, values)
-
     @classmethod
     def from_phase1(cls, phase1_config: Phase1Config, **overrides: Any) -> Phase2Config:
-        """A Phase-2 config with the Phase-1 architecture (so every Phase-1 tensor has a
-        same-shaped Phase-2 counterpart), ``phase1_config`` recorded, memory heads of width
+        """A Phase-2 config with the Phase-1 architecture (every Phase-1 field, so every
+        Phase-1 tensor has a same-shaped Phase-2 counterpart), memory heads of width
         ``d_model / num_heads`` where that divides, then ``overrides``."""
         if not isinstance(phase1_config, Phase1Config):
             raise ValueError(f"from_phase1 needs a Phase1Config, got {type(phase1_config).__name__}")
         shared = ({f.name for f in dataclasses.fields(Phase1Config)}
                   & {f.name for f in dataclasses.fields(cls)})
         values: dict[str, Any] = {name: getattr(phase1_config, name) for name in shared}
-        values["phase1_config"] = phase1_config
         if phase1_config.d_model % phase1_config.num_heads == 0:
             head_dim = phase1_config.d_model // phase1_config.num_heads
             values["head_dim"] = head_dim
             values["resonance_modes"] = min(cls.resonance_modes, head_dim)
         values.update(overrides)
-        return _from_dict(cls, values)
+        return cls.from_dict(values)
 
 
 PHASE1_PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(d_model=256, n_layers=4, n_seq=512),
-    "base": dict(d_model=512, n_layers=6, n_seq=1024),
-    "large": dict(d_model=1024, n_layers=12, n_seq=2048),
+    "small": dict(d_model=256, n_layers=4),
+    "base": dict(d_model=512, n_layers=6),
+    "large": dict(d_model=1024, n_layers=12),
 }
 
-PHASE2_PRESETS: dict[str, dict[str, Any]] = {  # the seed's sizes and VRAM targets
-    "small": dict(d_model=256, n_layers=4, n_seq=512, head_dim=32, target_vram_gb=4.0),
-    "base": dict(d_model=512, n_layers=6, n_seq=1024, head_dim=64, target_vram_gb=8.0),
-    "large": dict(d_model=1024, n_layers=12, n_seq=2048, head_dim=128, target_vram_gb=16.0),
+PHASE2_PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(d_model=256, n_layers=4, head_dim=32),
+    "base": dict(d_model=512, n_layers=6, head_dim=64),
+    "large": dict(d_model=1024, n_layers=12, head_dim=128),
 }
 
-
-def get_phase2_preset(name: str) -> Phase2Config:
-    """The validated :class:`Phase2Config` of preset ``name``."""
-    if name not in PHASE2_PRESETS:
-        raise ValueError(f"unknown Phase-2 preset {name!r}; presets: {sorted(PHASE2_PRESETS)}")
-    return Phase2Config(**PHASE2_PRESETS[name])
-
-
-def get_phase1_preset(name: str) -> Phase1Config:
-    """The validated :class:`Phase1Config` of preset ``name``."""
-    if name not in PHASE1_PRESETS:
-        raise ValueError(f"unknown Phase-1 preset {name!r}; presets: {sorted(PHASE1_PRESETS)}")
-    return Phase1Config(**PHASE1_PRESETS[name])

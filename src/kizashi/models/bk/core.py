@@ -6,9 +6,10 @@
 (``T[i, i+1] = b_i``) and sub-diagonal ``c [..., N-1]`` (``T[i+1, i] = c_i``); ``z`` is a
 complex shift: a Python number, or a tensor broadcastable to the batch shape ``[...]``, or
 one of shape ``[..., 1]`` (a trailing size-1 dimension when ``z`` has as many dimensions as
-``a``). Batch dimensions of ``a``, ``b``, ``c`` and ``z`` broadcast. Real inputs are
-promoted to complex (float32 -> complex64, float64 -> complex128; half precision computes
-in complex64); the result is complex. Time and memory are O(batch * N).
+``a``). Batch dimensions of ``a``, ``b``, ``c`` and ``z`` broadcast. The inputs are
+computed in the complex dtype of :func:`complex_dtype` (complex128 if any of them is
+float64 or complex128, else complex64); the result is complex. Time and memory are
+O(batch * N).
 
 Recursions in ratio form
 ------------------------
@@ -42,7 +43,7 @@ overflows or underflows whatever N is.
   steps over all chunks at once; (2) the values entering each chunk, a log-depth
   (Hillis-Steele) prefix product over the ``N/L`` chunk maps; (3) the scalar recursion
   re-run inside every chunk from its entering value, ``L`` steps over all chunks at once.
-  About ``2 sqrt(N)`` small vectorized steps; N = 10^6 takes a fraction of a second on CPU.
+  About ``2 sqrt(N)`` small vectorized steps.
 * Triton kernel (``backend="triton"``, CUDA; :mod:`kizashi.models.bk.triton_core`): each
   GPU lane runs the scalar recursion over a few consecutive elements, and the lanes' 2x2
   maps are combined with ``tl.associative_scan``; rows longer than one block add a pass of
@@ -91,7 +92,7 @@ from torch import Tensor
 
 Backend = Literal["auto", "torch", "triton"]
 
-__all__ = ["bk_core", "bk_core_causal_triton", "bk_core_dense", "triton_available"]
+__all__ = ["bk_core", "bk_core_causal_triton", "bk_core_dense", "complex_dtype", "triton_available"]
 
 
 # --------------------------------------------------------------------------------------
@@ -118,8 +119,9 @@ def bk_core(
             ``"auto"``: Triton for CUDA tensors when it imports, else torch.
 
     Returns:
-        ``g [..., N]`` complex (complex64 for single/half precision inputs, complex128 for
-        double), differentiable w.r.t. ``a``, ``b``, ``c`` and a tensor ``z``.
+        ``g [..., N]`` in :func:`complex_dtype` of the inputs (complex64 for single or half
+        precision, complex128 for double), differentiable w.r.t. ``a``, ``b``, ``c`` and a
+        tensor ``z``.
     """
     a, b, c, z_flat, batch_shape, n = _prepare(a, b, c, z)
     name = resolve_backend(backend, a)
@@ -135,9 +137,9 @@ def bk_core_dense(a: Tensor, b: Tensor, c: Tensor, z: Tensor | complex | float) 
     t = torch.diag_embed(a - z_flat[:, None])
     if n > 1:
         t = t + torch.diag_embed(b, offset=1) + torch.diag_embed(c, offset=-1)
-    # One matrix at a time: with torch 2.13 on CPU, batched complex LU solves returned wrong
-    # values once torch.set_num_threads had been changed in the process (observed: batched
-    # inv/solve off by orders of magnitude, per-matrix and NumPy results correct).
+    # One matrix at a time: torch 2.13's batched complex LU solves on CPU return wrong values
+    # (off by orders of magnitude) once torch.set_num_threads has changed in the process;
+    # per-matrix solves agree with NumPy (tests/test_bk_core.py checks this).
     g = torch.stack([torch.linalg.solve(m, eye).diagonal() for m in t]) if len(t) else t.diagonal(dim1=-2, dim2=-1)
     return g.reshape(*batch_shape, n)
 
@@ -159,7 +161,17 @@ def triton_available() -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _complex_dtype(*dtypes: torch.dtype) -> torch.dtype:
+def complex_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The complex dtype BK-Core computes in for inputs of ``dtypes``: complex128 if any of
+    them is float64 or complex128, else complex64 (float32 and complex64, and also float16,
+    bfloat16, complex32 and the integer dtypes that the PyTorch path of
+    :func:`kizashi.models.bk.layers.bk_core_causal` accepts).
+
+    Half precision computes in complex64, not in a complex half type, because the Triton
+    kernel (:mod:`kizashi.models.bk.triton_core`) runs on interleaved float32 or float64
+    pairs only; the PyTorch reference follows the same rule, so that both back ends return
+    the same dtype for the same inputs.
+    """
     if any(dt in (torch.float64, torch.complex128) for dt in dtypes):
         return torch.complex128
     return torch.complex64
@@ -200,7 +212,7 @@ def _prepare(a: Tensor, b: Tensor, c: Tensor, z: Tensor | complex | float):
     for dt in dtypes:
         if not (dt.is_floating_point or dt.is_complex):
             raise TypeError(f"bk_core: inputs must be floating or complex, got {dt}")
-    cdtype = _complex_dtype(*dtypes)
+    cdtype = complex_dtype(*dtypes)
 
     try:
         batch_shape = torch.broadcast_shapes(

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kizashi.models.bk.core import bk_core, bk_core_causal_triton, resolve_backend
+from kizashi.models.bk.core import bk_core, bk_core_causal_triton, complex_dtype, resolve_backend
 
 Backend = Literal["auto", "torch", "triton"]
 
@@ -53,13 +53,6 @@ Backend = Literal["auto", "torch", "triton"]
 # --------------------------------------------------------------------------------------
 # causal resolvent diagonal
 # --------------------------------------------------------------------------------------
-
-
-def _complex_dtype(*tensors: Tensor) -> torch.dtype:
-    dtype = torch.complex64
-    for tensor in tensors:
-        dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
 
 
 def bk_core_causal(
@@ -75,8 +68,9 @@ def bk_core_causal(
 
     Same interface as ``bk_core``: ``a [..., N]`` main diagonal, ``b [..., N-1]`` super- and
     ``c [..., N-1]`` sub-diagonal (real or complex), ``z`` a complex scalar, a tensor
-    broadcastable to ``[...]`` or one of shape ``[..., 1]``; returns complex ``[..., N]`` (complex64 for float32 input,
-    complex128 for float64), differentiable w.r.t. ``a, b, c, z``.
+    broadcastable to ``[...]`` or one of shape ``[..., 1]``; returns ``[..., N]`` in
+    :func:`~kizashi.models.bk.core.complex_dtype` of the inputs (complex64 for float32 or
+    half precision, complex128 for float64), differentiable w.r.t. ``a, b, c, z``.
 
     ``backend``: ``"torch"`` runs the PyTorch chunked scan below (any device), ``"triton"``
     the Triton kernel (``bk_core``'s forward half, with an O(N) analytic backward; CUDA
@@ -92,7 +86,7 @@ def bk_core_causal(
                          f"b {tuple(b.shape)}, c {tuple(c.shape)} for a {tuple(a.shape)}")
     if resolve_backend(backend, a) == "triton":
         return bk_core_causal_triton(a, b, c, z)
-    dtype = _complex_dtype(a, b, c, *([z] if isinstance(z, Tensor) else []))
+    dtype = complex_dtype(a.dtype, b.dtype, c.dtype, *([z.dtype] if isinstance(z, Tensor) else []))
     if isinstance(z, Tensor):
         z_t = z.to(device=a.device, dtype=dtype)
     else:  # a Python number: straight to the working precision (not via complex64)

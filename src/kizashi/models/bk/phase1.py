@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from kizashi.models.bk.config import PHASE1_PRESETS, Phase1Config
 from kizashi.models.bk.layers import BKMixer, FeedForward
-from kizashi.models.registry import model_config, register_model
+from kizashi.models.registry import register_model
 
 PHASE1_DIAGNOSTIC_KEYS = ("resolvent_abs",)
 """Per-layer diagnostics of Phase 1: ``resolvent_abs [B, H, N]`` = ``|g|``."""
@@ -141,14 +141,3 @@ class BKPhase1LM(BKLanguageModel):
         super().__init__(config, lambda: [Phase1Block(config, linear_spectral_shifts(config.num_heads))
                                           for _ in range(config.n_layers)])
 
-
-def create_phase1_model(
-    config: Phase1Config | dict[str, Any] | None = None,
-    preset: str | None = None,
-    device: torch.device | str | None = None,
-    **overrides: Any,
-) -> BKPhase1LM:
-    """Build a Phase-1 model from a config (instance or dict) or a preset (not both) or the
-    defaults, with ``overrides`` on top, moved to ``device`` if given."""
-    model = BKPhase1LM(model_config("bk_phase1", preset=preset, config=config, **overrides))
-    return model.to(device) if device is not None else model

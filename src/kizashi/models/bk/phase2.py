@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +80,7 @@ from kizashi.models.bk.config import PHASE2_PRESETS, Phase1Config, Phase2Config
 from kizashi.models.bk.layers import BKMixer, FeedForward, chunked_fast_weight, decayed_average
 from kizashi.models.bk.phase1 import BKLanguageModel, init_feed_forward, linear_spectral_shifts, residual_std
 from kizashi.models.bk.zeta import zeta_frequencies, zeta_mode_basis, zeta_spectral_shifts
-from kizashi.models.registry import model_config, register_model
+from kizashi.models.registry import register_model
 
 log = logging.getLogger(__name__)
 
@@ -272,19 +271,6 @@ class BKPhase2LM(BKLanguageModel):
             lambda: (ZetaPositionEmbedding(config.d_model, config.zeta_embedding_trainable, config.init_std)
                      if config.use_zeta_init else None),
         )
-
-
-def create_phase2_model(
-    config: Phase2Config | dict[str, Any] | None = None,
-    preset: str | None = None,
-    device: torch.device | str | None = None,
-    **overrides: Any,
-) -> BKPhase2LM:
-    """Build a Phase-2 model from a config (instance or dict) or a preset (not both) or the
-    defaults, with ``overrides`` (any config field) on top, moved to ``device`` if given.
-    Initialization runs on the CPU (zeta tables included); only the finished model moves."""
-    model = BKPhase2LM(model_config("bk_phase2", preset=preset, config=config, **overrides))
-    return model.to(device) if device is not None else model
 
 
 @dataclass

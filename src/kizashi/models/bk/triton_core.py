@@ -41,14 +41,11 @@ Complex tensors travel as interleaved (re, im) floats; float32 (complex64) and f
 (complex128) are both supported. Every distinct block size, dtype and mode is a separate
 compilation (seconds each, cached by Triton on disk).
 
-Measured on one H100 (complex64, ``benchmarks/bench_bk_core.py``): 58-610x the PyTorch
-reference on the same GPU, but only 0.37-0.47 TB/s effective (11-14% of 3.35 TB/s) at
-N >= 64k: the kernel is bound by its strided per-lane loads and the lane scans, not by HBM.
-A fully element-parallel variant (coalesced 1-D tiles, one ``tl.associative_scan`` of the
-per-element 2x2 maps in each direction, ``G = 1 / (1/rho + 1/sigma - d)`` with no
-neighbour) was measured against this one in the same run and was 2.7-5.7x slower
-(0.07-0.18 TB/s): Triton's scan of 8-float tuples spread over the tile costs more than
-the strided loads, so it was dropped.
+The kernel is bound by its strided per-lane loads and the lane scans, not by memory
+bandwidth. Lanes of ``SUB`` sequential elements are used rather than a fully
+element-parallel scan (one ``tl.associative_scan`` of the per-element 2x2 maps over a
+coalesced tile) because Triton's scan of 8-float tuples spread over the tile costs more
+than the strided loads. Timings: ``benchmarks/bench_bk_core.py`` and the README.
 """
 
 from __future__ import annotations

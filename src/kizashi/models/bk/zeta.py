@@ -16,8 +16,7 @@ that are spread out without the exact degeneracies of a regular grid.
 
 Everything here runs on the CPU in float64, with no SVD: the only factorization is a QR of
 a small ``[dim, modes]`` matrix in :func:`zeta_mode_basis`, done on the CPU in float64, so
-nothing here can hit a CUDA solver (the seed's ``cusolver`` failure). Callers move the
-results to their device.
+nothing here calls a CUDA solver (``cusolver``). Callers move the results to their device.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ import polars as pl
 from kizashi.config import GraphConfig
 from kizashi.data.schema import CODE, DATE, SECTOR
 from kizashi.log import progress
-from kizashi.splits import trading_calendar
+from kizashi.data.calendar import trading_calendar
 
 logger = logging.getLogger(__name__)
 

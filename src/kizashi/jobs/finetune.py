@@ -28,7 +28,6 @@ Output directory ``OUT``::
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -56,14 +55,9 @@ from kizashi.evaluation.metrics import daily_ic
 from kizashi.models.optim import param_groups
 from kizashi.models.stage1 import Stage1Forecaster
 from kizashi.training.callbacks import GradientFlowAudit
-from kizashi.training.train import resolve_precision
-from kizashi.training.pretrain import (
-    _timeframes,
-    build_stage1_model,
-    load_bar_series,
-    load_pretrained,
-    window_datasets,
-)
+from kizashi.training.runtime import resolve_precision
+from kizashi.datasets.stage1_windows import load_bar_series, stage1_timeframes, window_datasets
+from kizashi.training.transfer import build_stage1_model, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +196,7 @@ def run_finetune(
         stats = {tf: TimeframeStats(**values) for tf, values in payload["stats"].items()}
         seq_len, seq_lens = backbone.config.seq_len, backbone.config.seq_lens
     else:
-        timeframes, seq_len, seq_lens = _timeframes(config, base), config.windows.seq_len, None
+        timeframes, seq_len, seq_lens = stage1_timeframes(config, base), config.windows.seq_len, None
         backbone, stats = None, None
     split = window_datasets(config, bars, base, timeframes, seq_len, MaskConfig(ratio=0.0), seq_lens, with_test=test)
     train, val = split.train, split.val

@@ -4,7 +4,9 @@ The YAML (:class:`kizashi.config.ExperimentConfig`) names a `kizashi pretrain` c
 (``base`` + ``overrides``) and ``settings``: per name, overrides merged over it (e.g.
 ``transfer_learning: {use_pretrained_lm: true, freeze_lm_epochs: 3}``). Every setting runs
 with the same seed, data, split and windows (the config refuses settings that change them),
-one after another in this process, through :func:`kizashi.training.pretrain.run_pretraining`.
+one after another in this process, through the pretraining job the caller passes
+(``pretrain``: :func:`kizashi.jobs.pretrain.run_pretraining` from the CLI; jobs do not import
+each other).
 
 Output directory ``OUT`` (``output.dir``)::
 
@@ -22,6 +24,7 @@ reused (so an interrupted experiment resumes with the next setting); ``force`` r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,6 @@ from kizashi.config import ExperimentConfig, PretrainConfig, dump_config
 from kizashi.errors import ConfigError
 from kizashi.evaluation.experiment_report import write_experiment_report
 from kizashi.evaluation.pretrain_run import METRICS_FILE, SUMMARY_FILE, SettingRun
-from kizashi.training.pretrain import run_pretraining
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,14 @@ def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path | None = None,
     *,
+    pretrain: Callable[..., Any],
     only: list[str] | None = None,
     force: bool = False,
     source: str = "<experiment>",
 ) -> ExperimentResult:
     """Run the settings (all, or ``only`` those named) and write the comparison report
-    over every setting that has a finished run (module docstring)."""
+    over every setting that has a finished run (module docstring). ``pretrain(config,
+    out_dir=directory)`` runs one setting (:func:`kizashi.jobs.pretrain.run_pretraining`)."""
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
     configs = config.setting_configs(source)
     unknown = sorted(set(only or ()) - set(configs))
@@ -83,7 +87,7 @@ def run_experiment(
             runs[name] = previous
             continue
         log.info("[%d/%d] %s: pretraining into %s", index, len(configs), name, directory)
-        run_pretraining(setting, out_dir=directory)
+        pretrain(setting, out_dir=directory)
         runs[name] = SettingRun.read(directory)
     if not runs:
         raise ConfigError("no setting has a finished run to report on")

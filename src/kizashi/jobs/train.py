@@ -42,10 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -67,7 +65,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.build import dataset_target_reach, read_metadata, scan_features
+from kizashi.datasets.store import DatasetMetadata, read_metadata, scan_features
 from kizashi.config import TrainConfig, config_source, dump_config
 from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets import (
@@ -96,7 +94,9 @@ from kizashi.training.callbacks import (
 )
 from kizashi.training.checkpoint_io import AtomicCheckpointIO
 from kizashi.training.module import ForecastModule
-from kizashi.training.walk_forward import (
+from kizashi.datasets.samplers import EpochShuffleSampler
+from kizashi.training.runtime import TrainingInterrupted, checkpoint_position, make_logger, resolve_precision
+from kizashi.jobs.common import (
     ORACLE_COLUMN,
     ensure_dataset,
     fold_row,
@@ -116,15 +116,6 @@ STATS_FILE = "feature_stats.json"
 CONFIG_FILE = "config.json"
 # Training artefacts kept across write_run (which replaces the run directory as a whole).
 KEPT_DIRS = (CHECKPOINTS_DIR, LOGS_DIR)
-
-
-class TrainingInterrupted(KizashiError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; resume with ``--resume``."""
-
-    def __init__(self, message: str, signal_name: str | None, checkpoint: Path | None) -> None:
-        super().__init__(message)
-        self.signal_name = signal_name
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -173,61 +164,6 @@ class HorizonTargets:
         return {**batch, "y": y, "y_mask": y_mask}
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """Dataset positions ``0..n-1`` in an order drawn from ``(seed, epoch)`` (or in order
-    when ``shuffle=False``): the same seed gives the same order in every process, so a
-    resumed run can continue an epoch where it stopped (:meth:`resume_at` skips the items
-    already trained). Lightning calls :meth:`set_epoch` before each epoch.
-
-    Under ``torch.distributed`` each rank takes every ``world``-th item of the epoch's
-    order (padded by repetition to equal lengths, as ``DistributedSampler``).
-    """
-
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.n = int(n)
-        self.seed = int(seed)
-        self.shuffle = shuffle
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def resume_at(self, epoch: int, n_done: int) -> None:
-        """The next iteration is epoch ``epoch`` without its first ``n_done`` items."""
-        self.epoch = int(epoch)
-        self._resume = (int(epoch), int(n_done))
-
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
-    def order(self, epoch: int) -> np.ndarray:
-        """This rank's positions for ``epoch`` (the whole epoch)."""
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, int(epoch)]).permutation(self.n)
-        else:
-            order = np.arange(self.n)
-        rank, world = self._world()
-        if world > 1:
-            per_rank = math.ceil(self.n / world)
-            order = np.resize(order, per_rank * world)[rank::world]
-        return order
-
-    def __iter__(self) -> Iterator[int]:
-        order = self.order(self.epoch)
-        if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1] :]
-        self._resume = None
-        return iter(order.tolist())
-
-    def __len__(self) -> int:
-        _, world = self._world()
-        return math.ceil(self.n / world)
-
-
 def _loader(
     dataset: DayPanelDataset,
     days_per_batch: int,
@@ -254,15 +190,6 @@ def _loader(
 # --------------------------------------------------------------------------------------
 
 
-def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """``auto`` -> ``bf16-mixed`` when training runs on a CUDA device with bf16, else
-    ``32-true``; anything else is passed to Lightning as is."""
-    if precision != "auto":
-        return precision
-    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if on_cuda and torch.cuda.is_bf16_supported() else "32-true"
-
-
 def _multi_device(devices: int | str) -> bool:
     if isinstance(devices, int):
         return devices > 1 or devices == -1
@@ -270,37 +197,6 @@ def _multi_device(devices: int | str) -> bool:
     if text.lstrip("-").isdigit():
         return int(text) > 1 or int(text) == -1
     return "," in text  # a device list "0,1"; "auto" lets Lightning decide
-
-
-def make_logger(kind: str, save_dir: Path, name: str) -> Any:
-    """The Lightning logger of ``trainer.logger``: TensorBoard (default), W&B (needs the
-    ``wandb`` package), or none."""
-    if kind == "none":
-        return False
-    if kind == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(save_dir=str(save_dir), name=name, default_hp_metric=False)
-    if kind == "wandb":
-        if importlib.util.find_spec("wandb") is None:
-            raise ConfigError(
-                "trainer.logger: wandb requested but the wandb package is not installed "
-                "(pip install wandb, or use logger: tensorboard)"
-            )
-        from lightning.pytorch.loggers import WandbLogger
-
-        return WandbLogger(project="kizashi", name=name, save_dir=str(save_dir))
-    raise ConfigError(f"trainer.logger: unknown logger {kind!r} (tensorboard, wandb, none)")
-
-
-def checkpoint_position(path: str | Path) -> tuple[int, int]:
-    """(epoch, batches of that epoch already trained) of a Lightning checkpoint, read from
-    its fit-loop progress."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    fit_loop = checkpoint["loops"]["fit_loop"]
-    epoch = int(fit_loop["epoch_progress"]["current"]["processed"])
-    batches = int(fit_loop["epoch_loop.batch_progress"]["current"]["processed"])
-    return epoch, batches
 
 
 def _is_global_zero() -> bool:
@@ -343,7 +239,7 @@ def run_training(
     horizons = _horizons(config, cache)
     loss = _loss_config(config, horizons)
     try:
-        folds = walk_forward_folds(cache.dates, config.splits, dataset_target_reach(metadata, horizons))
+        folds = walk_forward_folds(cache.dates, config.splits, metadata.target_reach(horizons))
     except ValueError as err:
         raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
     selected = _select_folds(folds, config.folds)
@@ -383,7 +279,7 @@ def run_training(
         features=list(cache.feature_columns),
         config=dump_config(config),
         caveats=run_caveats(config.caveats, config.data, metadata),
-        source=str(metadata.get("source", "")),
+        source=metadata.source,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         references=_oracle(dataset_dir, metadata, selected, horizons),
     )
@@ -745,8 +641,8 @@ def _prediction_frame(
     return pl.concat(frames)
 
 
-def _oracle(dataset_dir: Path, metadata: dict[str, Any], folds: list[Fold], horizons: list[int]) -> dict[str, Any]:
-    if ORACLE_COLUMN not in metadata.get("oracle_columns", []):
+def _oracle(dataset_dir: Path, metadata: DatasetMetadata, folds: list[Fold], horizons: list[int]) -> dict[str, Any]:
+    if ORACLE_COLUMN not in metadata.oracle_columns:
         return {}
     columns = ["date", ORACLE_COLUMN, *(target_return_name(h) for h in horizons)]
     return oracle_reference(scan_features(dataset_dir).select(columns).collect(), folds, horizons)

@@ -26,36 +26,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.build import build_dataset, dataset_target_reach, read_metadata, scan_features
-from kizashi.config import DataBuildConfig, EvaluateConfig, MetricsConfig, config_source, dump_config
+from kizashi.datasets.store import DatasetMetadata, read_metadata, scan_features
+from kizashi.config import EvaluateConfig, config_source, dump_config
 from kizashi.errors import ConfigError, KizashiError
-from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
 from kizashi.evaluation.run_dir import (
-    DAILY,
-    DECILES,
-    FEATURE_IMPORTANCE,
-    FOLDS,
     PREDICTION_SCHEMA,
-    PREDICTIONS,
-    RUN_INFO,
-    SUMMARY_CSV,
-    SUMMARY_JSON,
     RunInfo,
 )
 from kizashi.features.targets import target_rank_name, target_return_name
 from kizashi.log import progress
-from kizashi.splits import Fold, walk_forward_folds
+from kizashi.splits import walk_forward_folds
+from kizashi.jobs.common import ORACLE_COLUMN, ensure_dataset, fold_row, oracle_reference, run_caveats, write_run
 from kizashi.training.lightgbm_baseline import fit_booster
 
 log = logging.getLogger(__name__)
-
-ORACLE_COLUMN = "oracle_return_1d"
-SYNTHETIC_CAVEAT = (
-    "Synthetic market (kizashi.data.synthetic): the signal is planted and known; the figures "
-    "say how much of it a model recovers, nothing about real markets."
-)
-
 
 @dataclass
 class WalkForwardResult:
@@ -63,23 +47,6 @@ class WalkForwardResult:
     info: RunInfo
     summary: dict[int, dict[str, Any]]
     seconds: float
-
-
-def ensure_dataset(config: DataBuildConfig) -> Path:
-    """The dataset directory of ``config``: reused when a dataset built from the same config
-    is there, (re)built otherwise."""
-    out = Path(config.output.dir)
-    try:
-        metadata = read_metadata(out)
-    except FileNotFoundError:
-        metadata = None
-    if metadata is not None and metadata.get("config") == dump_config(config):
-        log.info("reusing dataset %s (built %s)", out, metadata.get("created_utc"))
-        return out
-    if metadata is not None:
-        log.info("dataset %s was built from another config: rebuilding", out)
-    build_dataset(config, out)
-    return out
 
 
 def _day_shuffled(labels: np.ndarray, day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -91,18 +58,8 @@ def _day_shuffled(labels: np.ndarray, day: np.ndarray, rng: np.random.Generator)
     return out
 
 
-def run_caveats(caveats: list[str], data: DataBuildConfig, metadata: dict[str, Any]) -> list[str]:
-    """The data caveats of a run: the config's own, plus what the dataset says of itself."""
-    caveats = list(caveats)
-    if str(metadata.get("source", "")).startswith("synthetic") or data.input.path is None:
-        caveats.append(SYNTHETIC_CAVEAT)
-    for note in metadata.get("notes", []):
-        caveats.append(f"Input note: {note}")
-    return caveats
-
-
-def _resolve_columns(config: EvaluateConfig, metadata: dict[str, Any]) -> tuple[list[str], list[int]]:
-    available = metadata["feature_columns"]
+def _resolve_columns(config: EvaluateConfig, metadata: DatasetMetadata) -> tuple[list[str], list[int]]:
+    available = metadata.feature_columns
     features = config.features or list(available)
     if config.signal is not None:
         features = [config.signal.feature]  # the one-feature baseline reads nothing else
@@ -117,13 +74,13 @@ def _resolve_columns(config: EvaluateConfig, metadata: dict[str, Any]) -> tuple[
     return features, horizons
 
 
-def _load_frame(dataset_dir: Path, features: list[str], horizons: list[int], metadata: dict[str, Any]) -> pl.DataFrame:
+def _load_frame(dataset_dir: Path, features: list[str], horizons: list[int], metadata: DatasetMetadata) -> pl.DataFrame:
     wanted = ["date", "code", *features]
     for h in sorted(set(horizons) | {1}):
         for name in (target_return_name(h), target_rank_name(h)):
-            if name in metadata["target_columns"] and name not in wanted:
+            if name in metadata.target_columns and name not in wanted:
                 wanted.append(name)
-    if ORACLE_COLUMN in metadata.get("oracle_columns", []):
+    if ORACLE_COLUMN in metadata.oracle_columns:
         wanted.append(ORACLE_COLUMN)
     return scan_features(dataset_dir).select(wanted).sort("date", "code").collect()
 
@@ -139,7 +96,7 @@ def run_walk_forward(
     frame = _load_frame(dataset_dir, features, horizons, metadata)
     calendar = frame.get_column("date").unique().sort()
     try:
-        folds = walk_forward_folds(calendar, config.splits, dataset_target_reach(metadata, horizons))
+        folds = walk_forward_folds(calendar, config.splits, metadata.target_reach(horizons))
     except ValueError as err:
         raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
     log.info(
@@ -219,7 +176,7 @@ def run_walk_forward(
         features=features,
         config=dump_config(config),
         caveats=run_caveats(config.caveats, config.data, metadata),
-        source=str(metadata.get("source", "")),
+        source=metadata.source,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         references=oracle_reference(frame, folds, horizons),
     )
@@ -235,39 +192,6 @@ def run_walk_forward(
     seconds = time.perf_counter() - started
     log.info("wrote run %s in %.1fs", out, seconds)
     return WalkForwardResult(run_dir=out, info=info, summary=summary, seconds=seconds)
-
-
-def write_run(
-    out: str | Path,
-    predictions: pl.DataFrame,
-    info: RunInfo,
-    metrics: MetricsConfig,
-    *,
-    fold_rows: list[dict[str, Any]],
-    importance: pl.DataFrame | None = None,
-) -> dict[int, dict[str, Any]]:
-    """Evaluate ``predictions`` (PREDICTION_SCHEMA rows of every fold and horizon) and write
-    the run directory ``out`` atomically (see ``kizashi.evaluation.run_dir``). Returns the
-    per-horizon summary. Shared by every model's walk-forward job."""
-    predictions = predictions.sort("horizon", "date", "code")
-    evaluation = evaluate_predictions(
-        predictions,
-        n_quantiles=metrics.n_quantiles,
-        long_short=metrics.long_short,
-        periods_per_year=metrics.periods_per_year,
-    )
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        predictions.write_parquet(tmp / PREDICTIONS)
-        evaluation.daily.write_parquet(tmp / DAILY)
-        write_json_atomic(tmp / SUMMARY_JSON, {str(h): v for h, v in evaluation.summary.items()})
-        summary_table(evaluation.summary).write_csv(tmp / SUMMARY_CSV)
-        evaluation.deciles.write_csv(tmp / DECILES)
-        pl.DataFrame(fold_rows).write_csv(tmp / FOLDS)
-        if importance is not None:
-            importance.write_csv(tmp / FEATURE_IMPORTANCE)
-        write_json_atomic(tmp / RUN_INFO, info.to_dict())
-    return evaluation.summary
 
 
 @dataclass
@@ -303,39 +227,3 @@ def _labels(frame: pl.DataFrame, horizon: int, kind: str) -> np.ndarray:
     if kind == "rank":
         return _column(frame, target_rank_name(horizon)) - 0.5
     return _column(frame, target_return_name(horizon))
-
-
-def fold_row(fold: Fold, horizon: int, best_iteration: int, predictions: pl.DataFrame) -> dict[str, Any]:
-    """One ``folds.csv`` row: the fold's date spans, the model's best iteration (or epoch)
-    and the test window's mean daily IC / RankIC."""
-    daily = daily_ic(predictions)
-    parts = {name: getattr(fold, f"{name}_dates") for name in ("train", "val", "test")}
-    row: dict[str, Any] = {"fold": fold.index, "horizon": horizon}
-    for name, key in (("train", "train"), ("val", "valid"), ("test", "test")):
-        part = parts[name]
-        row[f"{key}_start"] = str(part[0]) if len(part) else None
-        row[f"{key}_end"] = str(part[-1]) if len(part) else None
-    row["best_iteration"] = best_iteration
-    row["n_test_days"] = len(parts["test"])
-    row["ic_mean"] = daily.get_column("ic").mean()
-    row["rank_ic_mean"] = daily.get_column("rank_ic").mean()
-    return row
-
-
-def oracle_reference(frame: pl.DataFrame, folds: list[Fold], horizons: list[int]) -> dict[str, dict[str, float]]:
-    """Mean daily RankIC of the planted signal's oracle on the test days, per horizon."""
-    if ORACLE_COLUMN not in frame.columns:
-        return {}
-    test_dates = np.concatenate([f.test_dates for f in folds])
-    in_test = np.isin(frame.get_column("date").to_numpy().astype("datetime64[D]"), test_dates)
-    rows = frame.filter(pl.Series(in_test))
-    oracle: dict[str, float] = {}
-    for h in horizons:
-        scored = rows.select(
-            "date",
-            pl.col(ORACLE_COLUMN).alias("prediction"),
-            pl.col(target_return_name(h)).alias("target"),
-        )
-        value = daily_ic(scored, by=("date",)).get_column("rank_ic").mean()
-        oracle[str(h)] = float(value) if value is not None else float("nan")
-    return {"oracle_rank_ic_mean": oracle}

@@ -1,20 +1,12 @@
 """`kizashi data build`: raw quotes -> a model-ready dataset on disk.
 
-Layout written (atomically: built in a temporary sibling, then renamed)::
-
-    OUT/features/year=YYYY/part-NNN.parquet   code, date, sector, features, target_*, oracle_*
-                                              (rows sorted by date, code)
-    OUT/graphs/year=YYYY/part-000.parquet     date, src_code, dst_code, correlation,
-                                              abs_correlation, same_sector
-    OUT/metadata.json                         columns (family, lookback, kind), families,
-                                              date range, folds, input hashes, validation
-                                              reports, the full config
+Written atomically (built in a temporary sibling, then renamed) in the on-disk format of
+:mod:`kizashi.datasets.store`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections import Counter
@@ -25,10 +17,11 @@ from typing import Any
 import polars as pl
 
 from kizashi import __version__
-from kizashi.atomic import atomic_path, restore_interrupted_output, write_json_atomic
+from kizashi.atomic import atomic_path
 from kizashi.config import DataBuildConfig, config_source, dump_config
 from kizashi.errors import ConfigError
 from kizashi.data.inputs import LoadedInputs, load_inputs
+from kizashi.datasets.store import FEATURES_DIR, GRAPHS_DIR, DatasetMetadata, write_metadata, write_partitioned
 from kizashi.features.pipeline import context_tables, feature_context, iter_feature_chunks, prepare_base
 from kizashi.features.registry import resolve_specs
 from kizashi.features.spec import FeatureSpec
@@ -38,11 +31,6 @@ from kizashi.log import progress
 from kizashi.splits import walk_forward_folds
 
 log = logging.getLogger(__name__)
-
-FEATURES_DIR = "features"
-GRAPHS_DIR = "graphs"
-METADATA_FILE = "metadata.json"
-
 
 @dataclass
 class BuildResult:
@@ -54,7 +42,7 @@ class BuildResult:
     date_min: dt.date
     date_max: dt.date
     seconds: float
-    metadata: dict[str, Any]
+    metadata: DatasetMetadata
 
 
 def feature_specs_for(inputs: LoadedInputs, config: DataBuildConfig) -> list[FeatureSpec]:
@@ -67,15 +55,6 @@ def column_table(specs: list[FeatureSpec]) -> list[dict[str, Any]]:
         {"name": s.name, "family": s.family, "lookback": s.lookback, "kind": s.kind, "normalized": s.normalize}
         for s in specs
     ]
-
-
-def _write_partitioned(frame: pl.DataFrame, root: Path, part: int) -> None:
-    """Write ``frame`` under root/year=YYYY/part-NNN.parquet, one file per year present."""
-    years = frame.get_column("date").dt.year()
-    for year in years.unique().sort().to_list():
-        folder = root / f"year={year}"
-        folder.mkdir(parents=True, exist_ok=True)
-        frame.filter(years == year).write_parquet(folder / f"part-{part:03d}.parquet", statistics=True)
 
 
 def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) -> BuildResult:
@@ -132,19 +111,19 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
             dtype=dtype,
         )
         for index, chunk in enumerate(progress(chunks, "features", total=n_chunks)):
-            _write_partitioned(chunk, tmp / FEATURES_DIR, index)
+            write_partitioned(chunk, tmp / FEATURES_DIR, index)
             n_rows += chunk.height
         if tables.edges is not None:
-            _write_partitioned(tables.edges, tmp / GRAPHS_DIR, 0)
+            write_partitioned(tables.edges, tmp / GRAPHS_DIR, 0)
             n_edges = tables.edges.height
         metadata = _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons)
-        write_json_atomic(tmp / METADATA_FILE, metadata)
+        write_metadata(tmp, metadata)
     seconds = time.perf_counter() - started
     log.info("wrote %s: %d rows x %d features, %d graph edges in %.1fs", out, n_rows, len(specs), n_edges, seconds)
     return BuildResult(
         out_dir=out,
         n_rows=n_rows,
-        n_codes=metadata["n_codes"],
+        n_codes=metadata.n_codes,
         n_features=len(specs),
         n_edges=n_edges,
         date_min=dates[0],
@@ -154,9 +133,9 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
     )
 
 
-def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons) -> dict[str, Any]:
+def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons) -> DatasetMetadata:
     dates = written.get_column("date")
-    return {
+    return DatasetMetadata(**{
         "kizashi_version": __version__,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": inputs.source,
@@ -183,31 +162,4 @@ def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, 
         "adjustment": [vars(issue) for issue in inputs.adjustment_issues],
         "notes": inputs.notes,
         "config": dump_config(config),
-    }
-
-
-def dataset_target_reach(metadata: dict[str, Any], horizons: list[int]) -> int:
-    """The trading days the dataset's targets at ``horizons`` read ahead (the purge a split of
-    that dataset needs): the longest horizon plus the build's ``targets.fill_end_days``."""
-    fill_end_days = metadata.get("config", {}).get("targets", {}).get("fill_end_days", 0)
-    return target_reach(horizons, fill_end_days)
-
-
-def read_metadata(dataset_dir: str | Path) -> dict[str, Any]:
-    """The dataset's metadata.json. A dataset whose rewrite was killed in the middle of the
-    swap is first put back (:func:`kizashi.atomic.restore_interrupted_output`)."""
-    path = Path(dataset_dir) / METADATA_FILE
-    if not path.is_file():
-        restore_interrupted_output(dataset_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no dataset metadata (build one with `kizashi data build`)")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def scan_features(dataset_dir: str | Path) -> pl.LazyFrame:
-    """Lazy scan of a built dataset's feature rows (hive-partitioned by year)."""
-    return pl.scan_parquet(Path(dataset_dir) / FEATURES_DIR / "**" / "*.parquet", hive_partitioning=True)
-
-
-def scan_graphs(dataset_dir: str | Path) -> pl.LazyFrame:
-    return pl.scan_parquet(Path(dataset_dir) / GRAPHS_DIR / "**" / "*.parquet", hive_partitioning=True)
+    })

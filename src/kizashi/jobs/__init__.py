@@ -1,0 +1,1 @@
+"""One module per `kizashi` command; what they share lives in :mod:`kizashi.jobs.common`."""

@@ -1,0 +1,64 @@
+"""Trainer set-up shared by the Lightning jobs: precision, logger, checkpoint position, and
+the error a job raises when a stop signal ended training after a checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kizashi.errors import ConfigError, KizashiError
+
+
+class TrainingInterrupted(KizashiError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; resume with ``--resume``."""
+
+    def __init__(self, message: str, signal_name: str | None, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """``auto`` -> ``bf16-mixed`` when training runs on a CUDA device with bf16, else
+    ``32-true``; anything else is passed to Lightning as is."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def make_logger(kind: str, save_dir: Path, name: str) -> Any:
+    """The Lightning logger of ``trainer.logger``: TensorBoard (default), W&B (needs the
+    ``wandb`` package), or none."""
+    if kind == "none":
+        return False
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(save_dir), name=name, default_hp_metric=False)
+    if kind == "wandb":
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError(
+                "trainer.logger: wandb requested but the wandb package is not installed "
+                "(pip install wandb, or use logger: tensorboard)"
+            )
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(project="kizashi", name=name, save_dir=str(save_dir))
+    raise ConfigError(f"trainer.logger: unknown logger {kind!r} (tensorboard, wandb, none)")
+
+
+def checkpoint_position(path: str | Path) -> tuple[int, int]:
+    """(epoch, batches of that epoch already trained) of a Lightning checkpoint, read from
+    its fit-loop progress."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    epoch = int(fit_loop["epoch_progress"]["current"]["processed"])
+    batches = int(fit_loop["epoch_loop.batch_progress"]["current"]["processed"])
+    return epoch, batches
+
+
+__all__ = ["TrainingInterrupted", "checkpoint_position", "make_logger", "resolve_precision"]
