@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,9 @@ import lightning as L
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
-from kizashi.config import TrainConfig, config_from_dict, load_train_config  # noqa: E402
-from kizashi.jobs.train import run_training  # noqa: E402
+from kizashi.config import TrainConfig, config_from_dict, load_train_config
+from kizashi.jobs.train import run_training
 
 log = logging.getLogger("bench_trainer")
 
@@ -84,7 +82,7 @@ def bench(config: TrainConfig, setting: str, out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "atft_gat_fan.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "train" / "atft_gat_fan.yaml")
     parser.add_argument("--data-config", type=Path, default=None, help="a data YAML (default: synthetic)")
     parser.add_argument("--n-stocks", type=int, default=1000)
     parser.add_argument("--n-days", type=int, default=1500)

@@ -54,7 +54,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +63,14 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
-
-from kizashi.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from kizashi.config import PretrainConfig, config_from_dict, dump_config  # noqa: E402
-from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows  # noqa: E402
-from kizashi.evaluation.metrics import daily_ic, summarize_ic  # noqa: E402
-from kizashi.datasets.stage1_windows import load_bar_series, window_datasets  # noqa: E402
-from kizashi.jobs.finetune import PREDICTIONS_FILE, FineTuneResult, correlations, run_finetune, window_frame  # noqa: E402
-from kizashi.jobs.pretrain import PretrainResult, run_pretraining  # noqa: E402
+    
+from kizashi.atomic import atomic_path, write_json_atomic, write_text_atomic
+from kizashi.config import PretrainConfig, config_from_dict, dump_config
+from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows
+from kizashi.evaluation.metrics import daily_ic, summarize_ic
+from kizashi.datasets.stage1_windows import load_bar_series, window_datasets
+from kizashi.jobs.finetune import PREDICTIONS_FILE, FineTuneResult, correlations, run_finetune, window_frame
+from kizashi.jobs.pretrain import PretrainResult, run_pretraining
 
 log = logging.getLogger("stage1_downstream")
 
@@ -124,7 +121,7 @@ def synthetic_files(directory: Path, n_days: int) -> tuple[list[Path], list[Path
     """Synthetic bars as CSV files: (pretraining files, held-out files). Two 24 h m30
     "crypto" symbols pretrain; a third m30 one and two m15 equity-session "stocks" are held
     out (the stocks are resampled up to m30, like the real ones)."""
-    from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
+    from kizashi.data.synthetic.intraday import SyntheticBarsConfig, generate_bars
 
     directory.mkdir(parents=True, exist_ok=True)
     crypto = generate_bars(SyntheticBarsConfig(symbols=("SYN_P1", "SYN_P2", "SYN_H1"), timeframe="m30",

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kizashi.data.adjust import adjust_prices
+from kizashi.data.panel.adjust import adjust_prices
 
 START = dt.date(2020, 1, 1)
 

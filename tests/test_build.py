@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from kizashi.jobs import data_build as build_module
-from kizashi.jobs.data_build import build_dataset
+from kizashi.datasets import build as build_module
+from kizashi.datasets.build import build_dataset
 from kizashi.datasets.store import read_metadata, scan_features, scan_graphs
 from kizashi.cli import app
 from kizashi.config import DataBuildConfig, config_from_dict

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from kizashi.config import DataBuildConfig, load_config
+from kizashi.config import (
+    DataBuildConfig,
+    load_config,
+    load_evaluate_config,
+    load_experiment_config,
+    load_lm_config,
+    load_pretrain_config,
+    load_train_config,
+)
 from kizashi.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +25,30 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shipped_configs_load(path):
     config = load_config(path, DataBuildConfig)
     assert config.targets.horizons
+
+
+COMMAND_LOADERS = {
+    "data": lambda path: load_config(path, DataBuildConfig),
+    "evaluate": load_evaluate_config,
+    "train": load_train_config,
+    "pretrain": load_pretrain_config,
+    "lm": load_lm_config,
+    "experiments": load_experiment_config,
+}
+
+
+def test_configs_has_one_folder_per_command():
+    """Every shipped YAML lies in the folder of the command that reads it."""
+    stray = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")
+                   if p.parent.parent != REPO / "configs" or p.parent.name not in COMMAND_LOADERS)
+    assert not stray, f"configs outside configs/<command>/: {stray}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*/*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_loads_with_its_command(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the shipped configs name their data config relative to the repository
+    assert COMMAND_LOADERS[path.parent.name](path) is not None
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kizashi import __version__
-from kizashi.jobs import data_build as build_module
-from kizashi.jobs.data_build import build_dataset
+from kizashi.datasets import build as build_module
+from kizashi.datasets.build import build_dataset
 from kizashi.cli import app
 from kizashi.config import (
     DataBuildConfig,

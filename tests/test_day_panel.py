@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import torch
 
-from kizashi.jobs.data_build import build_dataset
+from kizashi.datasets.build import build_dataset
 from kizashi.datasets.store import read_metadata, scan_features, scan_graphs
 from kizashi.config import DataBuildConfig, SplitConfig, config_from_dict
 from kizashi.datasets import (
@@ -26,6 +26,7 @@ from kizashi.datasets import (
     fit_feature_stats,
     fold_day_indices,
 )
+from kizashi.datasets.statistics import FittedStatistics
 from kizashi.splits import Fold, walk_forward_folds
 
 SMALL = {
@@ -202,12 +203,26 @@ def test_feature_stats_use_training_days_only(cache, folds, tmp_path):
     np.testing.assert_allclose(again.mean, stats.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(again.std, stats.std, rtol=1e-12)
 
-    # JSON round trip, and apply: standardized, NaN -> 0
+    # the FittedStatistics protocol: fit is fit_feature_stats
+    assert isinstance(stats, FittedStatistics)
+    refit = FeatureStats.fit(cache, train, block_bytes=200_000)
+    np.testing.assert_array_equal(refit.mean, stats.mean)
+    np.testing.assert_array_equal(refit.std, stats.std)
+
+    # JSON round trip (feature_stats.json keeps its keys), and apply: standardized, NaN -> 0
     path = stats.save(tmp_path / "stats.json")
+    raw = json.loads(path.read_text())
+    assert list(raw) == ["feature_columns", "mean", "std", "count", "n_days"]
+    assert raw["feature_columns"] == cache.feature_columns and raw["n_days"] == len(np.unique(train))
+    assert raw == stats.to_dict()
     loaded = FeatureStats.load(path)
     np.testing.assert_array_equal(loaded.mean, stats.mean)
     np.testing.assert_array_equal(loaded.std, stats.std)
+    np.testing.assert_array_equal(loaded.count, stats.count)
+    assert loaded.feature_columns == stats.feature_columns and loaded.n_days == stats.n_days
     x = np.asarray(cache.features[train[-1]])
+    np.testing.assert_array_equal(loaded.apply(x), stats.apply(x))
+    np.testing.assert_array_equal(FeatureStats.from_dict(stats.to_dict()).apply(x), stats.apply(x))
     applied = loaded.apply(x)
     assert np.isfinite(applied).all() and applied.dtype == np.float32
     ok = ~np.isnan(x)

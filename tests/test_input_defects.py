@@ -15,14 +15,10 @@ from typer.testing import CliRunner
 
 from kizashi.cli import app
 from kizashi.config import InputConfig
-from kizashi.data.adjust import adjust_prices
-from kizashi.data.readers import read_panel, read_table
-from kizashi.data.validation import (
-    ValidationReport,
-    validate_margin,
-    validate_panel,
-    validate_sectors,
-)
+from kizashi.data.panel.adjust import adjust_prices
+from kizashi.data.panel.read import read_panel, read_table
+from kizashi.data.panel.validate import validate_margin, validate_panel, validate_sectors
+from kizashi.data.report import ValidationReport
 from kizashi.errors import DataValidationError
 
 runner = CliRunner()
@@ -385,7 +381,7 @@ def test_data_check_shows_bracketed_text_literally(tmp_path: Path) -> None:
 def test_first_invalid_utf8_agrees_with_a_whole_file_decode_for_any_block_size(
     tmp_path: Path,
 ) -> None:
-    from kizashi.data.readers import first_invalid_utf8
+    from kizashi.data.panel.read import first_invalid_utf8
 
     good = "a,b\né,日本\n".encode()
     cases = [

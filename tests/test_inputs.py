@@ -13,20 +13,16 @@ import pytest
 from conftest import clean_panel
 
 from kizashi.config import InputConfig
-from kizashi.data.adjust import adjust_prices
-from kizashi.data.readers import (
+from kizashi.data.panel.adjust import adjust_prices
+from kizashi.data.panel.read import (
     apply_column_mapping,
     read_margin,
     read_panel,
     read_sectors,
     read_table,
 )
-from kizashi.data.validation import (
-    ValidationReport,
-    validate_margin,
-    validate_panel,
-    validate_sectors,
-)
+from kizashi.data.panel.validate import validate_margin, validate_panel, validate_sectors
+from kizashi.data.report import ValidationReport
 from kizashi.errors import ConfigError, DataValidationError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -17,7 +17,7 @@ from kizashi.cli import app
 from kizashi.config import LMTrainConfig, config_from_dict
 from kizashi.datasets.text import Tokenizer, TokenWindows, split_tokens
 from kizashi.errors import ConfigError, KizashiError
-from kizashi.training.lm_module import WarmupCosine
+from kizashi.training.schedules import WarmupCosine
 from kizashi.jobs.lm import run_lm_training
 
 TINY_MODEL = {"d_model": 32, "n_layers": 1, "num_heads": 2, "head_dim": 16, "resonance_modes": 4, "dropout": 0.0,
@@ -78,6 +78,55 @@ def test_warmup_cosine_schedule():
     assert schedule(0) == pytest.approx(0.1) and schedule(9) == 1.0
     assert schedule(60) == pytest.approx(0.55) and schedule(110) == pytest.approx(0.1)
     assert WarmupCosine(5, None)(1000) == 1.0
+
+
+def test_one_schedule_for_the_three_modules_keeps_the_old_values():
+    """ForecastModule and Stage1Module (linear warm-up) and LMModule (warm-up + cosine) step
+    the one WarmupCosine; its factors equal the closed forms each module used before."""
+    import torch
+
+    from kizashi.models.stage1 import Stage1Config, Stage1Model
+    from kizashi.training.lm_module import LMModule
+    from kizashi.training.module import ForecastModule
+    from kizashi.training.stage1_module import Stage1Module
+
+    def linear_warmup(step, warmup):  # ForecastModule / Stage1Module
+        return min(1.0, (step + 1) / max(1, warmup))
+
+    def warmup_cosine(step, warmup, total, floor=0.1):  # LMModule
+        warmup = max(1, warmup)
+        if step < warmup:
+            return (step + 1) / warmup
+        if total is None or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def factor(module):
+        scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+        return scheduler.lr_lambdas[0]
+
+    steps = [0, 1, 4, 6, 7, 8, 30, 59, 60, 61, 99, 106, 107, 500]
+    forecast = ForecastModule(torch.nn.Linear(3, 1), horizons=(1,), quantile_levels=(0.5,), warmup_steps=7)
+    stage1_model = Stage1Model(Stage1Config(timeframes=("m30",), seq_len=8, d_model=8, n_heads=2, patch_len=4))
+    stage1 = Stage1Module(stage1_model, {"m30": 1.0}, warmup_steps=60)
+    lm = LMModule(torch.nn.Linear(3, 3), lr=1e-3, weight_decay=0.0, warmup_steps=7, total_steps=107)
+    lm_flat = LMModule(torch.nn.Linear(3, 3), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=None)
+    for step in steps:
+        assert factor(forecast)(step) == linear_warmup(step, 7)
+        assert factor(stage1)(step) == linear_warmup(step, 60)
+        assert factor(lm)(step) == warmup_cosine(step, 7, 107)
+        assert factor(lm_flat)(step) == warmup_cosine(step, 0, None)
+        for warmup in (0, 1, 7):
+            assert WarmupCosine(warmup)(step) == linear_warmup(step, warmup)
+            for total in (None, 5, 107):
+                assert WarmupCosine(warmup, total)(step) == warmup_cosine(step, warmup, total)
+    # given total_steps, Stage-1 keeps torch's one-cycle schedule (peak = each group's lr)
+    one_cycle = Stage1Module(stage1_model, {"m30": 1.0}, lr=1e-3, total_steps=50).configure_optimizers()
+    scheduler = one_cycle["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps == 50
+    assert one_cycle["lr_scheduler"]["interval"] == "step"
 
 
 def test_lm_learns_the_text_and_resumes(tmp_path, text_file, torch_single_thread):

@@ -4,21 +4,18 @@ is zero on the true bars (coarse bars are exact aggregates of their fine bars)."
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
 from kizashi.data.bars import build_timeframes, validate_bars
-from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
-from kizashi.datasets.multi_timeframe import (
-    MaskConfig,
-    MultiTimeframeWindows,
-    collate_windows,
-    fit_window_stats,
-    load_window_stats,
-    save_window_stats,
-)
+from kizashi.data.synthetic.intraday import SyntheticBarsConfig, generate_bars
+from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows, collate_windows
+from kizashi.datasets.statistics import FittedStatistics, TimeframeStats, WindowStats, fit_window_stats
 from kizashi.models.stage1 import grouped_consistency
 
 TIMEFRAMES = ["m5", "m15", "h1", "h4"]
@@ -92,9 +89,34 @@ def test_statistics_from_the_training_range_only(frames, series):
 
 
 def test_stats_json_round_trip(series, tmp_path):
-    stats = fit_window_stats(MultiTimeframeWindows(series, TIMEFRAMES, SEQ, anchor_stride=5), max_windows=100)
-    path = save_window_stats(stats, tmp_path / "stats.json", train_range=["start", "end"])
-    assert load_window_stats(path) == stats
+    ds = MultiTimeframeWindows(series, TIMEFRAMES, SEQ, anchor_stride=5)
+    stats = WindowStats.fit(ds, max_windows=100)
+    assert isinstance(stats, FittedStatistics) and stats == fit_window_stats(ds, max_windows=100)
+    path = stats.save(tmp_path / "stats.json", train_range=["start", "end"])
+    loaded = WindowStats.load(path)
+    assert loaded == stats and list(loaded) == TIMEFRAMES
+    # the file: {"timeframes": {tf: the five fields}, **info}, as pretraining runs have written it
+    raw = json.loads(path.read_text())
+    assert raw == {"timeframes": {tf: dataclasses.asdict(s) for tf, s in stats.items()}, "train_range": ["start", "end"]}
+    assert list(raw["timeframes"]["m5"]) == ["price_scale", "volume_mean", "volume_std", "range_mean", "range_std"]
+    # encoder.pt's "stats" is to_dict(); the per-timeframe form loads back the same
+    assert stats.to_dict() == raw["timeframes"]
+    assert WindowStats.from_dict(stats.to_dict()) == {tf: TimeframeStats(**v) for tf, v in raw["timeframes"].items()}
+    with pytest.raises(ValueError, match="timeframes"):
+        stats.save(tmp_path / "other.json", timeframes=TIMEFRAMES)
+    # apply: the same normalized channels after the round trip, and what the dataset feeds the model
+    channels = ds.raw_item(3)["channels"]
+    applied, reloaded = stats.apply(channels), loaded.apply(channels)
+    for tf in TIMEFRAMES:
+        np.testing.assert_array_equal(applied[tf], reloaded[tf])
+        st, x = stats[tf], channels[tf]
+        expected = np.column_stack([x[:, :4] / st.price_scale, (x[:, 4] - st.volume_mean) / st.volume_std,
+                                    (x[:, 5] - st.range_mean) / st.range_std])
+        np.testing.assert_array_equal(applied[tf], np.nan_to_num(expected, nan=0.0, posinf=0.0, neginf=0.0))
+    ds.stats = loaded
+    item = ds[3]
+    for tf in TIMEFRAMES:
+        np.testing.assert_array_equal(item["inputs"][tf].numpy(), applied[tf].astype(np.float32))
 
 
 def test_consistency_maps_and_zero_loss_on_true_bars(series):

@@ -14,14 +14,8 @@ import polars as pl
 import pytest
 import torch
 
-from kizashi.datasets.multi_timeframe import (
-    MaskConfig,
-    MultiTimeframeWindows,
-    collate_windows,
-    fit_window_stats,
-    load_window_stats,
-    save_window_stats,
-)
+from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows, collate_windows
+from kizashi.datasets.statistics import WindowStats, fit_window_stats
 from kizashi.models.stage1 import Stage1Config, Stage1Forecaster, Stage1Model
 from kizashi.training.callbacks import GradientFlowAudit, gradient_problems
 from kizashi.training.stage1_module import Stage1Module
@@ -115,8 +109,8 @@ def test_statistics_from_the_training_range_only(frames, series, dataset):
 
 
 def test_stats_json_round_trip_with_window_metadata(dataset, tmp_path):
-    path = save_window_stats(dataset.stats, tmp_path / "stats.json", train_end=str(CUT), **dataset.window_metadata())
-    assert load_window_stats(path) == dataset.stats
+    path = dataset.stats.save(tmp_path / "stats.json", train_end=str(CUT), **dataset.window_metadata())
+    assert WindowStats.load(path) == dataset.stats
     import json
 
     raw = json.loads(path.read_text())

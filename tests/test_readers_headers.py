@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from kizashi.data.bars import read_bars
-from kizashi.data.readers import read_table
+from kizashi.data.panel.read import read_table
 from kizashi.errors import DataValidationError
 
 UTC = dt.UTC

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from kizashi.data.bars import build_timeframes, validate_bars
-from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
-from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows, collate_windows, fit_window_stats
+from kizashi.data.synthetic.intraday import SyntheticBarsConfig, generate_bars
+from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows, collate_windows
+from kizashi.datasets.statistics import fit_window_stats
 from kizashi.evaluation.reconstruction import interpolate_masked, masked_mse
 from kizashi.models.stage1 import Stage1Config, Stage1Model
 from kizashi.training.stage1_module import Stage1Module

@@ -27,9 +27,10 @@ import torch
 
 from kizashi.config import PretrainConfig, config_from_dict
 from kizashi.data.bars import build_timeframes, validate_bars
-from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
+from kizashi.data.synthetic.intraday import SyntheticBarsConfig, generate_bars
 from kizashi.data.timeframes import timeframe_minutes
-from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows, fit_window_stats
+from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows
+from kizashi.datasets.statistics import fit_window_stats
 from kizashi.errors import ConfigError
 
 LABEL = "forward_return"

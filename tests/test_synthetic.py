@@ -1,4 +1,4 @@
-"""Tests for kizashi.data.synthetic: the deterministic synthetic market and its planted signal."""
+"""Tests for kizashi.data.synthetic (daily): the deterministic synthetic market and its planted signal."""
 
 from __future__ import annotations
 
@@ -355,8 +355,8 @@ def test_bad_overrides_are_clear_errors() -> None:
 
 
 def test_generation_logs_a_one_line_summary(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="kizashi.data.synthetic"):
+    with caplog.at_level(logging.INFO, logger="kizashi.data.synthetic.daily"):
         generate_market(n_stocks=20, n_days=60)
-    messages = [r.getMessage() for r in caplog.records if r.name == "kizashi.data.synthetic"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "kizashi.data.synthetic.daily"]
     assert len(messages) == 1 and "20 stocks x 60 days" in messages[0]
     assert "\n" not in messages[0]

@@ -1,4 +1,4 @@
-"""Tests for kizashi.data.synthetic_intraday: synthetic intraday bars and their stylized facts.
+"""Tests for kizashi.data.synthetic.intraday: synthetic intraday bars and their stylized facts.
 
 The stylized-fact tests use fixed seeds; their thresholds keep a margin over what seeds 0-9
 of the same configs give: |return| autocorrelation at lags 1-10 >= 0.097 (threshold 0.05),
@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kizashi.data.synthetic_intraday import (
+from kizashi.data.synthetic.intraday import (
     BAR_COLUMNS,
     CSV_COLUMNS,
     SyntheticBarsConfig,

@@ -231,7 +231,7 @@ def test_config_errors(dataset_dir, tmp_path):
 
 
 def test_shipped_config_builds():
-    config = load_train_config(REPO_ROOT / "configs" / "atft_gat_fan.yaml")
+    config = load_train_config(REPO_ROOT / "configs" / "train" / "atft_gat_fan.yaml")
     assert config.model.name == "atft_gat_fan" and config.window == 20
     assert config.horizons == [1, 5, 10, 20] and len(config.loss.horizon_weights) == 4
     assert config.data_config is not None and config.data.targets.horizons == [1, 5, 10, 20]
@@ -375,6 +375,68 @@ def test_ema_weights_differ_and_are_used_for_validation(cache, batches):
     torch.testing.assert_close(live.detach(), ema.ema[name])
     restored.swap_out(module)
     assert not torch.equal(live.detach(), ema.ema[name])
+
+
+class _TinyLinear(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.layer(batch).pow(2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("averaging", ["lightning", "ours"])
+def test_ema_callback_does_what_lightning_weight_averaging_does_not(averaging, tmp_path, torch_single_thread):
+    """The reasons in EMACallback's docstring for not using Lightning's EMAWeightAveraging:
+    Lightning's copies the live weights at its first update (no warm-up from the initial
+    weights), puts the average into the checkpoint's ``state_dict`` (the live weights under
+    another key) and leaves the average in the module after fit (the live weights are gone);
+    ours does none of these."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(3)]
+    module = _TinyLinear()
+    initial = module.layer.weight.detach().clone()
+    live, seen = [], {}
+
+    class Probe(L.Callback):  # after the averaging callback
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            live.append(pl_module.layer.weight.detach().clone())
+            if trainer.global_step == 2:
+                trainer.save_checkpoint(tmp_path / "step2.ckpt")
+
+        def on_validation_batch_start(self, trainer, pl_module, *args):
+            seen["weight"] = pl_module.layer.weight.detach().clone()
+
+    averager = EMAWeightAveraging(decay=0.9, use_buffers=False) if averaging == "lightning" else EMACallback(0.9)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[averager, Probe()])
+    loader = torch.utils.data.DataLoader(data, batch_size=None)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=torch.utils.data.DataLoader(data[:1], batch_size=None))
+    w1, w2, w3 = live
+    saved = torch.load(tmp_path / "step2.ckpt", weights_only=False)["state_dict"]["layer.weight"]
+    after_fit = module.layer.weight.detach()
+    if averaging == "lightning":
+        average = 0.9 * (0.9 * w1 + 0.1 * w2) + 0.1 * w3  # the first update is a copy of w1
+        torch.testing.assert_close(seen["weight"], average)
+        torch.testing.assert_close(saved, 0.9 * w1 + 0.1 * w2)  # the average, not the live w2
+        torch.testing.assert_close(after_fit, average)  # the live w3 is gone
+        assert not torch.allclose(after_fit, w3)
+    else:
+        d1, d2, d3 = 0.1, min(0.9, 2 / 11), min(0.9, 3 / 12)  # warm-up from the initial weights
+        average = d3 * (d2 * (d1 * initial + (1 - d1) * w1) + (1 - d2) * w2) + (1 - d3) * w3
+        torch.testing.assert_close(seen["weight"], average)
+        torch.testing.assert_close(saved, w2)  # the live weights; the EMA in the callback's state
+        torch.testing.assert_close(after_fit, w3)
 
 
 # --------------------------------------------------------------------------------------

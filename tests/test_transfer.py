@@ -5,15 +5,13 @@ while frozen and moves afterwards at its own learning rate."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import lightning as L
 import pytest
 import torch
 
 from kizashi.models.stage1 import Stage1Config, Stage1Model, masked_reconstruction_loss
+from kizashi.training.callbacks import GradualUnfreezing
 from kizashi.training.transfer import (
-    GradualUnfreezing,
     find_lm_adapter,
     fraction_frozen,
     transfer_param_groups,
@@ -46,7 +44,7 @@ def test_gradual_unfreezing_all_at_once(bert_dir):
     adapter = find_lm_adapter(model)
     callback = GradualUnfreezing(freeze_epochs=2)
     for epoch, expected in ((0, 1.0), (1, 1.0), (2, 0.0), (3, 0.0)):
-        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch, logger=None), model)
+        callback.finetune_function(model, epoch, None)
         assert fraction_frozen(adapter.lm_parameters()) == expected
     # the projections around the LM are never frozen
     assert all(p.requires_grad for p in adapter.patch_in.parameters())
@@ -59,7 +57,7 @@ def test_gradual_unfreezing_block_by_block_from_the_top(bert_dir):
     callback = GradualUnfreezing(freeze_epochs=1, blocks_per_epoch=1)
     trainable = []
     for epoch in range(5):
-        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch, logger=None), model)
+        callback.finetune_function(model, epoch, None)
         trainable.append([all(p.requires_grad for p in block.parameters()) for block in blocks])
     assert trainable == [[False] * 3, [False, False, True], [False, True, True], [True] * 3, [True] * 3]
     embeddings = adapter.lm.embeddings.position_embeddings.weight
@@ -69,7 +67,7 @@ def test_gradual_unfreezing_block_by_block_from_the_top(bert_dir):
 def test_optimizer_groups_carry_the_lm_learning_rate(bert_dir):
     model = make_model(bert_dir)
     adapter = find_lm_adapter(model)
-    GradualUnfreezing(freeze_epochs=3).on_fit_start(SimpleNamespace(current_epoch=0, logger=None), model)
+    GradualUnfreezing(freeze_epochs=3).freeze_before_training(model)
     groups = transfer_param_groups(model, lr=1e-3, weight_decay=0.01, lm_learning_rate_factor=0.1)
     lm_ids = {id(p) for p in adapter.lm_parameters()}
     placeholder = adapter.lm.embeddings.word_embeddings.weight

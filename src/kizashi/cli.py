@@ -233,15 +233,17 @@ def data_columns(
     """List every feature column with its family, lookback and kind: exactly the columns
     `data build` writes for the config (its inputs are read, because the sector and margin
     columns depend on them), or the columns of a built dataset folder."""
+    from kizashi.jobs.data_build import config_columns, dataset_columns, family_columns
+
     folder = _dataset_folder_argument(dataset_folder, dataset, config)
     cfg: Optional[DataBuildConfig] = None
     if folder is not None:
-        rows = _dataset_column_rows(folder)
+        rows = dataset_columns(folder)
     else:
         cfg = _build_config(config)
-        rows = _config_column_rows(cfg)
+        rows = config_columns(cfg)
     if family is not None:
-        rows = _family_rows(rows, family, folder, cfg)
+        rows = family_columns(rows, family, folder, cfg)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -267,65 +269,6 @@ def _dataset_folder_argument(
     return folder
 
 
-def _dataset_column_rows(folder: Path) -> list[dict[str, Any]]:
-    """The ``columns`` table of a built dataset's metadata.json."""
-    from kizashi.datasets.store import read_metadata
-
-    try:
-        metadata = read_metadata(folder)
-    except FileNotFoundError as err:
-        raise KizashiError(str(err)) from None
-    return list(metadata.columns)
-
-
-def _config_column_rows(cfg: DataBuildConfig) -> list[dict[str, Any]]:
-    """The columns `data build` writes for ``cfg``: the same specs from the same inputs."""
-    from kizashi.jobs.data_build import column_table, feature_specs_for
-    from kizashi.data.inputs import load_inputs
-
-    logging.getLogger(__name__).info("reading the inputs: the sector and margin columns depend on them")
-    return column_table(feature_specs_for(load_inputs(cfg.input, cfg.synthetic), cfg))
-
-
-def _family_rows(
-    rows: list[dict[str, Any]], family: str, folder: Optional[Path], cfg: Optional[DataBuildConfig]
-) -> list[dict[str, Any]]:
-    """The rows of ``family``, or a ConfigError naming the family, why it has no column, and
-    the families that have columns."""
-    from kizashi.features.registry import FAMILY_NAMES
-
-    if family not in FAMILY_NAMES:
-        raise ConfigError(f"--family: unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
-    selected = [row for row in rows if row["family"] == family]
-    if selected:
-        return selected
-    present = ", ".join(dict.fromkeys(row["family"] for row in rows)) or "none"
-    if cfg is None:
-        raise ConfigError(
-            f"--family: the dataset in {folder} has no column of family {family!r}; "
-            f"families with columns: {present}"
-        )
-    reason = _why_no_columns(family, cfg)
-    raise ConfigError(
-        f"--family: family {family!r} builds no column for this config ({reason}); "
-        f"families with columns: {present}"
-    )
-
-
-def _why_no_columns(family: str, cfg: DataBuildConfig) -> str:
-    """Why ``family`` builds no column for ``cfg``, naming the config key where one decides it."""
-    features = cfg.features
-    if family in features.exclude_families:
-        return "features.exclude_families lists it"
-    if features.families != "all" and family not in features.families:
-        return "features.families does not list it"
-    if family == "peers" and not cfg.graph.enabled:
-        return "its columns come from the correlation graphs and graph.enabled is false"
-    if family == "margin":
-        return "the inputs have no margin balances (input.margin)"
-    return "the inputs give it nothing to build"
-
-
 @data_app.command("check")
 @friendly_errors
 def data_check(
@@ -337,34 +280,17 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ) -> None:
     """Validate a raw input file and print what was found (errors, drops, repairs, facts)."""
-    from kizashi.data.adjust import adjust_prices
-    from kizashi.data.readers import read_margin, read_panel, read_sectors
-    from kizashi.data.validation import validate_margin, validate_panel, validate_sectors
+    from kizashi.jobs.data_build import check_data
 
-    cfg = _build_config(config, file, sectors, margin, preset).input
-    raw, notes = read_panel(
-        file, format=cfg.format, separator=cfg.separator, preset=cfg.preset, columns=cfg.columns,
-        code_from_filename=cfg.code_from_filename, skip_bad_files=cfg.skip_bad_files,
-    )
-    panel, report = validate_panel(raw, str(file), cfg, raise_on_error=False)
-    reports = [report]
-    if report.ok:
-        _, adjustment = adjust_prices(panel)
-        report.issues.extend(adjustment)
-    if sectors is not None:
-        table = read_sectors(sectors, preset=cfg.sectors_preset, columns=cfg.sector_columns)
-        reports.append(validate_sectors(table, panel.get_column("code").unique(), str(sectors), cfg, raise_on_error=False)[1])
-    if margin is not None:
-        table = read_margin(margin, preset=cfg.margin_preset, columns=cfg.margin_columns)
-        reports.append(validate_margin(table, str(margin), cfg, raise_on_error=False)[1])
+    check = check_data(_build_config(config, file, sectors, margin, preset))
     if as_json:
-        typer.echo(json.dumps({"notes": notes, "reports": [r.to_dict() for r in reports]}, indent=1, default=str))
+        typer.echo(json.dumps(check.to_dict(), indent=1, default=str))
     else:
-        for note in notes:
+        for note in check.notes:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-        for r in reports:
-            _print_report(r)
-    if not all(r.ok for r in reports):
+        for report in check.reports:
+            _print_report(report)
+    if not check.ok:
         raise typer.Exit(1)
 
 

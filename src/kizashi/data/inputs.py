@@ -3,7 +3,8 @@
 :func:`load_inputs` turns an :class:`~kizashi.config.InputConfig` (or, with no path, the
 embedded synthetic market) into an adjusted panel ready for feature building, plus every
 validation report. Synthetic data goes through the same validation and adjustment path as
-a real file.
+a real file. :func:`check_inputs` takes the same path without raising and returns what it
+found (the ``kizashi data check`` command).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 import polars as pl
 
 from kizashi.config import InputConfig, SyntheticMarketConfig, dump_config
-from kizashi.data.adjust import adjust_prices
-from kizashi.data.readers import read_margin, read_panel, read_sectors
+from kizashi.data.panel.adjust import adjust_prices
+from kizashi.data.panel.read import read_margin, read_panel, read_sectors
+from kizashi.data.panel.validate import validate_margin, validate_panel, validate_sectors
+from kizashi.data.report import ValidationIssue, ValidationReport
 from kizashi.data.schema import CODE, SECTOR
 from kizashi.data.synthetic import generate_market
-from kizashi.data.validation import ValidationIssue, ValidationReport, validate_margin, validate_panel, validate_sectors
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,52 @@ def _attach_sectors(panel: pl.DataFrame, sectors: pl.DataFrame, level: str) -> p
     return panel.join(table, on=CODE, how="left")
 
 
-def load_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = None) -> LoadedInputs:
-    """Read, validate and adjust the configured inputs (synthetic market when ``config.path``
-    is null). Raises DataValidationError listing every error found."""
+@dataclass
+class ValidatedInputs:
+    """The validated (not yet adjusted) frames of one input configuration and their reports.
+    ``sectors`` / ``margin`` are None when not configured."""
+
+    panel: pl.DataFrame
+    sectors: pl.DataFrame | None
+    margin: pl.DataFrame | None
+    reports: list[ValidationReport]
+    notes: list[str]
+    source: str
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.reports)
+
+
+@dataclass
+class InputCheck:
+    """What :func:`check_inputs` found: reader notes and one report per input (the panel's
+    report carries the price adjustment's issues when the panel has no error)."""
+
+    notes: list[str]
+    reports: list[ValidationReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.reports)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"notes": self.notes, "reports": [report.to_dict() for report in self.reports]}
+
+
+def _panel_codes(panel: pl.DataFrame) -> pl.Series | None:
+    return panel.get_column(CODE).unique() if CODE in panel.columns else None
+
+
+def validate_inputs(config: InputConfig, *, raise_on_error: bool = True) -> ValidatedInputs:
+    """Read and validate the configured files (``config.path`` must be set): the panel,
+    then the sector table (against the panel's codes) and margin balances when configured.
+
+    With ``raise_on_error`` (default) the first input with an error raises a
+    DataValidationError listing all of its errors; otherwise every input is read and
+    validated and the reports carry the errors."""
     if config.path is None:
-        return _load_synthetic(config, synthetic or SyntheticMarketConfig())
+        raise ValueError("validate_inputs reads files: input.path is null (the synthetic market)")
     path = Path(config.path)
     raw, notes = read_panel(
         path,
@@ -73,34 +116,68 @@ def load_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = N
         code_from_filename=config.code_from_filename,
         skip_bad_files=config.skip_bad_files,
     )
-    panel, panel_report = validate_panel(raw, str(path), config)
+    panel, panel_report = validate_panel(raw, str(path), config, raise_on_error=raise_on_error)
     reports = [panel_report]
-    hashes = {str(path): file_digest(path)}
+    sectors = None
     if config.sectors is not None:
         sectors_raw = read_sectors(config.sectors, preset=config.sectors_preset, columns=config.sector_columns)
-        sectors, sector_report = validate_sectors(sectors_raw, panel.get_column(CODE).unique(), str(config.sectors), config)
+        sectors, sector_report = validate_sectors(
+            sectors_raw, _panel_codes(panel), str(config.sectors), config, raise_on_error=raise_on_error
+        )
         reports.append(sector_report)
+    margin = None
+    if config.margin is not None:
+        margin_raw = read_margin(config.margin, preset=config.margin_preset, columns=config.margin_columns)
+        margin, margin_report = validate_margin(
+            margin_raw, str(config.margin), config, raise_on_error=raise_on_error
+        )
+        reports.append(margin_report)
+    return ValidatedInputs(panel, sectors, margin, reports, notes, str(path))
+
+
+def check_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = None) -> InputCheck:
+    """Validate the configured inputs as :func:`load_inputs` does, but collect every error
+    instead of raising; when the panel has no error, its report also carries the price
+    adjustment's issues."""
+    if config.path is None:
+        inputs = _load_synthetic(config, synthetic or SyntheticMarketConfig())
+        inputs.reports[0].issues.extend(inputs.adjustment_issues)
+        return InputCheck(inputs.notes, inputs.reports)
+    validated = validate_inputs(config, raise_on_error=False)
+    panel_report = validated.reports[0]
+    if panel_report.ok:
+        _, adjustment = adjust_prices(validated.panel)
+        panel_report.issues.extend(adjustment)
+    return InputCheck(validated.notes, validated.reports)
+
+
+def load_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = None) -> LoadedInputs:
+    """Read, validate and adjust the configured inputs (synthetic market when ``config.path``
+    is null). Raises DataValidationError listing every error found."""
+    if config.path is None:
+        return _load_synthetic(config, synthetic or SyntheticMarketConfig())
+    validated = validate_inputs(config)
+    panel, notes = validated.panel, validated.notes
+    hashes = {validated.source: file_digest(Path(config.path))}
+    if validated.sectors is not None:
+        sectors = validated.sectors
         hashes[str(config.sectors)] = file_digest(Path(config.sectors))
     else:
         sectors = panel.select(pl.col(CODE).unique().sort(), pl.lit("UNKNOWN").alias(SECTOR))
         notes.append("no sector table given: every stock is in sector UNKNOWN")
-    margin = None
     if config.margin is not None:
-        margin_raw = read_margin(config.margin, preset=config.margin_preset, columns=config.margin_columns)
-        margin, margin_report = validate_margin(margin_raw, str(config.margin), config)
-        reports.append(margin_report)
         hashes[str(config.margin)] = file_digest(Path(config.margin))
     level = config.sector_level if config.sectors is not None else SECTOR
     adjusted, adjustment_issues = adjust_prices(panel)
     return LoadedInputs(
         panel=_attach_sectors(adjusted, sectors, level),
         sectors=sectors,
-        margin=margin,
-        reports=reports,
+        margin=validated.margin,
+        reports=validated.reports,
         adjustment_issues=adjustment_issues,
         notes=notes,
         input_hashes=hashes,
-        source=str(path),
+        source=validated.source,
     )
 
 

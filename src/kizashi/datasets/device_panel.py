@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kizashi.datasets.day_panel import DayPanelCache, FeatureStats
+from kizashi.datasets.day_panel_cache import DayPanelCache
+from kizashi.datasets.statistics import FeatureStats
 
 log = logging.getLogger(__name__)
 

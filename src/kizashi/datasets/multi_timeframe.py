@@ -34,9 +34,10 @@ timeframes share one price scale); async, the close of the timeframe window's ow
 Targets: channels 0..3 (``[T, 4]``). The price channels are divided by one positive scale
 per timeframe and not shifted, so ``price = exp(target * price_scale) * a`` and the
 cross-timeframe consistency can undo the normalization exactly. Statistics come from the
-training range only (:func:`fit_window_stats`, saved as ``stats.json``; pass
-:meth:`MultiTimeframeWindows.window_metadata` to :func:`save_window_stats` to record the
-mode, lengths and strides: the two modes' price scales differ, as their anchors do).
+training range only (:meth:`kizashi.datasets.statistics.WindowStats.fit`, one
+:class:`~kizashi.datasets.statistics.TimeframeStats` per timeframe, saved as ``stats.json``
+by ``WindowStats.save``; pass :meth:`MultiTimeframeWindows.window_metadata` to it to record
+the mode, lengths and strides: the two modes' price scales differ, as their anchors do).
 
 Per item (aligned): ``inputs`` / ``targets`` ``{tf: [T, 6] / [T, 4]}`` float32, ``masked`` ``{tf: [T]}``
 bool (span masking, optionally synchronized by wall-clock time), ``valid`` ``{tf: [T]}``
@@ -70,11 +71,9 @@ with the training labels' end as ``earliest_input``, validation inputs never ove
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -84,12 +83,12 @@ from torch.utils.data import Dataset
 
 from kizashi.data.timeframes import timeframe_minutes
 from kizashi.datasets.masking import span_mask, synchronized_span_masks
+from kizashi.datasets.statistics import TimeframeStats, WindowStats
 
 log = logging.getLogger(__name__)
 
 N_CHANNELS = 6
 _US_PER_MINUTE = 60_000_000
-_STATS_FIELDS = ("price_scale", "volume_mean", "volume_std", "range_mean", "range_std")
 
 
 @dataclass(frozen=True)
@@ -107,17 +106,6 @@ class LabelConfig:
 
     timeframe: str | None = None
     bars: int = 1
-
-
-@dataclass(frozen=True)
-class TimeframeStats:
-    """Normalization of one timeframe's channels (module docstring)."""
-
-    price_scale: float
-    volume_mean: float
-    volume_std: float
-    range_mean: float
-    range_std: float
 
 
 class _Series:
@@ -154,7 +142,7 @@ class MultiTimeframeWindows(Dataset):
         time_range: ``(start, end)``: window ends ``t`` with ``start <= t < end`` (datetimes,
             epoch microseconds or None); aligned, ``t`` is the anchor.
         stats: per-timeframe statistics (None: raw, unnormalized channels; see
-            :func:`fit_window_stats`).
+            :meth:`~kizashi.datasets.statistics.WindowStats.fit`).
         mask: span masking; ``seed`` with the item index makes masks reproducible.
         anchor_stride: aligned: keep every n-th eligible anchor (in base bars); async: the
             default stride of every timeframe.
@@ -199,7 +187,7 @@ class MultiTimeframeWindows(Dataset):
                              "synchronized=False or mode='aligned')")
         self.seq_lens = _per_timeframe("seq_lens", seq_lens, self.timeframes, self.seq_len)
         self.strides = _per_timeframe("strides", strides, self.timeframes, self.anchor_stride) if mode == "async" else None
-        self.stats = dict(stats) if stats is not None else None
+        self.stats = WindowStats(stats) if stats is not None else None
         self.minutes = {tf: timeframe_minutes(tf) for tf in self.timeframes}
         self.label = label
         self.label_timeframe, self.label_horizon_us = label_horizon(label, self.timeframes)
@@ -322,6 +310,13 @@ class MultiTimeframeWindows(Dataset):
         x[bad] = np.nan
         return x, ~bad
 
+    def window_channels(self, tf: str, symbol: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unnormalized ``[T_tf, 6]`` channels of ``symbol``'s bars ``rows`` ``[T_tf]`` of
+        ``tf``, anchored at the close of the last of them (the async anchor), and ``[T_tf]``
+        validity."""
+        series = self.data[symbol][tf]
+        return self._channels(series, rows, series.ohlc[rows[-1], 3])
+
     def raw_item(self, index: int) -> dict[str, Any]:
         """Unnormalized channels ``{tf: [T_tf, 6]}`` (price channels as log ratios to the
         anchor), validity, bar close times and the anchor prices ``{tf: float}`` (aligned:
@@ -345,13 +340,10 @@ class MultiTimeframeWindows(Dataset):
         return item
 
     def _normalize(self, tf: str, x: np.ndarray) -> np.ndarray:
-        out = x.copy()
+        """``[T, 6]`` channels normalized by ``stats[tf]`` (raw without stats), non-finite -> 0."""
         if self.stats is not None:
-            st = self.stats[tf]
-            out[:, :4] /= st.price_scale
-            out[:, 4] = (out[:, 4] - st.volume_mean) / st.volume_std
-            out[:, 5] = (out[:, 5] - st.range_mean) / st.range_std
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+            return self.stats[tf].apply(x)
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _masks(self, index: int, closes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, int(index)])
@@ -456,7 +448,7 @@ class MultiTimeframeWindows(Dataset):
         return out
 
     def window_metadata(self) -> dict[str, Any]:
-        """The window set-up, JSON-ready, for ``save_window_stats(..., **metadata)``:
+        """The window set-up, JSON-ready, for ``WindowStats.save(path, **metadata)``:
         ``window_mode``, ``seq_lens`` and ``anchor_stride`` (aligned) or ``strides`` (async)."""
         out: dict[str, Any] = {"window_mode": self.mode, "seq_lens": dict(self.seq_lens)}
         if self.mode == "aligned":
@@ -511,60 +503,6 @@ def collate_windows(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["anchor_time"] = torch.tensor([item["anchor_time"] for item in items], dtype=torch.int64)
     out["forward_return"] = torch.tensor([item["forward_return"] for item in items], dtype=torch.float32)
     return out
-
-
-def fit_window_stats(dataset: MultiTimeframeWindows, max_windows: int = 2000, seed: int = 0) -> dict[str, TimeframeStats]:
-    """Per-timeframe statistics from (up to ``max_windows``) windows of ``dataset`` (build it
-    on the training range only): price scale = the RMS of the price channels, volume and
-    range mean / std. Non-finite and invalid bars are ignored. Aligned: ``max_windows``
-    items drawn at random; async: for each timeframe, up to ``max_windows`` of its own
-    windows drawn at random (an async item repeats coarse windows)."""
-    rng = np.random.default_rng(seed)
-    values: dict[str, list[np.ndarray]] = {tf: [] for tf in dataset.timeframes}
-    if dataset.mode == "aligned":
-        picks = rng.choice(len(dataset), size=min(max_windows, len(dataset)), replace=False)
-        for index in np.sort(picks):
-            item = dataset.raw_item(int(index))
-            for tf in dataset.timeframes:
-                values[tf].append(item["channels"][tf][item["valid"][tf]])
-    else:
-        for tf in dataset.timeframes:
-            windows = dataset.timeframe_windows(tf)
-            picks = rng.choice(len(windows), size=min(max_windows, len(windows)), replace=False)
-            for index in np.sort(picks):
-                symbol, rows = windows[int(index)]
-                series = dataset.data[symbol][tf]
-                x, valid = dataset._channels(series, rows, series.ohlc[rows[-1], 3])
-                values[tf].append(x[valid])
-    stats = {}
-    for tf, chunks in values.items():
-        x = np.concatenate(chunks)
-        x = x[np.isfinite(x).all(axis=1)]
-        if len(x) < 2:
-            raise ValueError(f"{tf}: not enough valid bars in the training windows for statistics")
-        price_scale = float(np.sqrt(np.mean(np.square(x[:, :4]))))
-        stats[tf] = TimeframeStats(
-            price_scale=max(price_scale, 1e-8),
-            volume_mean=float(x[:, 4].mean()), volume_std=max(float(x[:, 4].std()), 1e-8),
-            range_mean=float(x[:, 5].mean()), range_std=max(float(x[:, 5].std()), 1e-8),
-        )
-    return stats
-
-
-def save_window_stats(stats: Mapping[str, TimeframeStats], path: str | Path, **info: Any) -> Path:
-    """Write ``stats.json``: ``{"timeframes": {tf: {...}}, **info}`` (e.g. the training range)."""
-    from kizashi.atomic import write_json_atomic
-
-    path = Path(path)
-    if "timeframes" in info:
-        raise ValueError("save_window_stats: 'timeframes' is the statistics' own key")
-    write_json_atomic(path, {"timeframes": {tf: asdict(s) for tf, s in stats.items()}, **info})
-    return path
-
-
-def load_window_stats(path: str | Path) -> dict[str, TimeframeStats]:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {tf: TimeframeStats(**{k: float(v[k]) for k in _STATS_FIELDS}) for tf, v in raw["timeframes"].items()}
 
 
 def _to_us(value: Any) -> int | None:

@@ -21,7 +21,7 @@ from kizashi.data.bars import (
     resample_bars,
     validate_bars,
 )
-from kizashi.data.synthetic_intraday import SyntheticBarsConfig, generate_bars
+from kizashi.data.synthetic.intraday import SyntheticBarsConfig, generate_bars
 from kizashi.data.timeframes import DEFAULT_TIMEFRAMES, coarser_timeframes, timeframe_minutes, timeframe_name
 from kizashi.datasets.multi_timeframe import LabelConfig, MaskConfig, MultiTimeframeWindows, label_horizon
 from kizashi.errors import ConfigError, KizashiError

@@ -26,7 +26,7 @@ from kizashi.evaluation.run_dir import (
     RunInfo,
 )
 from kizashi.features.targets import target_return_name
-from kizashi.jobs.data_build import build_dataset
+from kizashi.datasets.build import build_dataset
 from kizashi.splits import Fold
 
 log = logging.getLogger(__name__)

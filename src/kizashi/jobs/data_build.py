@@ -1,165 +1,82 @@
-"""`kizashi data build`: raw quotes -> a model-ready dataset on disk.
-
-Written atomically (built in a temporary sibling, then renamed) in the on-disk format of
-:mod:`kizashi.datasets.store`.
-"""
+"""`kizashi data build` (:func:`kizashi.datasets.build.build_dataset`), `data check` and
+`data columns`: all three read the inputs the same way (:mod:`kizashi.data.inputs`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 
-from kizashi import __version__
-from kizashi.atomic import atomic_path
-from kizashi.config import DataBuildConfig, config_source, dump_config
-from kizashi.errors import ConfigError
-from kizashi.data.inputs import LoadedInputs, load_inputs
-from kizashi.datasets.store import FEATURES_DIR, GRAPHS_DIR, DatasetMetadata, write_metadata, write_partitioned
-from kizashi.features.pipeline import context_tables, feature_context, iter_feature_chunks, prepare_base
-from kizashi.features.registry import resolve_specs
-from kizashi.features.spec import FeatureSpec
-from kizashi.features.expressions import IN_UNIVERSE
-from kizashi.features.targets import target_columns, target_reach
-from kizashi.log import progress
-from kizashi.splits import walk_forward_folds
+from kizashi.config import DataBuildConfig
+from kizashi.errors import ConfigError, KizashiError
+from kizashi.data.inputs import InputCheck, check_inputs, load_inputs
+from kizashi.datasets.build import BuildResult, build_dataset, column_table, feature_specs_for
+from kizashi.datasets.store import (
+    read_metadata,
+)
+from kizashi.features.registry import FAMILY_NAMES
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class BuildResult:
-    out_dir: Path
-    n_rows: int
-    n_codes: int
-    n_features: int
-    n_edges: int
-    date_min: dt.date
-    date_max: dt.date
-    seconds: float
-    metadata: DatasetMetadata
+def check_data(config: DataBuildConfig) -> InputCheck:
+    """`kizashi data check`: validate the configured inputs as `data build` reads them, every
+    error collected instead of raised."""
+    return check_inputs(config.input, config.synthetic)
 
 
-def feature_specs_for(inputs: LoadedInputs, config: DataBuildConfig) -> list[FeatureSpec]:
-    ctx = feature_context(inputs.panel, inputs.margin, has_graph=config.graph.enabled)
-    return resolve_specs(ctx, config.features.families, config.features.exclude_families)
+def config_columns(config: DataBuildConfig) -> list[dict[str, Any]]:
+    """The columns `data build` writes for ``config``: the same specs from the same inputs
+    (read, because the sector and margin columns depend on them)."""
+    log.info("reading the inputs: the sector and margin columns depend on them")
+    return column_table(feature_specs_for(load_inputs(config.input, config.synthetic), config))
 
 
-def column_table(specs: list[FeatureSpec]) -> list[dict[str, Any]]:
-    return [
-        {"name": s.name, "family": s.family, "lookback": s.lookback, "kind": s.kind, "normalized": s.normalize}
-        for s in specs
-    ]
+def dataset_columns(folder: Path) -> list[dict[str, Any]]:
+    """The ``columns`` table of a built dataset's metadata.json."""
+    try:
+        metadata = read_metadata(folder)
+    except FileNotFoundError as err:
+        raise KizashiError(str(err)) from None
+    return list(metadata.columns)
 
 
-def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) -> BuildResult:
-    """Run the whole pipeline and write the dataset. Returns a summary.
-
-    The output's lock is taken first (:func:`kizashi.atomic.atomic_path`): a second build
-    into the same folder is refused before it reads anything, and the previous dataset stays
-    in place until the new one is complete.
-    """
-    started = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
-    with atomic_path(out) as tmp:
-        inputs = load_inputs(config.input, config.synthetic)
-        horizons = config.targets.horizons
-        log.info(
-            "inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique()
+def family_columns(
+    rows: list[dict[str, Any]], family: str, folder: Path | None, config: DataBuildConfig | None
+) -> list[dict[str, Any]]:
+    """The rows of ``family``, or a ConfigError naming the family, why it has no column, and
+    the families that have columns (``folder``: the dataset the rows come from, when
+    ``config`` is None)."""
+    if family not in FAMILY_NAMES:
+        raise ConfigError(f"--family: unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
+    selected = [row for row in rows if row["family"] == family]
+    if selected:
+        return selected
+    present = ", ".join(dict.fromkeys(row["family"] for row in rows)) or "none"
+    if config is None:
+        raise ConfigError(
+            f"--family: the dataset in {folder} has no column of family {family!r}; "
+            f"families with columns: {present}"
         )
-        prepared = prepare_base(  # context tables are attached per chunk
-            inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
-        )
-        # The folds are checked before the expensive work (graphs, features).
-        # The (code, date) keys written: the point-in-time universe's rows.
-        written = prepared.lazy().filter(pl.col(IN_UNIVERSE)).select("code", "date").collect()
-        dates = written.get_column("date").unique().sort()
-        if dates.is_empty():
-            raise ConfigError(
-                f"input.min_history: no stock reaches {config.input.min_history} rows in {inputs.source}; "
-                "nothing would be written (lower input.min_history)"
-            )
-        reach = target_reach(horizons, config.targets.fill_end_days)
-        try:
-            folds = walk_forward_folds(dates, config.splits, reach)
-        except ValueError as err:
-            raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
-        # The graphs come first: the peers family reads their per-day neighbour aggregates.
-        sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
-        tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
-        specs = feature_specs_for(inputs, config)
-        calendar_days = prepared.get_column("date").n_unique()
-        stocks_per_day = prepared.height / max(calendar_days, 1)
-        chunk_days = max(20, int(config.output.chunk_rows / max(stocks_per_day, 1.0)))
-        n_chunks = -(-calendar_days // chunk_days)
-        dtype = pl.Float32() if config.features.dtype == "float32" else pl.Float64()
-        n_rows = 0
-        n_edges = 0
-        chunks = iter_feature_chunks(
-            prepared,
-            specs,
-            horizons,
-            tables=tables,
-            chunk_days=chunk_days,
-            normalization=config.normalization.method,
-            clip=config.normalization.clip,
-            dtype=dtype,
-        )
-        for index, chunk in enumerate(progress(chunks, "features", total=n_chunks)):
-            write_partitioned(chunk, tmp / FEATURES_DIR, index)
-            n_rows += chunk.height
-        if tables.edges is not None:
-            write_partitioned(tables.edges, tmp / GRAPHS_DIR, 0)
-            n_edges = tables.edges.height
-        metadata = _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons)
-        write_metadata(tmp, metadata)
-    seconds = time.perf_counter() - started
-    log.info("wrote %s: %d rows x %d features, %d graph edges in %.1fs", out, n_rows, len(specs), n_edges, seconds)
-    return BuildResult(
-        out_dir=out,
-        n_rows=n_rows,
-        n_codes=metadata.n_codes,
-        n_features=len(specs),
-        n_edges=n_edges,
-        date_min=dates[0],
-        date_max=dates[-1],
-        seconds=seconds,
-        metadata=metadata,
+    reason = _why_no_columns(family, config)
+    raise ConfigError(
+        f"--family: family {family!r} builds no column for this config ({reason}); "
+        f"families with columns: {present}"
     )
 
 
-def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons) -> DatasetMetadata:
-    dates = written.get_column("date")
-    return DatasetMetadata(**{
-        "kizashi_version": __version__,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": inputs.source,
-        "input_hashes": inputs.input_hashes,
-        "n_rows": n_rows,
-        "n_codes": written.get_column("code").n_unique(),
-        "n_days": dates.n_unique(),
-        "date_min": dates.min().isoformat(),
-        "date_max": dates.max().isoformat(),
-        "layout": {
-            "features": f"{FEATURES_DIR}/year=YYYY/part-NNN.parquet (rows sorted by date, code)",
-            "graphs": f"{GRAPHS_DIR}/year=YYYY/part-NNN.parquet",
-        },
-        "key_columns": ["code", "date", "sector"],
-        "feature_columns": [s.name for s in specs],
-        "columns": column_table(specs),
-        "families": dict(Counter(s.family for s in specs)),
-        "target_columns": target_columns(horizons),
-        "oracle_columns": [n for n in prepared.columns if n.startswith("oracle_")],
-        "normalization": dump_config(config.normalization),
-        "folds": [fold.to_dict() for fold in folds],
-        "graph": {"n_edges": n_edges, **dump_config(config.graph)},
-        "validation": [report.to_dict() for report in inputs.reports],
-        "adjustment": [vars(issue) for issue in inputs.adjustment_issues],
-        "notes": inputs.notes,
-        "config": dump_config(config),
-    })
+def _why_no_columns(family: str, config: DataBuildConfig) -> str:
+    """Why ``family`` builds no column for ``config``, naming the config key where one decides it."""
+    features = config.features
+    if family in features.exclude_families:
+        return "features.exclude_families lists it"
+    if features.families != "all" and family not in features.families:
+        return "features.families does not list it"
+    if family == "peers" and not config.graph.enabled:
+        return "its columns come from the correlation graphs and graph.enabled is false"
+    if family == "margin":
+        return "the inputs have no margin balances (input.margin)"
+    return "the inputs give it nothing to build"
+
+
+__all__ = ["BuildResult", "build_dataset", "check_data", "config_columns", "dataset_columns", "family_columns"]

@@ -45,10 +45,9 @@ from kizashi.config import PretrainConfig
 from kizashi.datasets.multi_timeframe import (
     MaskConfig,
     MultiTimeframeWindows,
-    TimeframeStats,
     collate_windows,
-    fit_window_stats,
 )
+from kizashi.datasets.statistics import WindowStats
 from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.errors import ConfigError
 from kizashi.evaluation.metrics import daily_ic
@@ -193,7 +192,7 @@ def run_finetune(
     bars, _, base = load_bar_series(config, base_timeframe=base_timeframe)
     if payload is not None:
         timeframes = list(payload["timeframes"])
-        stats = {tf: TimeframeStats(**values) for tf, values in payload["stats"].items()}
+        stats = WindowStats.from_dict(payload["stats"])
         seq_len, seq_lens = backbone.config.seq_len, backbone.config.seq_lens
     else:
         timeframes, seq_len, seq_lens = stage1_timeframes(config, base), config.windows.seq_len, None
@@ -201,7 +200,7 @@ def run_finetune(
     split = window_datasets(config, bars, base, timeframes, seq_len, MaskConfig(ratio=0.0), seq_lens, with_test=test)
     train, val = split.train, split.val
     if stats is None:
-        stats = fit_window_stats(train, config.windows.stats_windows, seed=config.seed)
+        stats = WindowStats.fit(train, config.windows.stats_windows, seed=config.seed)
         backbone = build_stage1_model(config, timeframes)
     datasets = [train, val] + ([split.test] if split.test is not None else [])
     for ds in datasets:

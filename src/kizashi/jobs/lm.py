@@ -52,7 +52,8 @@ from kizashi.training.callbacks import (
     SignalCheckpoint,
 )
 from kizashi.training.checkpoint_io import AtomicCheckpointIO
-from kizashi.training.lm_module import METRIC_COLUMNS, LMModule, LMRecorder
+from kizashi.training.callbacks.lm_recorder import METRIC_COLUMNS, LMRecorder
+from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import TrainingInterrupted, make_logger, resolve_precision
 
 log = logging.getLogger(__name__)

@@ -47,17 +47,16 @@ from kizashi.config import PretrainConfig, dump_config
 from kizashi.datasets.multi_timeframe import (
     MaskConfig,
     collate_windows,
-    fit_window_stats,
-    save_window_stats,
 )
+from kizashi.datasets.statistics import WindowStats
 from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.evaluation.pretrain_run import ENCODER_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
 from kizashi.profiling import PeakMemory
-from kizashi.training.callbacks import FiniteMean, GradientFlowAudit, NonFiniteGuard, step_loss
+from kizashi.training.callbacks import EpochRecorder, GradientFlowAudit, GradualUnfreezing, NonFiniteGuard
 from kizashi.training.stage1_module import Stage1Module
 from kizashi.training.runtime import make_logger, resolve_precision
 from kizashi.datasets.stage1_windows import load_bar_series, stage1_timeframes, window_datasets
-from kizashi.training.transfer import GradualUnfreezing, build_stage1_model, find_lm_adapter, fraction_frozen
+from kizashi.training.transfer import build_stage1_model, find_lm_adapter
 
 log = logging.getLogger(__name__)
 
@@ -68,41 +67,6 @@ class PretrainResult:
     out_dir: Path
     metrics: list[dict[str, float]]
     summary: dict[str, Any]
-
-
-class EpochRecorder(L.Callback):
-    """One metrics row per training epoch (see METRIC_COLUMNS), written at the epoch's end,
-    after its validation (the training loss is this epoch's mean, counted here)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-        self._started = time.perf_counter()
-        self._loss = FiniteMean()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._started = time.perf_counter()
-        self._loss.reset()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self._loss.add(step_loss(outputs))
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        adapter = find_lm_adapter(pl_module)
-        self.rows.append({
-            "epoch": trainer.current_epoch + 1,
-            "train_loss": self._loss.compute(),
-            "val_loss": metrics.get("val/loss", float("nan")),
-            "val_reconstruction": metrics.get("val/reconstruction", float("nan")),
-            "val_consistency": metrics.get("val/consistency", float("nan")),
-            "val_masked_corr": metrics.get("val/masked_corr", float("nan")),
-            "lm_frozen_fraction": fraction_frozen(adapter.lm_parameters()) if adapter is not None else float("nan"),
-            "epoch_seconds": time.perf_counter() - self._started,
-        })
-        row = self.rows[-1]
-        log.info("epoch %d: val reconstruction %.4f, masked corr %.4f, consistency %.4f (%.1f s)", row["epoch"],
-                 row["val_reconstruction"], row["val_masked_corr"], row["val_consistency"], row["epoch_seconds"])
 
 
 def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -> PretrainResult:
@@ -119,10 +83,10 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
                       synchronized=w.mask.synchronized)
     split = window_datasets(config, bars, base, timeframes, w.seq_len, mask)
     train, val, train_end = split.train, split.val, split.train_end
-    stats = fit_window_stats(train, w.stats_windows, seed=config.seed)
+    stats = WindowStats.fit(train, w.stats_windows, seed=config.seed)
     train.stats = val.stats = stats
-    save_window_stats(stats, out / "stats.json", **split.info(), val_end=str(config.val_end),
-                      timeframe_order=timeframes, **train.window_metadata())
+    stats.save(out / "stats.json", **split.info(), val_end=str(config.val_end),
+               timeframe_order=timeframes, **train.window_metadata())
     log.info("pretraining on %d symbols, timeframes %s: %d training windows (before %s), %d validation windows "
              "(from %s)", len(bars), timeframes, len(train), train_end, len(val), split.val_start)
 
@@ -173,7 +137,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     write_csv_atomic(out / METRICS_FILE, recorder.rows, METRIC_COLUMNS)
-    stats_json = {tf: dataclasses.asdict(s) for tf, s in stats.items()}
+    stats_json = stats.to_dict()
     with atomic_path(out / ENCODER_FILE) as tmp:
         torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
                     "stats": stats_json, "timeframes": timeframes}, tmp)

@@ -74,7 +74,6 @@ from kizashi.datasets import (
     DeviceFeaturePanel,
     FeatureStats,
     collate_days,
-    fit_feature_stats,
     fold_day_indices,
     panel_bytes,
 )
@@ -470,7 +469,7 @@ def _fold_loaders(
     day datasets and their loaders: train (resumable shuffle from seed + fold), val, test.
     ``with_features=False``: batches without ``x`` / ``mask`` (a device panel fills them)."""
     days = fold_day_indices(cache, fold)
-    stats = fit_feature_stats(cache, days.train)
+    stats = FeatureStats.fit(cache, days.train)
     if _is_global_zero():
         stats.save(fold_dir / STATS_FILE)
     datasets = {}

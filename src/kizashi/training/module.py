@@ -8,8 +8,9 @@
 ``ForecastModule`` wraps any model of :func:`kizashi.models.create_model` whose forward
 takes such a batch and returns ``point`` and ``quantiles``. It owns the loss, AdamW over
 :func:`kizashi.models.optim.param_groups` (no weight decay on norms/biases, per-module lr
-factors) with an optional linear warm-up, and validation RankIC per horizon. Everything
-else (EMA, gradient audit, NaN guard, signal checkpoints, OOM recovery) is a callback
+factors) with an optional linear warm-up (:class:`~kizashi.training.schedules.WarmupCosine`
+without decay), and validation RankIC per horizon. Everything else (EMA, gradient audit,
+NaN guard, signal checkpoints, OOM recovery) is a callback
 (``kizashi.training.callbacks``); gradient clipping and bf16 autocast are the Trainer's.
 
 Features on the device: after :meth:`ForecastModule.attach_panel`, batches without ``x``
@@ -41,11 +42,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kizashi.datasets.day_panel import FeatureStats
+from kizashi.datasets.statistics import FeatureStats
 from kizashi.datasets.device_panel import DeviceFeaturePanel
 from kizashi.evaluation.metrics import daily_ic
 from kizashi.models.losses import ForecastLoss, LossConfig
 from kizashi.models.optim import param_groups
+from kizashi.training.schedules import per_step, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +88,6 @@ def split_day_batch(batch: Mapping[str, Any], n_parts: int) -> list[dict[str, An
                 part["edge_attr"] = edge_attr[keep]
         parts.append(part)
     return parts
-
-
-class LinearWarmup:
-    """Learning-rate factor ``min(1, (step + 1) / warmup_steps)`` (the first step already
-    moves the weights)."""
-
-    def __init__(self, warmup_steps: int) -> None:
-        self.warmup_steps = max(1, int(warmup_steps))
-
-    def __call__(self, step: int) -> float:
-        return min(1.0, (step + 1) / self.warmup_steps)
 
 
 class ForecastModule(L.LightningModule):
@@ -290,8 +281,7 @@ class ForecastModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         if self.warmup_steps <= 0:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LinearWarmup(self.warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return per_step(optimizer, warmup_cosine(optimizer, self.warmup_steps))
 
 
 def daily_rank_ic_sums(day: np.ndarray, prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ positions and OHLC channels of all timeframes, pooled). The optimizer is AdamW o
 :func:`kizashi.training.transfer.transfer_param_groups` (a pretrained LM at
 ``lm_learning_rate_factor`` x ``lr``) with an optional linear warm-up, or, given
 ``total_steps``, a one-cycle schedule (10% warm-up, cosine decay; each group keeps its own
-peak learning rate).
+peak learning rate); both from :mod:`kizashi.training.schedules`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch import Tensor
 
 from kizashi.data.timeframes import timeframe_minutes
 from kizashi.models.stage1 import Stage1Model, grouped_consistency, masked_reconstruction_loss
-from kizashi.training.module import LinearWarmup
+from kizashi.training.schedules import one_cycle, per_step, warmup_cosine
 from kizashi.training.transfer import transfer_param_groups
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,7 @@ class Stage1Module(L.LightningModule):
         groups = transfer_param_groups(self.model, self.lr, self.weight_decay, self.lm_learning_rate_factor)
         optimizer = torch.optim.AdamW(groups, lr=self.lr)
         if self.total_steps is not None:  # one cycle: warm-up over 10%, cosine decay to ~0
-            max_lr = [group["lr"] for group in optimizer.param_groups]
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=self.total_steps,
-                                                            pct_start=0.1)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return per_step(optimizer, one_cycle(optimizer, self.total_steps, pct_start=0.1))
         if self.warmup_steps <= 0:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LinearWarmup(self.warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return per_step(optimizer, warmup_cosine(optimizer, self.warmup_steps))

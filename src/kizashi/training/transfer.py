@@ -1,12 +1,13 @@
 """Transfer-learning controls for a pretrained language-model encoder (Stage-1's
 ``transfer_learning`` keys): gradual unfreezing and the LM's learning-rate factor.
 
-* :class:`GradualUnfreezing` (a Lightning callback): the LM's pretrained parameters are
-  frozen for the first ``freeze_epochs`` epochs. Then either everything is unfrozen at once
-  (``blocks_per_epoch=None``) or ``blocks_per_epoch`` more encoder blocks per epoch, from the
-  top block down; the LM's other parameters (embeddings, position bias, final norm) are
-  unfrozen with the bottom block. The state is a function of the epoch number only, so a
-  resumed run continues the same schedule.
+* :func:`unfrozen_blocks` / :func:`apply_unfreezing`: the unfreezing schedule that the
+  :class:`~kizashi.training.callbacks.GradualUnfreezing` callback applies. The LM's
+  pretrained parameters are frozen for the first ``freeze_epochs`` epochs. Then either
+  everything is unfrozen at once (``blocks_per_epoch=None``) or ``blocks_per_epoch`` more
+  encoder blocks per epoch, from the top block down; the LM's other parameters (embeddings,
+  position bias, final norm) are unfrozen with the bottom block. The state is a function of
+  the epoch number only, so a resumed run continues the same schedule.
 * :func:`transfer_param_groups`: the optimizer's groups with the LM at
   ``lm_learning_rate_factor`` x the base learning rate, frozen LM parameters included (the
   optimizer skips them until they have gradients), no weight decay on norms and biases.
@@ -19,17 +20,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from kizashi.config import PretrainConfig
 from kizashi.errors import ConfigError
 from kizashi.models import create_model
-from kizashi.models.stage1 import Stage1Config, Stage1Model
-
 from kizashi.models.lm_adapter import LMEncoderAdapter
 from kizashi.models.optim import param_groups
+from kizashi.models.stage1 import Stage1Config, Stage1Model
 
 log = logging.getLogger(__name__)
 
@@ -76,42 +75,6 @@ def apply_unfreezing(adapter: LMEncoderAdapter, n_unfrozen: int) -> None:
             p.requires_grad_(n_unfrozen >= n_blocks)
 
 
-class GradualUnfreezing(L.Callback):
-    """Freeze the LM for ``freeze_epochs`` epochs, then unfreeze it (all at once, or
-    ``blocks_per_epoch`` blocks per epoch from the top). Logs ``transfer/lm_frozen_fraction``.
-    Does nothing for a model without an LM adapter."""
-
-    def __init__(self, freeze_epochs: int, blocks_per_epoch: int | None = None) -> None:
-        if freeze_epochs < 0:
-            raise ValueError(f"freeze_epochs must be >= 0, got {freeze_epochs}")
-        if blocks_per_epoch is not None and blocks_per_epoch < 1:
-            raise ValueError(f"blocks_per_epoch must be >= 1 or None, got {blocks_per_epoch}")
-        self.freeze_epochs = int(freeze_epochs)
-        self.blocks_per_epoch = blocks_per_epoch
-        self.frozen_fraction: float | None = None
-
-    def _apply(self, trainer: Any, pl_module: nn.Module) -> None:
-        adapter = find_lm_adapter(pl_module)
-        if adapter is None:
-            return
-        n_blocks = len(adapter.lm_blocks())
-        n = unfrozen_blocks(trainer.current_epoch, self.freeze_epochs, n_blocks, self.blocks_per_epoch)
-        apply_unfreezing(adapter, n)
-        fraction = fraction_frozen(adapter.lm_parameters())
-        if fraction != self.frozen_fraction:
-            log.info("epoch %d: language model %.0f%% frozen (%d of %d blocks trainable)",
-                     trainer.current_epoch, 100 * fraction, n, n_blocks)
-        self.frozen_fraction = fraction
-
-    def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._apply(trainer, pl_module)
-
-    def on_train_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        self._apply(trainer, pl_module)
-        if hasattr(pl_module, "log") and self.frozen_fraction is not None and getattr(trainer, "logger", None):
-            pl_module.log("transfer/lm_frozen_fraction", self.frozen_fraction, on_step=False, on_epoch=True)
-
-
 def transfer_param_groups(
     model: nn.Module, lr: float, weight_decay: float, lm_learning_rate_factor: float = 1.0
 ) -> list[dict[str, Any]]:
@@ -142,8 +105,6 @@ def build_stage1_model(config: PretrainConfig, timeframes: list[str]) -> Stage1M
         return create_model(spec.name, spec.preset, **overrides)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model: {err}") from None
-
-
 
 
 def load_pretrained(path: str | Path) -> tuple[Stage1Model, dict[str, Any]]:

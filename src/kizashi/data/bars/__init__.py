@@ -8,9 +8,10 @@ The input layer of Stage-1 multi-timeframe pretraining. Three steps, each a func
        timestamp  Datetime("us", "UTC")   the bar's OPEN time, as in the raw file
        open, high, low, close, volume     Float64
 
-2. :func:`validate_bars` checks that frame and returns ``(bars, BarReport)``: the bars sorted
-   by time with one row per timestamp and a Boolean ``invalid_range`` column, and a report
-   with counts and examples of every problem (duplicated timestamps, rows out of order,
+2. :func:`validate_bars` checks that frame and returns ``(bars, report)``: the bars sorted
+   by time with one row per timestamp and a Boolean ``invalid_range`` column, and a
+   :class:`~kizashi.data.report.ValidationReport` (kind ``"bars"``) with counts and
+   examples of every problem (duplicated timestamps, rows out of order,
    invalid price ranges, gaps, ...) plus the base timeframe read from the data.
 
 3. :func:`resample_bars` / :func:`build_timeframes` aggregate validated base bars into
@@ -40,12 +41,13 @@ multi-timeframe windows never see an unfinished coarse bar. For trading sessions
 than a bucket (stocks: 14:30-21:00 UTC) the coarse bar becomes visible only at the bucket's
 end (a d1 bar at the next 00:00 UTC), which is late but never early.
 
-Modules (imports flow one way: ``read``, ``validate`` and ``resample`` each use only
-``_common``; none imports another):
+Modules (``read``, ``validate`` and ``resample`` each use ``_common``; none imports
+another):
 
 - :mod:`~kizashi.data.bars.read`: column matching, timestamp / number parsing, :func:`read_bars`.
-- :mod:`~kizashi.data.bars.validate`: :class:`BarReport`, :class:`Gap`, :class:`RowExample`,
-  :func:`validate_bars` (duplicates, order, ranges, base timeframe, gaps).
+- :mod:`~kizashi.data.bars.validate`: :func:`validate_bars` (duplicates, order, ranges,
+  base timeframe, gaps); its report, :class:`Gap` and :class:`RowExample` are those of
+  :mod:`kizashi.data.report`.
 - :mod:`~kizashi.data.bars.resample`: :func:`resample_bars`, :func:`build_timeframes`,
   :func:`bar_close_times`, :func:`visible_coarse_index`.
 - :mod:`~kizashi.data.bars._common`: column names and constants shared by the three.
@@ -70,13 +72,8 @@ from kizashi.data.bars.resample import (
     resample_bars,
     visible_coarse_index,
 )
-from kizashi.data.bars.validate import (
-    BarReport,
-    DuplicatePolicy,
-    Gap,
-    RowExample,
-    validate_bars,
-)
+from kizashi.data.bars.validate import DuplicatePolicy, validate_bars
+from kizashi.data.report import Gap, RowExample, ValidationReport
 
 __all__ = [
     "BAR_COLUMNS",
@@ -90,10 +87,10 @@ __all__ = [
     "TIMESTAMP",
     "UTC_DATETIME",
     "VALUE_COLUMNS",
-    "BarReport",
     "DuplicatePolicy",
     "Gap",
     "RowExample",
+    "ValidationReport",
     "bar_close_times",
     "build_timeframes",
     "read_bars",

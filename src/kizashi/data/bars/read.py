@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from kizashi.data.bars._common import N_EXAMPLES, TIMESTAMP, UTC_DATETIME, VALUE_COLUMNS
-from kizashi.data.readers import read_table
+from kizashi.data.panel.read import read_table
 from kizashi.errors import DataValidationError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Validation of one bar series: :func:`validate_bars` and its :class:`BarReport`.
+"""Validation of one bar series: :func:`validate_bars`, reported in a
+:class:`~kizashi.data.report.ValidationReport` of kind ``"bars"``.
 
 Validation policy (see :func:`validate_bars`): duplicated timestamps are an error unless a
 policy keeps the ``first`` or ``last`` row (never merged or averaged); rows out of order are
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import polars as pl
 
@@ -27,6 +26,14 @@ from kizashi.data.bars._common import (
     US_PER_MINUTE,
     VALUE_COLUMNS,
 )
+from kizashi.data.report import (
+    BAR_KIND,
+    ROW_TMP,
+    Gap,
+    RowExample,
+    ValidationIssue,
+    ValidationReport,
+)
 from kizashi.data.timeframes import timeframe_minutes, timeframe_name
 from kizashi.errors import DataValidationError
 
@@ -34,175 +41,7 @@ log = logging.getLogger(__name__)
 
 DuplicatePolicy = Literal["error", "first", "last"]
 
-_ROW = "__kizashi_row__"
-
-
-@dataclass(frozen=True)
-class RowExample:
-    """One example of a problem: the 1-based input row, its timestamp and what is wrong."""
-
-    row: int
-    timestamp: dt.datetime | None
-    detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "row": self.row,
-            "timestamp": self.timestamp.isoformat() if self.timestamp else None,
-            "detail": self.detail,
-        }
-
-    def __str__(self) -> str:
-        return f"row {self.row} @ {_fmt_time(self.timestamp)}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Consecutive bars further apart than the base timeframe.
-
-    ``start`` / ``end`` are the open times of the bars on either side of the gap;
-    ``missing_bars`` the base-grid slots strictly between them."""
-
-    start: dt.datetime
-    end: dt.datetime
-    missing_bars: int
-
-    @property
-    def duration(self) -> dt.timedelta:
-        return self.end - self.start
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "missing_bars": self.missing_bars,
-        }
-
-    def __str__(self) -> str:
-        return (
-            f"{_fmt_time(self.start)} -> {_fmt_time(self.end)}: "
-            f"{self.missing_bars} bar(s) missing ({self.duration})"
-        )
-
-
-@dataclass(frozen=True)
-class BarReport:
-    """What :func:`validate_bars` found in one bar series (JSON-safe via :meth:`to_dict`).
-
-    Counts refer to input rows unless said otherwise; example rows are 1-based input rows
-    (= data rows of the file for a frame from :func:`read_bars`), at most 5 per check.
-    """
-
-    source: str
-    n_rows_in: int
-    n_bars: int  # rows out: one per timestamp, sorted
-    base_timeframe: str
-    n_intervals_at_base: int  # consecutive bar pairs exactly one base timeframe apart
-    first_timestamp: dt.datetime | None
-    last_timestamp: dt.datetime | None
-    duplicate_policy: str
-    n_duplicate_timestamps: int  # distinct timestamps that occur on more than one row
-    n_duplicate_rows_dropped: int  # rows removed by the policy ("first"/"last")
-    n_conflicting_duplicates: int  # duplicated timestamps whose rows differ in a value
-    duplicate_examples: tuple[RowExample, ...]
-    n_out_of_order: int  # rows earlier than the row just before them (sorted in the output)
-    out_of_order_examples: tuple[RowExample, ...]
-    n_invalid_range: int  # output bars flagged invalid_range (any of the four below)
-    n_high_below_low: int
-    n_open_outside_range: int
-    n_close_outside_range: int
-    n_nonpositive_price: int
-    invalid_range_examples: tuple[RowExample, ...]
-    n_off_grid: int  # output bars whose open time is not a multiple of the base timeframe
-    off_grid_examples: tuple[RowExample, ...]
-    n_gaps: int
-    n_missing_bars: int
-    largest_gaps: tuple[Gap, ...]
-
-    def summary(self) -> str:
-        """A few human-readable lines: the totals, then one line per check with examples."""
-        share = (
-            f"{self.n_intervals_at_base / (self.n_bars - 1):.1%} of intervals"
-            if self.n_bars > 1
-            else "set, not inferred"
-        )
-        span = f"{_fmt_time(self.first_timestamp)} .. {_fmt_time(self.last_timestamp)}"
-        head = (
-            f"{self.source}: {self.n_rows_in} rows in, {self.n_bars} bars out, base timeframe "
-            f"{self.base_timeframe} ({share}), {span} (bar open times)"
-        )
-        lines = [head]
-
-        def section(title: str, examples: Sequence[object]) -> None:
-            lines.append(f"  {title}")
-            lines.extend(f"      e.g. {example}" for example in examples)
-
-        if self.n_duplicate_timestamps:
-            section(
-                f"duplicated timestamps: {self.n_duplicate_timestamps} timestamp(s), "
-                f"{self.n_conflicting_duplicates} with differing values; policy "
-                f"{self.duplicate_policy!r}: kept one row each, dropped "
-                f"{self.n_duplicate_rows_dropped} row(s)",
-                self.duplicate_examples,
-            )
-        else:
-            lines.append("  duplicated timestamps: none")
-        if self.n_out_of_order:
-            section(
-                f"out of order: {self.n_out_of_order} row(s) earlier than the row before them; "
-                "output sorted by timestamp",
-                self.out_of_order_examples,
-            )
-        else:
-            lines.append("  out of order: none")
-        if self.n_invalid_range:
-            section(
-                f"invalid price range: {self.n_invalid_range} bar(s) kept and flagged "
-                f"invalid_range (high < low: {self.n_high_below_low}, open outside "
-                f"[low, high]: {self.n_open_outside_range}, close outside: "
-                f"{self.n_close_outside_range}, price <= 0: {self.n_nonpositive_price})",
-                self.invalid_range_examples,
-            )
-        else:
-            lines.append("  invalid price range: none")
-        if self.n_off_grid:
-            section(
-                f"off the {self.base_timeframe} grid: {self.n_off_grid} bar(s) whose open time "
-                "is not a multiple of the base timeframe (resampling refuses them)",
-                self.off_grid_examples,
-            )
-        if self.n_gaps:
-            section(
-                f"gaps: {self.n_gaps}, {self.n_missing_bars} {self.base_timeframe} bar(s) missing "
-                f"in all; largest:",
-                self.largest_gaps,
-            )
-        else:
-            lines.append("  gaps: none")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict: datetimes as ISO strings, examples as dicts."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, dt.datetime):
-                value = value.isoformat()
-            elif isinstance(value, tuple):
-                value = [item.to_dict() for item in value]
-            out[name] = value
-        return out
-
-
-def _fmt_time(value: dt.datetime | None) -> str:
-    if value is None:
-        return "-"
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC)
-    text = value.strftime("%Y-%m-%d %H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + " UTC"
+_ROW = ROW_TMP
 
 
 def _as_bar_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -291,6 +130,81 @@ def _infer_base_minutes(
     return minutes, n_mode, errors
 
 
+def _examples_text(examples: tuple[object, ...]) -> str:
+    return "\n".join(f"e.g. {example}" for example in examples)
+
+
+def _bar_issues(report: ValidationReport) -> list[ValidationIssue]:
+    """One issue per bar check that found something (the bar fields hold the details)."""
+    issues: list[ValidationIssue] = []
+    base = report.base_timeframe
+    if report.n_duplicate_rows_dropped:
+        issues.append(
+            ValidationIssue(
+                "duplicate_rows",
+                TIMESTAMP,
+                report.n_duplicate_rows_dropped,
+                "dropped",
+                f"{report.n_duplicate_timestamps} duplicated timestamp(s) "
+                f"({report.n_conflicting_duplicates} with differing values): kept the "
+                f"{report.duplicate_policy} row of each, dropped "
+                f"{report.n_duplicate_rows_dropped} row(s)",
+                _examples_text(report.duplicate_examples),
+            )
+        )
+    if report.n_out_of_order:
+        issues.append(
+            ValidationIssue(
+                "unsorted",
+                TIMESTAMP,
+                report.n_out_of_order,
+                "info",
+                f"{report.n_out_of_order} row(s) earlier than the row before them; "
+                "sorted by timestamp",
+                _examples_text(report.out_of_order_examples),
+            )
+        )
+    if report.n_invalid_range:
+        issues.append(
+            ValidationIssue(
+                INVALID_RANGE,
+                ", ".join(PRICE_COLUMNS),
+                report.n_invalid_range,
+                "info",
+                f"{report.n_invalid_range} bar(s) kept and flagged {INVALID_RANGE} (high < low: "
+                f"{report.n_high_below_low}, open outside [low, high]: "
+                f"{report.n_open_outside_range}, close outside: {report.n_close_outside_range}, "
+                f"price <= 0: {report.n_nonpositive_price})",
+                _examples_text(report.invalid_range_examples),
+            )
+        )
+    if report.n_off_grid:
+        issues.append(
+            ValidationIssue(
+                "off_grid",
+                TIMESTAMP,
+                report.n_off_grid,
+                "info",
+                f"{report.n_off_grid} bar(s) whose open time is not a multiple of {base} since "
+                "the epoch (resampling refuses them)",
+                _examples_text(report.off_grid_examples),
+            )
+        )
+    if report.n_gaps:
+        issues.append(
+            ValidationIssue(
+                "gaps",
+                TIMESTAMP,
+                report.n_gaps,
+                "info",
+                f"{report.n_gaps} gap(s), {report.n_missing_bars} {base} bar(s) missing in all "
+                "(largest first)",
+                _examples_text(report.largest_gaps),
+            )
+        )
+    return issues
+
+
 def _raise_errors(source: str, errors: list[tuple[str, tuple[RowExample, ...]]]) -> None:
     lines = [f"{source}: bars failed validation ({len(errors)} error(s)):"]
     for message, examples in errors:
@@ -305,7 +219,7 @@ def validate_bars(
     source: str = "bars",
     duplicates: DuplicatePolicy = "error",
     expected_timeframe: str | None = None,
-) -> tuple[pl.DataFrame, BarReport]:
+) -> tuple[pl.DataFrame, ValidationReport]:
     """Check one bar series; return ``(bars, report)``.
 
     Args:
@@ -321,7 +235,8 @@ def validate_bars(
     Returns:
         ``bars``: ``[M, 7]`` sorted by ``timestamp``, one row per timestamp, columns
         ``timestamp, open, high, low, close, volume, invalid_range`` (Boolean).
-        ``report``: a :class:`BarReport` (its summary is logged at INFO; gaps, rows out of
+        ``report``: a :class:`~kizashi.data.report.ValidationReport` of kind ``"bars"``
+        with the bar fields set and one issue per check that found something (its summary is logged at INFO; gaps, rows out of
         order, dropped duplicates, flagged and off-grid bars are logged as warnings).
 
     Checks and what each one does:
@@ -497,14 +412,18 @@ def validate_bars(
         _raise_errors(source, errors)
 
     out = kept.drop(_ROW)
-    report = BarReport(
+    first_ts, last_ts = out.item(0, TIMESTAMP), out.item(-1, TIMESTAMP)
+    report = ValidationReport(
         source=source,
         n_rows_in=n_in,
-        n_bars=out.height,
+        n_rows_out=out.height,
+        date_min=first_ts.date(),
+        date_max=last_ts.date(),
+        kind=BAR_KIND,
         base_timeframe=base,
         n_intervals_at_base=n_at_base,
-        first_timestamp=out.item(0, TIMESTAMP),
-        last_timestamp=out.item(-1, TIMESTAMP),
+        first_timestamp=first_ts,
+        last_timestamp=last_ts,
         duplicate_policy=duplicates,
         n_duplicate_timestamps=n_dup_ts,
         n_duplicate_rows_dropped=n_dropped,
@@ -524,7 +443,8 @@ def validate_bars(
         n_missing_bars=n_missing,
         largest_gaps=largest_gaps,
     )
-    if n_in != out.height + n_dropped:  # a bug here, never a data problem
+    report.issues.extend(_bar_issues(report))
+    if n_in != out.height + report.n_dropped:  # a bug here, never a data problem
         raise AssertionError(
             f"{source}: row ledger broken: {n_in} in != {out.height} out + {n_dropped} dropped"
         )

@@ -2,7 +2,7 @@
 
 Tests use these bars to exercise the intraday readers and the bar resampler, and Stage-1
 multi-timeframe pretraining uses them as its default data when no real bars are given.
-Unlike the daily market in :mod:`kizashi.data.synthetic`, there is no planted signal: the
+Unlike the daily market in :mod:`kizashi.data.synthetic.daily`, there is no planted signal: the
 bars only look like real markets (volatility clustering, intraday seasonality, heavy tails,
 jumps, correlated symbols, volume that rises with volatility).
 

@@ -1,9 +1,11 @@
-"""Validation of raw inputs: clear errors, counted repairs, nothing silently dropped.
+"""Validation of the daily panel, sector tables and margin balances: clear errors, counted
+repairs, nothing silently dropped.
 
-Each ``validate_*`` function casts a raw frame (see :mod:`kizashi.data.readers`) to the
+Each ``validate_*`` function casts a raw frame (see :mod:`kizashi.data.panel.read`) to the
 canonical dtypes of :mod:`kizashi.data.schema`, checks it rule by rule with Polars
 expressions over the whole frame, and returns ``(clean frame, report)``. Every rule ends
-in one of four actions, recorded as a :class:`ValidationIssue` with a count and example rows:
+in one of four actions, recorded as a :class:`~kizashi.data.report.ValidationIssue` (in the input's
+:class:`~kizashi.data.report.ValidationReport`) with a count and example rows:
 
 - ``error``: the data cannot be used as it is. All errors are collected, then raised
   together as one :class:`~kizashi.errors.DataValidationError` naming the file, the column
@@ -13,7 +15,9 @@ in one of four actions, recorded as a :class:`ValidationIssue` with a count and 
 - ``repaired``: values changed in place (e.g. a null split coefficient read as 1.0).
 - ``info``: a fact worth knowing that changes nothing (gaps, sort order, zero-volume bars).
 
-Panel rules, in order (``row`` in the examples is the 1-based data row of the input):
+Panel rules, in order (``row`` in the examples is the 1-based data row of the input); each
+is one ``_rule_*`` function, and :data:`PANEL_RULES` lists them in the order
+:func:`validate_panel` applies them:
 
 1. ``missing_columns`` / ``duplicated_columns`` (error; stops validation).
 2. ``unparsable_values`` — strict casts: code to Utf8 (integer codes such as 86970 become
@@ -26,7 +30,8 @@ Panel rules, in order (``row`` in the examples is the 1-based data row of the in
    is a duplicate (rule 10). ``code_case_variants`` (info, ``code_case: keep``): codes that
    differ only by letter case (``aal``, ``AAL``), kept as separate stocks. The sector
    table and margin balances get the same normalization, so their codes still join.
-4. ``null_keys`` — null code or date (error; a code of only whitespace is null).
+   ``extra_columns`` (info): columns not in the schema, kept as they are.
+4. null code or date (``null_values``, error; a code of only whitespace is null).
 5. ``unsorted`` — sorted by (code, date) (info).
 6. ``null_adjustment`` — null adjustment_factor / split_coefficient read as 1.0 and null
    dividend_amount as 0.0 (repaired).
@@ -71,12 +76,10 @@ row whose (code, date) keeps another row moves nothing (that row stands for the 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -94,16 +97,10 @@ from kizashi.data.schema import (
     REQUIRED_PANEL_COLUMNS,
     SECTOR,
 )
-from kizashi.errors import DataValidationError
+from kizashi.data.report import ROW_TMP, Action, ValidationIssue, ValidationReport, format_examples
 
 log = logging.getLogger(__name__)
 
-Action = Literal["error", "dropped", "repaired", "info"]
-
-ROW = "row"
-"""Name of the 1-based input row number shown in examples (kept only while validating)."""
-_ROW_TMP = "__kizashi_row__"
-N_EXAMPLES = 5
 UNKNOWN_SECTOR = "UNKNOWN"
 DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y.%m.%d")
 # Corporate-action columns: how dropped rows' values are carried to the next kept row.
@@ -111,121 +108,7 @@ _CARRY_PRODUCT = ("adjustment_factor", "split_coefficient")
 _CARRY_SUM = ("dividend_amount",)
 
 
-# --------------------------------------------------------------------------- report
-
-
-@dataclass
-class ValidationIssue:
-    """One rule's outcome: how many rows/values, what was done, and example rows as text."""
-
-    rule: str
-    column: str | None
-    count: int
-    action: Action
-    message: str
-    examples: str = ""
-
-
-@dataclass
-class ValidationReport:
-    """What validation found in one input. ``n_rows_in == n_rows_out + dropped - added``."""
-
-    source: str
-    n_rows_in: int
-    n_rows_out: int = 0
-    n_codes: int = 0
-    date_min: dt.date | None = None
-    date_max: dt.date | None = None
-    issues: list[ValidationIssue] = field(default_factory=list)
-    kind: str = "daily panel"
-    n_rows_added: int = 0
-
-    @property
-    def errors(self) -> list[ValidationIssue]:
-        return [issue for issue in self.issues if issue.action == "error"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @property
-    def n_dropped(self) -> int:
-        return sum(issue.count for issue in self.issues if issue.action == "dropped")
-
-    def counts(self) -> dict[str, int]:
-        """``{rule: count}`` over all issues (a rule found on several columns is summed)."""
-        out: dict[str, int] = {}
-        for issue in self.issues:
-            out[issue.rule] = out.get(issue.rule, 0) + issue.count
-        return out
-
-    def issue(self, rule: str) -> ValidationIssue | None:
-        return next((i for i in self.issues if i.rule == rule), None)
-
-    def error_message(self) -> str:
-        errors = self.errors
-        lines = [f"{self.source}: {self.kind} failed validation ({len(errors)} error(s)):"]
-        for issue in errors:
-            column = f" column `{issue.column}`" if issue.column else ""
-            lines.append(f"- [{issue.rule}]{column}: {issue.message}")
-            if issue.examples:
-                lines.extend("    " + line for line in issue.examples.splitlines())
-        return "\n".join(lines)
-
-    def raise_if_errors(self) -> None:
-        if self.errors:
-            raise DataValidationError(self.error_message())
-
-    def summary(self) -> str:
-        """A few lines for logs and reports."""
-        lines = [
-            f"{self.source}: {self.kind}: {self.n_rows_in} rows in, {self.n_rows_out} out, "
-            f"{self.n_codes} codes, {self.date_min} .. {self.date_max}"
-        ]
-        for issue in self.issues:
-            column = f" [{issue.column}]" if issue.column else ""
-            lines.append(
-                f"  {issue.action:8s} {issue.rule}{column}: {issue.count} — {issue.message}"
-            )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (dates as ISO strings)."""
-        return {
-            "source": self.source,
-            "kind": self.kind,
-            "n_rows_in": self.n_rows_in,
-            "n_rows_out": self.n_rows_out,
-            "n_rows_added": self.n_rows_added,
-            "n_codes": self.n_codes,
-            "date_min": self.date_min.isoformat() if self.date_min else None,
-            "date_max": self.date_max.isoformat() if self.date_max else None,
-            "ok": self.ok,
-            "issues": [asdict(issue) for issue in self.issues],
-        }
-
-
-def format_examples(rows: pl.DataFrame, n: int = N_EXAMPLES) -> str:
-    """A small text table of example rows (the first ``n``)."""
-    if rows.is_empty():
-        return ""
-    shown = rows.head(n)
-    if _ROW_TMP in shown.columns:
-        name = ROW if ROW not in shown.columns else "input_row"
-        shown = shown.rename({_ROW_TMP: name})
-    with pl.Config(
-        tbl_rows=n,
-        tbl_cols=-1,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        tbl_formatting="ASCII_MARKDOWN",
-        tbl_width_chars=240,
-        fmt_str_lengths=48,
-        float_precision=None,
-    ):
-        text = str(shown)
-    more = rows.height - shown.height
-    return text + (f"\n… and {more} more row(s)" if more > 0 else "")
+# --------------------------------------------------------------------------- recorder
 
 
 class _Recorder:
@@ -264,8 +147,8 @@ class _Recorder:
     def finish(
         self, df: pl.DataFrame, raise_on_error: bool, *, dated: bool = True
     ) -> tuple[pl.DataFrame, ValidationReport]:
-        if _ROW_TMP in df.columns:
-            df = df.drop(_ROW_TMP)
+        if ROW_TMP in df.columns:
+            df = df.drop(ROW_TMP)
         report = self.report
         report.n_rows_out = df.height
         if CODE in df.columns:
@@ -291,7 +174,7 @@ class _Recorder:
 
 
 def _example_columns(df: pl.DataFrame, *columns: str) -> list[str]:
-    wanted = [_ROW_TMP, CODE, DATE, *columns]
+    wanted = [ROW_TMP, CODE, DATE, *columns]
     seen: list[str] = []
     for name in wanted:
         if name in df.columns and name not in seen:
@@ -315,7 +198,7 @@ def _sort_by_code_date(df: pl.DataFrame, rec: _Recorder) -> pl.DataFrame:
         "info",
         f"input not sorted by (code, date) ({n_unsorted} row(s) out of order); sorted",
     )
-    return df.sort(CODE, DATE, _ROW_TMP, nulls_last=True)
+    return df.sort(CODE, DATE, ROW_TMP, nulls_last=True)
 
 
 def _check_columns(df: pl.DataFrame, required: Iterable[str], rec: _Recorder, hint: str) -> bool:
@@ -691,7 +574,7 @@ def _resolve_duplicates(
     an error or resolved by ``config.on_duplicate`` in input order. ``duplicated_before``
     (row, code, date) lists the rows of duplicated keys before the invalid rows were
     dropped, so that the report says how many of them went as invalid."""
-    dropped_as_invalid = duplicated_before.join(df.select(_ROW_TMP), on=_ROW_TMP, how="anti")
+    dropped_as_invalid = duplicated_before.join(df.select(ROW_TMP), on=ROW_TMP, how="anti")
     n_invalid = dropped_as_invalid.height
     earlier = (
         f"; {n_invalid} other row(s) of duplicated keys had been dropped as invalid (counted under "
@@ -747,7 +630,7 @@ def _price_jump_flags(df: pl.DataFrame, factor: float) -> pl.DataFrame:
     """Rule 11 on a frame sorted by (code, date): ``__jump`` (bool) with the day's and the
     next day's log return (``log_return``, ``next_log_return``) and neighbouring closes.
 
-    The returns are those :func:`kizashi.data.adjust.adjust_prices` will produce: the close
+    The returns are those :func:`kizashi.data.panel.adjust.adjust_prices` will produce: the close
     corrected by the day's ``adjustment_factor`` (or else ``split_coefficient``), or the
     ``adjusted_close`` series when it is the only adjustment column.
     """
@@ -835,52 +718,77 @@ def _check_price_jumps(df: pl.DataFrame, config: InputConfig, rec: _Recorder) ->
     return df
 
 
-def validate_panel(
-    df: pl.DataFrame, source: str, config: InputConfig, *, raise_on_error: bool = True
-) -> tuple[pl.DataFrame, ValidationReport]:
-    """Validate and clean a raw daily panel (see the module docstring for the rules).
+@dataclass
+class _PanelState:
+    """What the panel rules share: the config, the recorder, and whether to stop."""
 
-    Returns the panel with canonical dtypes, sorted by (code, date), and its report. With
-    ``raise_on_error`` (default) any error raises one :class:`DataValidationError` listing
-    all of them; otherwise the report carries them and the frame is as far as validation got.
-    """
-    rec = _Recorder(source, "daily panel", df.height)
+    config: InputConfig
+    rec: _Recorder
+    stop: bool = False
+    duplicated_before: pl.DataFrame | None = None  # rows of duplicated keys, before the drops
+
+
+_PanelRule = Callable[[pl.DataFrame, _PanelState], pl.DataFrame]
+
+
+def _rule_columns(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 1: ``missing_columns`` / ``duplicated_columns`` (error; stops)."""
     hint = (
-        f"(column preset {config.preset!r}; "
+        f"(column preset {state.config.preset!r}; "
         "map other names with input.columns: {source: canonical})"
     )
-    if not _check_columns(df, REQUIRED_PANEL_COLUMNS, rec, hint):
-        return rec.finish(df, raise_on_error)
-    df = df.with_row_index(_ROW_TMP, offset=1)
-    df = _coerce(df, PANEL_DTYPES, rec)
-    if rec.has_errors:
-        return rec.finish(df, raise_on_error)
-    df = _normalize_codes(df, config, rec)
+    state.stop = not _check_columns(df, REQUIRED_PANEL_COLUMNS, state.rec, hint)
+    return df
+
+
+def _rule_dtypes(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 2: ``unparsable_values`` (strict casts to the schema's dtypes; error, stops)."""
+    df = _coerce(df.with_row_index(ROW_TMP, offset=1), PANEL_DTYPES, state.rec)
+    state.stop = state.rec.has_errors
+    return df
+
+
+def _rule_codes(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 3: ``code_normalized`` / ``code_collision`` / ``code_case_variants``."""
+    return _normalize_codes(df, state.config, state.rec)
+
+
+def _rule_extra_columns(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """``extra_columns`` (info): columns the schema does not know, kept as they are."""
     extra = [
         c
         for c in df.columns
-        if c not in PANEL_DTYPES and c != _ROW_TMP and not c.startswith(ORACLE_PREFIX)
+        if c not in PANEL_DTYPES and c != ROW_TMP and not c.startswith(ORACLE_PREFIX)
     ]
     if extra:
-        rec.add(
+        state.rec.add(
             "extra_columns",
             ", ".join(extra),
             len(extra),
             "info",
             f"columns not in the schema, kept as they are: {extra}",
         )
+    return df
 
-    # Null keys.
-    _null_rows(df, (CODE, DATE), rec)
 
-    # Sort by (code, date); ties (duplicates) stay in input order.
-    df = _sort_by_code_date(df, rec)
+def _rule_null_keys(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 4: null code or date (``null_values``, error)."""
+    _null_rows(df, (CODE, DATE), state.rec)
+    return df
 
-    # Rows of duplicated (code, date) keys, before invalid rows are dropped: rule 10
-    # resolves duplicates among the valid rows and names the invalid ones.
-    duplicated_before = df.filter(_in_duplicate_group()).select(_ROW_TMP, CODE, DATE)
 
-    # Null corporate-action fields mean "no event".
+def _rule_sort(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 5: ``unsorted`` (info); sorted by (code, date), ties (duplicates) in input order.
+
+    Also keeps the rows of duplicated (code, date) keys as they are before invalid rows are
+    dropped: rule 10 resolves duplicates among the valid rows and names the invalid ones."""
+    df = _sort_by_code_date(df, state.rec)
+    state.duplicated_before = df.filter(_in_duplicate_group()).select(ROW_TMP, CODE, DATE)
+    return df
+
+
+def _rule_null_adjustment(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 6: ``null_adjustment`` (repaired): a null corporate-action field means no event."""
     for name, neutral in (
         ("adjustment_factor", 1.0),
         ("split_coefficient", 1.0),
@@ -889,7 +797,7 @@ def validate_panel(
         if name in df.columns:
             n_null = df.get_column(name).null_count()
             if n_null:
-                rec.add(
+                state.rec.add(
                     "null_adjustment",
                     name,
                     n_null,
@@ -898,8 +806,13 @@ def validate_panel(
                     df.filter(pl.col(name).is_null()).select(_example_columns(df, name)),
                 )
                 df = df.with_columns(pl.col(name).fill_null(neutral))
+    return df
 
-    # No-trade rows: zero/null volume and no price range.
+
+def _rule_no_trade_rows(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 7: ``no_trade_rows`` (zero/null volume and no price range: dropped or info) and
+    ``zero_volume_with_range`` (info)."""
+    config, rec = state.config, state.rec
     prices = [pl.col(c) for c in PRICE_COLUMNS]
     zero_volume = pl.col("volume").is_null() | (pl.col("volume") == 0)
     flat = pl.max_horizontal(prices) == pl.min_horizontal(prices)
@@ -941,19 +854,27 @@ def validate_panel(
             f"{n_zero_range} row(s) with zero volume but a price range, kept",
             df.filter(zero_volume & ~no_trade).select(example_cols),
         )
+    return df
 
-    # Remaining nulls.
+
+def _rule_null_values(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 8: remaining nulls in prices, volume and adjusted_close (``null_values``, error)."""
     required_values = [*PRICE_COLUMNS, "volume"] + (
         ["adjusted_close"] if "adjusted_close" in df.columns else []
     )
     null_hint = (
         ""
-        if config.drop_zero_volume
+        if state.config.drop_zero_volume
         else " (no-trade rows are kept because input.drop_zero_volume is false)"
     )
-    _null_rows(df, required_values, rec, null_hint)
+    _null_rows(df, required_values, state.rec, null_hint)
+    return df
 
-    # Bad prices: each row counted once, under the first rule it breaks.
+
+def _rule_bad_values(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 9: the :data:`_BAD_PRICE_RULES` (error, or dropped with ``on_bad_price: drop``,
+    each row counted once, under the first rule it breaks)."""
+    config, rec = state.config, state.rec
     rules = _bad_price_exprs(df.columns)
     flagged = df.select([expr.alias(rule) for rule, expr in rules.items()])
     first_rule = pl.lit(None, dtype=pl.Utf8)
@@ -961,72 +882,132 @@ def validate_panel(
         first_rule = pl.when(pl.col(rule)).then(pl.lit(rule)).otherwise(first_rule)
     first = flagged.select(first_rule.alias("rule")).get_column("rule")
     any_bad = first.is_not_null()
-    if any_bad.any():
-        first_counts = dict(first.drop_nulls().value_counts().iter_rows())
-        for rule, columns, what in _BAD_PRICE_RULES:
-            mask = flagged.get_column(rule)
-            n_rule = int(mask.sum())
-            if not n_rule:
-                continue
-            cols = [c.strip() for c in columns.split(",") if c.strip() in df.columns]
-            examples = df.filter(mask).select(_example_columns(df, *PRICE_COLUMNS, "volume", *cols))
-            if config.on_bad_price == "error":
-                rec.add(
-                    rule,
-                    columns,
-                    n_rule,
-                    "error",
-                    f"{n_rule} row(s) with {what}; "
-                    "set input.on_bad_price: drop to drop them (counted)",
-                    examples,
-                )
-            elif first_counts.get(rule, 0):
-                n_first = int(first_counts[rule])
-                rec.add(
-                    rule,
-                    columns,
-                    n_first,
-                    "dropped",
-                    f"{n_first} row(s) with {what} dropped (input.on_bad_price: drop; "
-                    f"{n_rule} row(s) break this rule, each row counted under its first rule)",
-                    examples,
-                )
-        if config.on_bad_price == "drop":
-            df = _drop_rows(df, any_bad, rec)
-
-    # Duplicate (code, date) among the rows left valid, resolved in input order.
-    df = _resolve_duplicates(df, config, rec, duplicated_before)
-
-    # Isolated price jumps that reverse (a bar in the wrong units).
-    df = _check_price_jumps(df, config, rec)
-
-    # Short histories: counted, never dropped. The universe is point-in-time (features
-    # pipeline): a stock enters it on the day it has ``min_history`` rows up to that day,
-    # so whether it exists on a date never depends on rows after that date.
-    if config.min_history > 1 and df.height:
-        lengths = df.group_by(CODE).len().sort(CODE)
-        n_before = int(lengths.get_column("len").clip(upper_bound=config.min_history - 1).sum())
-        never = lengths.filter(pl.col("len") < config.min_history)
-        if n_before:
+    if not any_bad.any():
+        return df
+    first_counts = dict(first.drop_nulls().value_counts().iter_rows())
+    for rule, columns, what in _BAD_PRICE_RULES:
+        mask = flagged.get_column(rule)
+        n_rule = int(mask.sum())
+        if not n_rule:
+            continue
+        cols = [c.strip() for c in columns.split(",") if c.strip() in df.columns]
+        examples = df.filter(mask).select(_example_columns(df, *PRICE_COLUMNS, "volume", *cols))
+        if config.on_bad_price == "error":
             rec.add(
-                "short_history",
-                CODE,
-                n_before,
-                "info",
-                f"{n_before} row(s) come before their stock's {config.min_history}th row "
-                f"(input.min_history): kept for the stock's own lookbacks, outside the universe "
-                f"on those days (not written, not in any cross-section); {never.height} stock(s) "
-                "have fewer rows in this file and never enter it (shortest first)",
-                lengths.sort("len", CODE).rename({"len": "rows"}),
+                rule,
+                columns,
+                n_rule,
+                "error",
+                f"{n_rule} row(s) with {what}; "
+                "set input.on_bad_price: drop to drop them (counted)",
+                examples,
             )
+        elif first_counts.get(rule, 0):
+            n_first = int(first_counts[rule])
+            rec.add(
+                rule,
+                columns,
+                n_first,
+                "dropped",
+                f"{n_first} row(s) with {what} dropped (input.on_bad_price: drop; "
+                f"{n_rule} row(s) break this rule, each row counted under its first rule)",
+                examples,
+            )
+    if config.on_bad_price == "drop":
+        df = _drop_rows(df, any_bad, rec)
+    return df
 
-    # Gaps against the panel's own trading calendar (info only).
-    if df.height and not rec.has_errors:
-        _report_gaps(df, rec)
+
+def _rule_duplicate_rows(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 10: duplicate (code, date) among the rows left valid, resolved in input order."""
+    assert state.duplicated_before is not None  # set by _rule_sort
+    return _resolve_duplicates(df, state.config, state.rec, state.duplicated_before)
+
+
+def _rule_price_jumps(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 11: isolated price jumps that reverse (a bar in the wrong units)."""
+    return _check_price_jumps(df, state.config, state.rec)
+
+
+def _rule_short_history(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 12: ``short_history`` (info), counted, never dropped.
+
+    The universe is point-in-time (features pipeline): a stock enters it on the day it has
+    ``min_history`` rows up to that day, so whether it exists on a date never depends on
+    rows after that date."""
+    min_history = state.config.min_history
+    if min_history <= 1 or not df.height:
+        return df
+    lengths = df.group_by(CODE).len().sort(CODE)
+    n_before = int(lengths.get_column("len").clip(upper_bound=min_history - 1).sum())
+    never = lengths.filter(pl.col("len") < min_history)
+    if n_before:
+        state.rec.add(
+            "short_history",
+            CODE,
+            n_before,
+            "info",
+            f"{n_before} row(s) come before their stock's {min_history}th row "
+            f"(input.min_history): kept for the stock's own lookbacks, outside the universe "
+            f"on those days (not written, not in any cross-section); {never.height} stock(s) "
+            "have fewer rows in this file and never enter it (shortest first)",
+            lengths.sort("len", CODE).rename({"len": "rows"}),
+        )
+    return df
+
+
+def _rule_gaps(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 13: ``gaps`` against the panel's own trading calendar (info)."""
+    if df.height and not state.rec.has_errors:
+        _report_gaps(df, state.rec)
+    return df
+
+
+def _rule_empty_panel(df: pl.DataFrame, state: _PanelState) -> pl.DataFrame:
+    """Rule 14: ``empty_panel`` (error): no rows in the input, or none left after the drops."""
+    rec = state.rec
     if df.height == 0 and not rec.has_errors:
         what = "the input has no rows" if rec.report.n_rows_in == 0 else "every row was dropped"
         rec.add("empty_panel", None, 0, "error", f"no rows left to use: {what}")
-    return rec.finish(df, raise_on_error)
+    return df
+
+
+PANEL_RULES: tuple[_PanelRule, ...] = (
+    _rule_columns,
+    _rule_dtypes,
+    _rule_codes,
+    _rule_extra_columns,
+    _rule_null_keys,
+    _rule_sort,
+    _rule_null_adjustment,
+    _rule_no_trade_rows,
+    _rule_null_values,
+    _rule_bad_values,
+    _rule_duplicate_rows,
+    _rule_price_jumps,
+    _rule_short_history,
+    _rule_gaps,
+    _rule_empty_panel,
+)
+"""The panel rules in the order :func:`validate_panel` applies them (a rule that sets
+``stop`` ends validation)."""
+
+
+def validate_panel(
+    df: pl.DataFrame, source: str, config: InputConfig, *, raise_on_error: bool = True
+) -> tuple[pl.DataFrame, ValidationReport]:
+    """Validate and clean a raw daily panel (see the module docstring for the rules).
+
+    Returns the panel with canonical dtypes, sorted by (code, date), and its report. With
+    ``raise_on_error`` (default) any error raises one :class:`DataValidationError` listing
+    all of them; otherwise the report carries them and the frame is as far as validation got.
+    """
+    state = _PanelState(config, _Recorder(source, "daily panel", df.height))
+    for rule in PANEL_RULES:
+        df = rule(df, state)
+        if state.stop:
+            break
+    return state.rec.finish(df, raise_on_error)
 
 
 def _report_gaps(df: pl.DataFrame, rec: _Recorder) -> None:
@@ -1086,7 +1067,7 @@ def validate_sectors(
     )
     if not _check_columns(sectors, required, rec, hint):
         return rec.finish(sectors, raise_on_error, dated=False)
-    df = sectors.with_row_index(_ROW_TMP, offset=1)
+    df = sectors.with_row_index(ROW_TMP, offset=1)
     levels = [c for c in df.columns if c == level or c == SECTOR or c.startswith(f"{SECTOR}_")]
     df = _coerce(df, {CODE: pl.Utf8(), **{c: pl.Utf8() for c in levels}}, rec)
     if rec.has_errors:
@@ -1094,7 +1075,7 @@ def validate_sectors(
     df = _normalize_codes(df, config, rec)
     _null_rows(df, (CODE,), rec)
 
-    value_cols = [c for c in df.columns if c != _ROW_TMP]
+    value_cols = [c for c in df.columns if c != ROW_TMP]
     exact = df.select(
         pl.struct(value_cols).is_duplicated() & ~pl.struct(value_cols).is_first_distinct()
     ).to_series()
@@ -1113,7 +1094,7 @@ def validate_sectors(
     conflict = pl.len().over(CODE) > 1
     n_conflict = int(df.select(conflict.sum()).item())
     if n_conflict:
-        rows = df.filter(conflict).sort(CODE, _ROW_TMP)
+        rows = df.filter(conflict).sort(CODE, ROW_TMP)
         codes = rows.get_column(CODE).unique(maintain_order=True).to_list()
         rec.add(
             "duplicate_rows",
@@ -1204,7 +1185,7 @@ def validate_margin(
     hint = f"(margin preset {config.margin_preset!r}; map other names with input.margin_columns)"
     if not _check_columns(margin, REQUIRED_MARGIN_COLUMNS, rec, hint):
         return rec.finish(margin, raise_on_error)
-    df = margin.with_row_index(_ROW_TMP, offset=1)
+    df = margin.with_row_index(ROW_TMP, offset=1)
     df = _coerce(df, MARGIN_DTYPES, rec)
     if rec.has_errors:
         return rec.finish(df, raise_on_error)
@@ -1242,7 +1223,7 @@ def validate_margin(
             n_dup,
             "error",
             f"{n_dup} row(s) share a (code, date) key",
-            df.filter(dup).sort(CODE, DATE, _ROW_TMP).select(shown),
+            df.filter(dup).sort(CODE, DATE, ROW_TMP).select(shown),
         )
     df = _sort_by_code_date(df, rec)
     return rec.finish(df, raise_on_error)

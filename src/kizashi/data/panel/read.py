@@ -2,7 +2,7 @@
 
 A reader only reads and renames: it returns the file's values as they are (CSV cells as
 strings, Parquet columns in their stored dtypes) under canonical column names. Casting,
-null handling and every other rule live in :mod:`kizashi.data.validation`, so that a value
+null handling and every other rule live in :mod:`kizashi.data.panel.validate`, so that a value
 that does not parse is reported with its row instead of failing deep inside a CSV parser.
 
 Inputs may be one file or a folder of per-ticker files (``code_from_filename`` reads the

@@ -34,7 +34,7 @@ import logging
 import polars as pl
 
 from kizashi.data.schema import CODE, DATE, ORACLE_PREFIX, PRICE_COLUMNS
-from kizashi.data.validation import ValidationIssue, format_examples
+from kizashi.data.report import ValidationIssue, format_examples
 
 log = logging.getLogger(__name__)
 
