@@ -8,7 +8,7 @@ batch request to its end, stock-days = nodes of the batches trained). Prints, pe
 an epoch over ``--epoch-stock-days`` (the issue's goal: 2M stock-days in < 60 s on one H100),
 peak GPU memory, and the on / off throughput ratio.
 
-    python benchmarks/bench_trainer.py --data-config configs/data/sp500.yaml --epochs 2
+    python benchmarks/bench_trainer.py --config configs/train/atft_gat_fan_sp500.yaml --data-config configs/data/sp500.yaml --epochs 2
     python benchmarks/bench_trainer.py --n-stocks 1000 --n-days 1500          # synthetic
 
 The first epoch includes the panel upload (and worker start-up); the table reports the last
@@ -103,8 +103,6 @@ def main() -> None:
 
         raw["data"] = read_yaml(args.data_config)
         raw["data_config"] = None
-        raw["splits"] = {**raw["data"].get("splits", {}), "val_days": raw["splits"]["val_days"],
-                         "embargo_days": raw["splits"]["embargo_days"]}
     else:
         raw["data"]["synthetic"] = {**raw["data"].get("synthetic", {}), "n_stocks": args.n_stocks, "n_days": args.n_days}
         raw["data"]["output"]["dir"] = str(ROOT / "artifacts" / "dataset" / f"bench_{args.n_stocks}x{args.n_days}")

@@ -17,7 +17,6 @@ from kizashi.config import DataBuildConfig, config_from_dict
 
 SMALL = {
     "synthetic": {"n_stocks": 30, "n_sectors": 3, "n_days": 400, "seed": 5, "n_peer_groups": 5},
-    "splits": {"n_folds": 2, "test_days": 40, "min_train_days": 150},
     "output": {"chunk_rows": 4000},
 }
 
@@ -43,8 +42,7 @@ def test_layout_and_metadata(built):
     assert meta.target_columns == [f"target_{k}_{h}d" for h in (1, 5, 10, 20) for k in ("return", "rank")]
     assert meta.oracle_columns and all(c in frame.columns for c in meta.oracle_columns)
     assert meta.input_hashes["synthetic_config"]
-    assert len(meta.folds) == 2 and meta.folds[0]["embargo_days"] == 20
-    assert meta.config["splits"]["n_folds"] == 2
+    assert "splits" not in meta.config, "the folds are a job setting, not a dataset one"
     # rows of each file are sorted by (date, code)
     first = pl.read_parquet(next((out / "features" / years[0]).glob("*.parquet")))
     assert first.select("date", "code").equals(first.select("date", "code").sort("date", "code"))
@@ -110,7 +108,8 @@ def test_cli_build_with_config(tmp_path):
     config.write_text(json.dumps(SMALL | {"graph": {"enabled": False}}))  # JSON is YAML
     result = runner.invoke(app, ["data", "build", "--config", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "walk-forward folds" in result.output
+    assert "kizashi dataset" in result.output and "rows (stock-days)" in result.output
+    assert "walk-forward" not in result.output, "the folds are cut by evaluate / train, not by the build"
     assert (tmp_path / "out" / "metadata.json").is_file()
 
 
@@ -138,8 +137,9 @@ def test_cli_check_reports_bad_rows(tmp_path):
 
 def test_cli_too_short_calendar_is_a_config_error(tmp_path):
     config = tmp_path / "short.yaml"
-    config.write_text(json.dumps(SMALL | {"splits": {"n_folds": 8, "test_days": 100}}))
-    result = runner.invoke(app, ["data", "build", "--config", str(config), "--out", str(tmp_path / "out")])
+    data = SMALL | {"output": {**SMALL["output"], "dir": str(tmp_path / "out")}}
+    config.write_text(json.dumps({"data": data, "splits": {"n_folds": 8, "test_days": 100}}))
+    result = runner.invoke(app, ["evaluate", "--config", str(config), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     text = " ".join(result.output.split())  # rich wraps long messages
     assert "calendar too short" in text and "trading days needed" in text

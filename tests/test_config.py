@@ -64,7 +64,7 @@ def test_wrong_type_names_key_value_and_file(tmp_path):
     file = tmp_path / "bad.yaml"
     file.write_text("splits:\n  embargo_days: twenty\n")
     with pytest.raises(ConfigError) as err:
-        load_config(file, DataBuildConfig)
+        load_evaluate_config(file)
     message = str(err.value)
     assert str(file) in message and "splits.embargo_days" in message and "twenty" in message
 

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from kizashi import __version__
 from kizashi.datasets import build as build_module
-from kizashi.datasets.build import build_dataset
 from kizashi.cli import app
 from kizashi.config import (
     DataBuildConfig,
@@ -22,11 +21,11 @@ from kizashi.config import (
     read_yaml,
 )
 from kizashi.errors import ConfigError
+from kizashi.jobs.evaluate import run_walk_forward
 
 runner = CliRunner()
 SMALL = {
     "synthetic": {"n_stocks": 30, "n_sectors": 3, "n_days": 400, "seed": 5, "n_peer_groups": 5},
-    "splits": {"n_folds": 2, "test_days": 40, "min_train_days": 150},
     "output": {"chunk_rows": 4000},
 }
 
@@ -174,9 +173,10 @@ def test_a_too_short_calendar_names_file_and_keys_before_graphs_and_features_are
     monkeypatch.setattr(build_module, "context_tables", never)
     monkeypatch.setattr(build_module, "iter_feature_chunks", never)
     file = tmp_path / "short.yaml"
-    file.write_text(json.dumps(SMALL | {"splits": {"n_folds": 8, "test_days": 100}}))
+    data = SMALL | {"output": {**SMALL["output"], "dir": str(tmp_path / "out")}}
+    file.write_text(json.dumps({"data": data, "splits": {"n_folds": 8, "test_days": 100, "val_days": 0}}))
     with pytest.raises(ConfigError) as info:
-        build_dataset(load_config(file, DataBuildConfig), tmp_path / "out")
+        run_walk_forward(load_evaluate_config(file))
     message = flat(str(info.value))
     assert message.startswith(f"{file}:")
     for fragment in (
@@ -198,3 +198,15 @@ def test_version_prints_and_exits_zero() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"kizashi {__version__}"
+
+
+def test_splits_in_a_data_config_is_refused_with_where_it_belongs(tmp_path: Path) -> None:
+    """One home per key: the walk-forward folds are set in the evaluate / train config."""
+    data = tmp_path / "data.yaml"
+    data.write_text("splits:\n  n_folds: 2\n")
+    message = config_error(data)
+    assert str(data) in message and "`splits` is not a data setting" in message and "evaluate or train" in message
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({"data": {"splits": {"n_folds": 2}}}))
+    with pytest.raises(ConfigError, match="`splits` is not a data setting"):
+        load_evaluate_config(job)

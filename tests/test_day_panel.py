@@ -31,10 +31,10 @@ from kizashi.splits import Fold, walk_forward_folds
 
 SMALL = {
     "synthetic": {"n_stocks": 30, "n_days": 300, "seed": 3},
-    "splits": {"n_folds": 2, "test_days": 40, "min_train_days": 100, "embargo_days": 5},
     "graph": {"window": 30, "top_k": 5},
 }
 HORIZONS = [1, 5, 10, 20]
+SPLITS = {"n_folds": 2, "test_days": 40, "min_train_days": 100, "embargo_days": 5}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def frame(dataset_dir):
 
 @pytest.fixture(scope="module")
 def folds(cache):
-    return walk_forward_folds(cache.dates, SplitConfig(**SMALL["splits"]), max(HORIZONS))
+    return walk_forward_folds(cache.dates, SplitConfig(**SPLITS), max(HORIZONS))
 
 
 def _late_listing(frame: pl.DataFrame) -> tuple[str, np.datetime64]:

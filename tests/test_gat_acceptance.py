@@ -35,7 +35,6 @@ DATA = {
     # about half of a stock's peer group (the rest are mostly sector neighbours)
     "synthetic": {"n_stocks": 240, "n_days": 1000, "seed": 11, "n_peer_groups": 24},
     "features": {"families": ["returns", "volatility", "volume", "range_gap", "market", "sector"]},
-    "splits": SPLITS,
     "graph": {"window": 60, "top_k": 10},
 }
 MODEL = {"hidden": 32, "attn_heads": 2, "gat_heads": 2, "gat_layers": 1, "window": 5}
@@ -59,7 +58,7 @@ def train_config(dataset_dir, out_dir, *, gat: bool, seed: int) -> TrainConfig:
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("gat_acceptance") / "dataset"
-    return ensure_dataset(config_from_dict(TrainConfig, {"data": {**DATA, "output": {"dir": str(out)}}}).data)
+    return ensure_dataset(config_from_dict(TrainConfig, {"data": {**DATA, "output": {"dir": str(out)}}, "splits": SPLITS}))
 
 
 def peer_correlation(run_dir, dataset_dir) -> float:

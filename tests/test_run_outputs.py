@@ -36,7 +36,6 @@ def _signal_config(tmp_path, name: str) -> EvaluateConfig:
         "data": {
             "synthetic": {"n_stocks": 40, "n_days": 420, "seed": 3},
             "graph": {"enabled": False},
-            "splits": SPLITS,
             "output": {"dir": str(tmp_path / "dataset")},
         },
         "horizons": [1, 5],

@@ -55,7 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HORIZONS = [1, 5]
 WINDOW = 10
 SPLITS = {"n_folds": 1, "test_days": 30, "min_train_days": 120, "embargo_days": 5}
-DATA = {"synthetic": {"n_stocks": 30, "n_days": 260, "seed": 3}, "splits": SPLITS, "graph": {"window": 30, "top_k": 5}}
+DATA = {"synthetic": {"n_stocks": 30, "n_days": 260, "seed": 3}, "graph": {"window": 30, "top_k": 5}}
 # dropout off: training is a deterministic function of the data order (resume test, OOM test)
 TINY_MODEL = {"hidden": 16, "attn_heads": 2, "gat_heads": 2, "gat_layers": 1, "dropout": 0.0}
 
@@ -63,7 +63,7 @@ TINY_MODEL = {"hidden": 16, "attn_heads": 2, "gat_heads": 2, "gat_layers": 1, "d
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("trainer") / "dataset"
-    return ensure_dataset(config_from_dict(TrainConfig, {"data": {**DATA, "output": {"dir": str(out)}}}).data)
+    return ensure_dataset(config_from_dict(TrainConfig, {"data": {**DATA, "output": {"dir": str(out)}}, "splits": SPLITS}))
 
 
 def train_config(dataset_dir, out_dir, **sections) -> TrainConfig:

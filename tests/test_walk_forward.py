@@ -96,7 +96,6 @@ SMALL_SPLITS = {"n_folds": 2, "test_days": 60, "min_train_days": 150, "val_days"
 SMALL_DATA = {
     "synthetic": {"n_stocks": 40, "n_days": 420, "seed": 3},
     "graph": {"window": 40, "top_k": 5},
-    "splits": SMALL_SPLITS,
 }
 SMALL_MODEL = {"n_estimators": 60, "min_data_in_leaf": 50, "num_threads": 1}
 
@@ -163,11 +162,41 @@ def test_dataset_is_reused_only_when_built_from_the_same_config(tmp_path):
     from kizashi.datasets.store import read_metadata
     from kizashi.jobs.common import ensure_dataset
 
-    config = _small(tmp_path, "unused").data
-    out = ensure_dataset(config)
-    first = read_metadata(out).created_utc, (out / "metadata.json").stat().st_mtime_ns
-    ensure_dataset(config)
-    assert (out / "metadata.json").stat().st_mtime_ns == first[1], "same config: reused"
-    changed = config.model_copy(update={"synthetic": config.synthetic.model_copy(update={"seed": 4})})
+    job = _small(tmp_path, "unused")
+    out = ensure_dataset(job)
+    stamp = lambda: (out / "metadata.json").stat().st_mtime_ns  # noqa: E731
+    first = stamp()
+    ensure_dataset(job)
+    assert stamp() == first, "same config: reused"
+    # keys that do not change the dataset's content, and the job's own keys, keep it
+    neutral = job.model_copy(update={
+        "data": job.data.model_copy(update={"output": job.data.output.model_copy(update={"chunk_rows": 5000})}),
+        "splits": job.splits.model_copy(update={"n_folds": 1}),
+        "horizons": [1],
+    })
+    ensure_dataset(neutral)
+    assert stamp() == first, "output.chunk_rows, splits and horizons do not change the dataset: reused"
+    changed = job.model_copy(update={"data": job.data.model_copy(update={"synthetic": job.data.synthetic.model_copy(update={"seed": 4})})})
     ensure_dataset(changed)
     assert read_metadata(out).config["synthetic"]["seed"] == 4, "another config: rebuilt"
+
+
+def test_dataset_is_rebuilt_when_its_input_file_changes_in_place(tmp_path):
+    """Same config, same path, new content: the inputs' hashes decide, not the path."""
+    from kizashi.config import SyntheticMarketConfig
+    from kizashi.data.synthetic import generate_market
+    from kizashi.datasets.store import read_metadata
+    from kizashi.jobs.common import ensure_dataset
+
+    quotes = tmp_path / "quotes.parquet"
+    generate_market(SyntheticMarketConfig(n_stocks=30, n_days=420, seed=1)).quotes.write_parquet(quotes)
+    job = config_from_dict(EvaluateConfig, {
+        "data": {"input": {"path": str(quotes)}, "graph": {"enabled": False},
+                 "output": {"dir": str(tmp_path / "dataset")}},
+        "splits": SMALL_SPLITS,
+    })
+    out = ensure_dataset(job)
+    first = read_metadata(out).input_hashes
+    generate_market(SyntheticMarketConfig(n_stocks=30, n_days=420, seed=2)).quotes.write_parquet(quotes)
+    ensure_dataset(job)
+    assert read_metadata(out).input_hashes != first, "the edited file was read again"

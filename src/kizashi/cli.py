@@ -183,21 +183,10 @@ def _print_build_summary(result: Any) -> None:
     table.add_row("features", f"{result.n_features} in {len(meta.families)} families")
     table.add_row("targets", ", ".join(meta.target_columns))
     table.add_row("graph edges", f"{result.n_edges:,}")
-    table.add_row("folds", f"{len(meta.folds)} walk-forward (purge {meta.folds[0]['purge_days']}, embargo {meta.folds[0]['embargo_days']})")
     dropped = sum(i["count"] for r in meta.validation for i in r["issues"] if i["action"] == "dropped")
     table.add_row("rows dropped by validation", f"{dropped:,} (see metadata.json: validation)")
     table.add_row("seconds", f"{result.seconds:.1f}")
     console.print(table)
-    folds = Table(title="walk-forward folds", title_justify="left")
-    for column in ("fold", "train", "val", "test"):
-        folds.add_column(column)
-    for fold in meta.folds:
-        def span(part: str) -> str:
-            n = fold[f"{part}_n_days"]
-            return f"{fold[f'{part}_first']} .. {fold[f'{part}_last']} ({n})" if n else "-"
-
-        folds.add_row(str(fold["index"]), span("train"), span("val"), span("test"))
-    console.print(folds)
 
 
 @data_app.command("build")
@@ -602,7 +591,6 @@ def demo(
     data_config = _build_config(None, data, sectors, out=out / "dataset")
     evaluate_config = EvaluateConfig(data=data_config)
     if data is not None:
-        evaluate_config.splits = data_config.splits.model_copy(update={"val_days": max(data_config.splits.val_days, 60)})
         if _guess_preset(data) == "sp500":
             evaluate_config.caveats = [SP500_CAVEAT]
     result = run_walk_forward(evaluate_config, out_dir=out / "run")

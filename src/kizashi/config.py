@@ -122,6 +122,8 @@ class TargetConfig(StrictModel):
     def _positive(cls, horizons: list[int]) -> list[int]:
         if not horizons or any(h < 1 for h in horizons):
             raise ValueError("horizons must be a non-empty list of positive integers")
+        if len(set(horizons)) != len(horizons):
+            raise ValueError(f"horizons: duplicates in {horizons}")
         return horizons
 
 
@@ -214,16 +216,37 @@ class OutputConfig(StrictModel):
 
 
 class DataBuildConfig(StrictModel):
-    """`kizashi data build` — raw quotes to a model-ready dataset."""
+    """`kizashi data build` — raw quotes to a model-ready dataset.
+
+    Every key but ``output`` decides the dataset's content (:data:`DATASET_NEUTRAL_KEYS`).
+    The walk-forward folds are not a dataset setting: ``splits`` lives in the evaluate and
+    train configs, which cut the folds."""
 
     input: InputConfig = Field(default_factory=InputConfig)
     synthetic: SyntheticMarketConfig = Field(default_factory=SyntheticMarketConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     targets: TargetConfig = Field(default_factory=TargetConfig)
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
-    splits: SplitConfig = Field(default_factory=SplitConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    # Not a data setting: present only to refuse it with the place it belongs (never dumped).
+    splits: None = Field(None, exclude=True, description="set in the evaluate / train config")
+
+    @field_validator("splits", mode="before")
+    @classmethod
+    def _splits_belong_to_the_jobs(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "`splits` is not a data setting: the walk-forward folds are set once, in the evaluate "
+                "or train config (top-level `splits:`); remove it from the data config"
+            )
+        return None
+
+
+#: DataBuildConfig sections that do not change a dataset's content (where it is written and
+#: how much is built at once); a dataset is reused when every other key and the inputs agree.
+DATASET_NEUTRAL_KEYS = ("output",)
 
 
 class LightGBMConfig(StrictModel):

@@ -151,6 +151,20 @@ def check_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = 
     return InputCheck(validated.notes, validated.reports)
 
 
+def input_hashes(config: InputConfig, synthetic: SyntheticMarketConfig | None = None) -> dict[str, str]:
+    """Content hashes of the configured inputs, keyed by path (the quotes, the sector table and
+    margin balances when configured), or of the synthetic market's config when
+    ``config.path`` is null. Equal hashes: equal inputs (``LoadedInputs.input_hashes``)."""
+    if config.path is None:
+        settings = dump_config(synthetic or SyntheticMarketConfig())
+        return {"synthetic_config": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()}
+    hashes = {str(Path(config.path)): file_digest(Path(config.path))}
+    for extra in (config.sectors, config.margin):
+        if extra is not None:
+            hashes[str(extra)] = file_digest(Path(extra))
+    return hashes
+
+
 def load_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = None) -> LoadedInputs:
     """Read, validate and adjust the configured inputs (synthetic market when ``config.path``
     is null). Raises DataValidationError listing every error found."""
@@ -158,15 +172,11 @@ def load_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = N
         return _load_synthetic(config, synthetic or SyntheticMarketConfig())
     validated = validate_inputs(config)
     panel, notes = validated.panel, validated.notes
-    hashes = {validated.source: file_digest(Path(config.path))}
     if validated.sectors is not None:
         sectors = validated.sectors
-        hashes[str(config.sectors)] = file_digest(Path(config.sectors))
     else:
         sectors = panel.select(pl.col(CODE).unique().sort(), pl.lit("UNKNOWN").alias(SECTOR))
         notes.append("no sector table given: every stock is in sector UNKNOWN")
-    if config.margin is not None:
-        hashes[str(config.margin)] = file_digest(Path(config.margin))
     level = config.sector_level if config.sectors is not None else SECTOR
     adjusted, adjustment_issues = adjust_prices(panel)
     return LoadedInputs(
@@ -176,7 +186,7 @@ def load_inputs(config: InputConfig, synthetic: SyntheticMarketConfig | None = N
         reports=validated.reports,
         adjustment_issues=adjustment_issues,
         notes=notes,
-        input_hashes=hashes,
+        input_hashes=input_hashes(config),
         source=validated.source,
     )
 
@@ -211,6 +221,5 @@ def _load_synthetic(config: InputConfig, synthetic: SyntheticMarketConfig) -> Lo
     market = generate_market(synthetic)
     source = f"synthetic market (seed={synthetic.seed}, {synthetic.n_stocks} stocks x {synthetic.n_days} days)"
     inputs = inputs_from_frames(market.quotes, market.sectors, market.margin, config, source)
-    config_hash = hashlib.sha256(json.dumps(dump_config(synthetic), sort_keys=True).encode()).hexdigest()
-    inputs.input_hashes = {"synthetic_config": config_hash}
+    inputs.input_hashes = input_hashes(config, synthetic)
     return inputs

@@ -209,9 +209,15 @@ class ValidationReport:
         """A few lines for logs and reports."""
         if self.is_bars:
             return self._bar_summary()
+        # A table without dates (e.g. sectors) has no span to show.
+        span = (
+            ""
+            if self.date_min is None and self.date_max is None
+            else f", {self.date_min} .. {self.date_max}"
+        )
         lines = [
             f"{self.source}: {self.kind}: {self.n_rows_in} rows in, {self.n_rows_out} out, "
-            f"{self.n_codes} codes, {self.date_min} .. {self.date_max}"
+            f"{self.n_codes} codes{span}"
         ]
         for issue in self.issues:
             column = f" [{issue.column}]" if issue.column else ""

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ import polars as pl
 
 from kizashi import __version__
 from kizashi.atomic import atomic_path
-from kizashi.config import DataBuildConfig, config_source, dump_config
+from kizashi.config import DATASET_NEUTRAL_KEYS, DataBuildConfig, dump_config
 from kizashi.errors import ConfigError
-from kizashi.data.inputs import LoadedInputs, load_inputs
+from kizashi.data.inputs import LoadedInputs, input_hashes, load_inputs
 from kizashi.datasets.store import (
     FEATURES_DIR,
     GRAPHS_DIR,
@@ -30,9 +31,8 @@ from kizashi.features.pipeline import context_tables, feature_context, iter_feat
 from kizashi.features.registry import resolve_specs
 from kizashi.features.spec import FeatureSpec
 from kizashi.features.expressions import IN_UNIVERSE
-from kizashi.features.targets import target_columns, target_reach
+from kizashi.features.targets import target_columns
 from kizashi.log import progress
-from kizashi.splits import walk_forward_folds
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,34 @@ def column_table(specs: list[FeatureSpec]) -> list[dict[str, Any]]:
     ]
 
 
-def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) -> BuildResult:
+def dataset_key(config: DataBuildConfig) -> dict[str, Any]:
+    """What decides a dataset's content: every config key but :data:`DATASET_NEUTRAL_KEYS`,
+    and the inputs' content hashes (a file edited in place is a new dataset)."""
+    settings = {k: v for k, v in dump_config(config).items() if k not in DATASET_NEUTRAL_KEYS}
+    return {"config": settings, "input_hashes": input_hashes(config.input, config.synthetic)}
+
+
+def built_from(metadata: DatasetMetadata, config: DataBuildConfig) -> bool:
+    """Whether the dataset of ``metadata`` is what ``config`` would build now."""
+    settings = {k: v for k, v in metadata.config.items() if k not in DATASET_NEUTRAL_KEYS}
+    return {"config": settings, "input_hashes": metadata.input_hashes} == dataset_key(config)
+
+
+def build_dataset(
+    config: DataBuildConfig,
+    out_dir: str | Path | None = None,
+    *,
+    check_calendar: Callable[[pl.Series], object] | None = None,
+) -> BuildResult:
     """Run the whole pipeline and write the dataset. Returns a summary.
 
     The output's lock is taken first (:func:`kizashi.atomic.atomic_path`): a second build
     into the same folder is refused before it reads anything, and the previous dataset stays
     in place until the new one is complete.
+
+    ``check_calendar(dates)``: called with the dataset's trading days (a sorted Date Series)
+    before the graphs and features are built, so that a job can refuse a calendar too short
+    for its folds before the expensive work (it raises :class:`ConfigError`).
     """
     started = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
@@ -80,7 +102,6 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
         prepared = prepare_base(  # context tables are attached per chunk
             inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
         )
-        # The folds are checked before the expensive work (graphs, features).
         # The (code, date) keys written: the point-in-time universe's rows.
         written = prepared.lazy().filter(pl.col(IN_UNIVERSE)).select("code", "date").collect()
         dates = written.get_column("date").unique().sort()
@@ -89,11 +110,8 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
                 f"input.min_history: no stock reaches {config.input.min_history} rows in {inputs.source}; "
                 "nothing would be written (lower input.min_history)"
             )
-        reach = target_reach(horizons, config.targets.fill_end_days)
-        try:
-            folds = walk_forward_folds(dates, config.splits, reach)
-        except ValueError as err:
-            raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
+        if check_calendar is not None:  # before the expensive work (graphs, features)
+            check_calendar(dates)
         # The graphs come first: the peers family reads their per-day neighbour aggregates.
         sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
         tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
@@ -121,7 +139,7 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
         if tables.edges is not None:
             write_partitioned(tables.edges, tmp / GRAPHS_DIR, 0)
             n_edges = tables.edges.height
-        metadata = _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons)
+        metadata = _metadata(config, inputs, specs, prepared, written, n_rows, n_edges, horizons)
         write_metadata(tmp, metadata)
     seconds = time.perf_counter() - started
     log.info("wrote %s: %d rows x %d features, %d graph edges in %.1fs", out, n_rows, len(specs), n_edges, seconds)
@@ -138,7 +156,7 @@ def build_dataset(config: DataBuildConfig, out_dir: str | Path | None = None) ->
     )
 
 
-def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, horizons) -> DatasetMetadata:
+def _metadata(config, inputs, specs, prepared, written, n_rows, n_edges, horizons) -> DatasetMetadata:
     dates = written.get_column("date")
     return DatasetMetadata(**{
         "kizashi_version": __version__,
@@ -161,7 +179,6 @@ def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, 
         "target_columns": target_columns(horizons),
         "oracle_columns": [n for n in prepared.columns if n.startswith("oracle_")],
         "normalization": dump_config(config.normalization),
-        "folds": [fold.to_dict() for fold in folds],
         "graph": {"n_edges": n_edges, **dump_config(config.graph)},
         "validation": [report.to_dict() for report in inputs.reports],
         "adjustment": [vars(issue) for issue in inputs.adjustment_issues],
@@ -170,4 +187,4 @@ def _metadata(config, inputs, specs, prepared, written, folds, n_rows, n_edges, 
     })
 
 
-__all__ = ["BuildResult", "build_dataset", "column_table", "feature_specs_for"]
+__all__ = ["BuildResult", "build_dataset", "built_from", "column_table", "dataset_key", "feature_specs_for"]

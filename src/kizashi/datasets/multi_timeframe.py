@@ -207,7 +207,8 @@ class MultiTimeframeWindows(Dataset):
             self._build_async(start_us, end_us)
         if len(self) == 0:
             lengths = self.seq_len if mode == "aligned" else self.seq_lens
-            raise ValueError(f"no window of {lengths} bars in every timeframe within {time_range}")
+            start, end = (_format_instant(_to_us(v)) for v in time_range)
+            raise ValueError(f"no window of {lengths} bars in every timeframe within ({start}, {end})")
 
     def _build_anchors(self, start_us: int | None, end_us: int | None) -> None:
         anchors: list[tuple[int, int]] = []  # (symbol index, base bar index)
@@ -509,3 +510,12 @@ def _to_us(value: Any) -> int | None:
     if value is None:
         return None
     return int(np.datetime64(value, "us").astype(np.int64)) if not isinstance(value, int) else int(value)
+
+
+def _format_instant(us: int | None) -> str:
+    """Epoch microseconds as ISO text at the finest unit it needs (``2024-01-05T00:00``,
+    ``2024-01-05T00:00:30``); ``None`` (an open end) as ``None``."""
+    if us is None:
+        return "None"
+    unit = "m" if us % 60_000_000 == 0 else "s" if us % 1_000_000 == 0 else "us"
+    return str(np.datetime64(us, "us").astype(f"datetime64[{unit}]"))

@@ -202,8 +202,17 @@ def window_datasets(
 
 
 def _duration(delta: np.timedelta64) -> str:
-    """``np.timedelta64`` as ``datetime.timedelta`` text (``1 day, 4:00:00``)."""
-    return str(delta.astype("timedelta64[us]").item())
+    """``np.timedelta64`` as words: ``34 days``, ``1 day 4 hours``, ``15 minutes``; units
+    that are zero are left out (``0 minutes`` for a zero duration)."""
+    us = int(delta.astype("timedelta64[us]").astype(np.int64))
+    sign, us = ("-", -us) if us < 0 else ("", us)
+    parts = []
+    for name, size in (("day", 86_400_000_000), ("hour", 3_600_000_000), ("minute", 60_000_000),
+                       ("second", 1_000_000), ("microsecond", 1)):
+        count, us = divmod(us, size)
+        if count:
+            parts.append(f"{count} {name}{'s' if count != 1 else ''}")
+    return sign + (" ".join(parts) if parts else "0 minutes")
 
 
 __all__ = [

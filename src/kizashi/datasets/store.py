@@ -56,7 +56,6 @@ class DatasetMetadata:
     target_columns: list[str]
     oracle_columns: list[str]
     normalization: dict[str, Any]
-    folds: list[dict[str, Any]]
     graph: dict[str, Any]
     config: dict[str, Any]
     layout: dict[str, str] = field(default_factory=dict)

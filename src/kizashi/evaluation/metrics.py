@@ -282,7 +282,9 @@ def evaluate_predictions(
         predictions: the long predictions frame of ``predictions.parquet`` (``PREDICTION_SCHEMA``;
             ``fold`` is not needed), ``[rows]`` with one row per (date, code, horizon).
         n_quantiles: buckets for ``deciles`` and ``decile_spread``.
-        long_short: the portfolio; default ``LongShortConfig()`` (top/bottom 10 %, no cost).
+        long_short: the portfolio; default ``LongShortConfig()``: the top and bottom 10 % of
+            the day's stocks per leg (``quantile=0.1``, ``top_k=None``) and ``cost_bps=10``: a
+            one-way cost of 10 basis points per unit of turnover (net = gross - turnover x 0.001).
         periods_per_year: annualization of the long-short statistics.
 
     Returns:

@@ -11,8 +11,8 @@ Computation: the long ``(code, date, return)`` frame is pivoted once into a dens
 ``[dates, codes]`` matrix (NaN = missing); days are processed in small batches, each an
 ``[B, W, N]`` stack of windows whose pairwise-complete moments come from two batched
 matmuls (see :func:`pairwise_correlation`); top-k uses ``np.partition`` per row. Batches
-run on a few threads (numpy releases the GIL) with BLAS itself single-threaded. Measured:
-500 stocks x 5,000 days, window 60, top_k 10 (24.6 M edges) in ~16-19 s on a 2-vCPU VM.
+run on a few threads (numpy releases the GIL) with BLAS itself single-threaded. Timings:
+``benchmarks/bench_graph.py`` and docs/benchmarks.md (Correlation graphs).
 
 Output (one row per edge)::
 
@@ -152,7 +152,7 @@ def _pairwise_correlation(
     centred = np.where(present, filled - mean[:, None, :], 0.0).astype(dtype, copy=False)
     mask = present.astype(dtype)
 
-    # Both matmul operands must be C-contiguous, else numpy skips BLAS (~10x slower).
+    # Both matmul operands must be C-contiguous, else numpy skips BLAS for a much slower loop.
     stacked = work.take("stacked", (n_batch, 3 * n_series, n_dates), dtype)
     centred_t = stacked[:, :n_series]  # [B, N, W]
     centred_t[...] = centred.transpose(0, 2, 1)
@@ -213,7 +213,7 @@ def correlation_graphs(
     fills ``same_sector`` (1 = both stocks in the same known sector). ``dates`` restricts
     output to those days (dates outside the calendar are skipped and counted in the log).
     ``dtype`` is the precision of the correlation sums (float32 with centring is accurate to
-    ~1e-5, see :func:`pairwise_correlation`; float64 is ~1.5x slower). ``batch_days`` caps the
+    ~1e-5, see :func:`pairwise_correlation`; float64 is slower). ``batch_days`` caps the
     days per batch (the batch is also capped so that a ``[B, N, N]`` array stays small).
     ``workers`` threads process batches in parallel (default: the CPUs this process may use,
     at most 8); the result does not depend on it.
@@ -276,7 +276,7 @@ def correlation_graphs(
 
     # Days run in parallel threads (numpy releases the GIL); BLAS is kept single-threaded:
     # these [n, W] x [W, n] products are too small for its threads, which only add wake-up
-    # latency (measured 3-6x slower and erratic on a 2-core VM).
+    # latency (slower and erratic timings on machines with few cores).
     with _single_threaded_blas(), ThreadPoolExecutor(n_workers) as pool:
         results = pool.map(build, batches)
         if len(batches) >= _PROGRESS_MIN_BATCHES:

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.config import DataBuildConfig, MetricsConfig, dump_config
+from kizashi.config import DataBuildConfig, EvaluateConfig, MetricsConfig, TrainConfig, config_source
 from kizashi.datasets.store import DatasetMetadata, read_metadata
 from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
 from kizashi.evaluation.run_dir import (
@@ -25,9 +25,10 @@ from kizashi.evaluation.run_dir import (
     SUMMARY_JSON,
     RunInfo,
 )
-from kizashi.features.targets import target_return_name
-from kizashi.datasets.build import build_dataset
-from kizashi.splits import Fold
+from kizashi.errors import ConfigError, KizashiError
+from kizashi.features.targets import target_reach, target_return_name
+from kizashi.datasets.build import build_dataset, built_from
+from kizashi.splits import Fold, walk_forward_folds
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,50 @@ SYNTHETIC_CAVEAT = (
 )
 
 
-def ensure_dataset(config: DataBuildConfig) -> Path:
-    """The dataset directory of ``config``: reused when a dataset built from the same config
-    is there, (re)built otherwise."""
-    out = Path(config.output.dir)
+def resolve_horizons(requested: list[int] | None, built: list[int]) -> list[int]:
+    """The horizons a job models: ``requested`` (the job config's ``horizons``; None = every
+    horizon the dataset built), checked against the dataset's ``targets.horizons``."""
+    horizons = list(requested) if requested is not None else list(built)
+    if not horizons:
+        raise ConfigError("horizons: empty list (null = every target horizon of the dataset)")
+    if len(set(horizons)) != len(horizons):
+        raise ConfigError(f"horizons: duplicates in {horizons}")
+    missing = sorted(set(horizons) - set(built))
+    if missing:
+        raise ConfigError(f"horizons: {missing} not built in the dataset (targets.horizons = {list(built)})")
+    return horizons
+
+
+def job_folds(config: EvaluateConfig | TrainConfig, calendar: Any, reach: int) -> list[Fold]:
+    """The walk-forward folds of a job's ``splits`` on ``calendar`` (trading days) with a purge
+    of at least ``reach`` days; a calendar too short is a ConfigError naming the job's file."""
     try:
-        metadata = read_metadata(out)
+        return walk_forward_folds(calendar, config.splits, reach)
+    except ValueError as err:
+        raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
+
+
+def ensure_dataset(config: EvaluateConfig | TrainConfig) -> Path:
+    """The dataset directory of a job's ``data``: reused when the dataset there was built from
+    the same dataset settings and inputs (:func:`kizashi.datasets.build.built_from`), built
+    otherwise. Before a build, the job's folds are checked on the new calendar."""
+    data = config.data
+    out = Path(data.output.dir)
+    try:
+        metadata: DatasetMetadata | None = read_metadata(out)
     except FileNotFoundError:
         metadata = None
-    if metadata is not None and metadata.config == dump_config(config):
+    except KizashiError as err:
+        log.info("%s; rebuilding", err)
+        metadata = None
+    if metadata is not None and built_from(metadata, data):
         log.info("reusing dataset %s (built %s)", out, metadata.created_utc)
         return out
     if metadata is not None:
-        log.info("dataset %s was built from another config: rebuilding", out)
-    build_dataset(config, out)
+        log.info("dataset %s was built from other settings or inputs: rebuilding", out)
+    requested = config.horizons if config.horizons is not None else data.targets.horizons
+    reach = target_reach(requested, data.targets.fill_end_days)
+    build_dataset(data, out, check_calendar=lambda dates: job_folds(config, dates, reach))
     return out
 
 
@@ -138,6 +169,8 @@ __all__ = [
     "ORACLE_COLUMN",
     "SYNTHETIC_CAVEAT",
     "ensure_dataset",
+    "job_folds",
+    "resolve_horizons",
     "fold_row",
     "oracle_reference",
     "run_caveats",

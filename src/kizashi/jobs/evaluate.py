@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from kizashi.datasets.store import DatasetMetadata, read_metadata, scan_features
-from kizashi.config import EvaluateConfig, config_source, dump_config
+from kizashi.config import EvaluateConfig, dump_config
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.run_dir import (
     PREDICTION_SCHEMA,
@@ -35,8 +35,16 @@ from kizashi.evaluation.run_dir import (
 )
 from kizashi.features.targets import target_rank_name, target_return_name
 from kizashi.log import progress
-from kizashi.splits import walk_forward_folds
-from kizashi.jobs.common import ORACLE_COLUMN, ensure_dataset, fold_row, oracle_reference, run_caveats, write_run
+from kizashi.jobs.common import (
+    ORACLE_COLUMN,
+    ensure_dataset,
+    fold_row,
+    job_folds,
+    oracle_reference,
+    resolve_horizons,
+    run_caveats,
+    write_run,
+)
 from kizashi.training.lightgbm_baseline import fit_booster
 
 log = logging.getLogger(__name__)
@@ -66,12 +74,7 @@ def _resolve_columns(config: EvaluateConfig, metadata: DatasetMetadata) -> tuple
     unknown = sorted(set(features) - set(available))
     if unknown:
         raise ConfigError(f"features: not in the dataset: {', '.join(unknown[:10])} (see `kizashi data columns`)")
-    dataset_horizons = config.data.targets.horizons
-    horizons = config.horizons or list(dataset_horizons)
-    missing = sorted(set(horizons) - set(dataset_horizons))
-    if missing:
-        raise ConfigError(f"horizons: {missing} not built in the dataset (targets.horizons = {dataset_horizons})")
-    return features, horizons
+    return features, resolve_horizons(config.horizons, metadata.horizons)
 
 
 def _load_frame(dataset_dir: Path, features: list[str], horizons: list[int], metadata: DatasetMetadata) -> pl.DataFrame:
@@ -90,15 +93,12 @@ def run_walk_forward(
 ) -> WalkForwardResult:
     """Fit, predict and evaluate every (fold, horizon); write the run directory."""
     started = time.perf_counter()
-    dataset_dir = ensure_dataset(config.data)
+    dataset_dir = ensure_dataset(config)
     metadata = read_metadata(dataset_dir)
     features, horizons = _resolve_columns(config, metadata)
     frame = _load_frame(dataset_dir, features, horizons, metadata)
     calendar = frame.get_column("date").unique().sort()
-    try:
-        folds = walk_forward_folds(calendar, config.splits, metadata.target_reach(horizons))
-    except ValueError as err:
-        raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
+    folds = job_folds(config, calendar, metadata.target_reach(horizons))
     log.info(
         "walk-forward: %d rows x %d features, %d folds x %d horizons%s",
         frame.height, len(features), len(folds), len(horizons), " (shuffled-target control)" if control else "",

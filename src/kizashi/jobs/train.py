@@ -66,7 +66,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.datasets.store import DatasetMetadata, read_metadata, scan_features
-from kizashi.config import TrainConfig, config_source, dump_config
+from kizashi.config import TrainConfig, dump_config
 from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets import (
     DayPanelCache,
@@ -82,7 +82,7 @@ from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, RunInfo
 from kizashi.features.targets import target_return_name
 from kizashi.models import create_model
 from kizashi.models.losses import LossConfig
-from kizashi.splits import Fold, walk_forward_folds
+from kizashi.splits import Fold
 from kizashi.training.callbacks import (
     LAST_CHECKPOINT,
     EMACallback,
@@ -98,6 +98,8 @@ from kizashi.training.runtime import TrainingInterrupted, checkpoint_position, m
 from kizashi.jobs.common import (
     ORACLE_COLUMN,
     ensure_dataset,
+    job_folds,
+    resolve_horizons,
     fold_row,
     oracle_reference,
     run_caveats,
@@ -232,15 +234,12 @@ def run_training(
     Raises :class:`TrainingInterrupted` when SIGINT/SIGTERM stopped training.
     """
     started = time.perf_counter()
-    dataset_dir = ensure_dataset(config.data)
+    dataset_dir = ensure_dataset(config)
     metadata = read_metadata(dataset_dir)
     cache = DayPanelCache(dataset_dir)
-    horizons = _horizons(config, cache)
+    horizons = resolve_horizons(config.horizons, cache.horizons)
     loss = _loss_config(config, horizons)
-    try:
-        folds = walk_forward_folds(cache.dates, config.splits, metadata.target_reach(horizons))
-    except ValueError as err:
-        raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
+    folds = job_folds(config, cache.dates, metadata.target_reach(horizons))
     selected = _select_folds(folds, config.folds)
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
     if _is_global_zero():
@@ -286,16 +285,6 @@ def run_training(
     seconds = time.perf_counter() - started
     log.info("wrote run %s in %.1fs", out, seconds)
     return TrainingResult(run_dir=out, info=info, summary=summary, folds=fold_results, seconds=seconds)
-
-
-def _horizons(config: TrainConfig, cache: DayPanelCache) -> list[int]:
-    horizons = list(config.horizons or cache.horizons)
-    missing = sorted(set(horizons) - set(cache.horizons))
-    if missing:
-        raise ConfigError(f"horizons: {missing} not built in the dataset (targets.horizons = {cache.horizons})")
-    if len(set(horizons)) != len(horizons):
-        raise ConfigError(f"horizons: duplicates in {horizons}")
-    return horizons
 
 
 def _loss_config(config: TrainConfig, horizons: list[int]) -> LossConfig:

@@ -30,8 +30,8 @@ the last ``T_tf`` rows), so the parameter count depends on ``max(T_tf)`` only.
 
 Parameter count with N timeframes = encoder + bottleneck + mask token + N x (stem + decoder)
 (``parameter_breakdown``; test). The timeframes share everything except their stems,
-embeddings and decoders: the seed's bug of one encoder per timeframe cannot happen here,
-because the module owns exactly one ``encoder``.
+embeddings and decoders: one encoder per timeframe cannot happen here, because the
+module owns exactly one ``encoder``.
 
 Losses (:func:`masked_reconstruction_loss`, :func:`cross_timeframe_consistency`):
 

@@ -45,7 +45,7 @@ The kernel is bound by its strided per-lane loads and the lane scans, not by mem
 bandwidth. Lanes of ``SUB`` sequential elements are used rather than a fully
 element-parallel scan (one ``tl.associative_scan`` of the per-element 2x2 maps over a
 coalesced tile) because Triton's scan of 8-float tuples spread over the tile costs more
-than the strided loads. Timings: ``benchmarks/bench_bk_core.py`` and the README.
+than the strided loads. Timings: ``benchmarks/bench_bk_core.py`` and docs/bk_core.md.
 """
 
 from __future__ import annotations
