@@ -128,3 +128,14 @@ def test_data_and_features_do_not_import_torch_or_models(folder):
                 if name.split(".")[0] in ("torch", "lightning") or name.startswith("kizashi.models"):
                     offending.append(f"{_module_name(path)} imports {name}")
     assert not offending, "\n".join(offending)
+
+
+def test_test_folders_mirror_the_package():
+    tests = Path(__file__).resolve().parent
+    folders = sorted(p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    stray = [name for name in folders if name not in packages | {"benchmarks"}]
+    assert not stray, f"tests/ folders that are not kizashi packages (or benchmarks): {stray}"
+    loose = sorted(p.stem.removeprefix("test_") for p in tests.glob("test_*.py"))
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {"architecture", "config_errors"}
+    assert set(loose) <= modules, f"tests/ top-level files that test no top-level module: {sorted(set(loose) - modules)}"

@@ -89,18 +89,20 @@ def _build_config(
     preset: Optional[str] = None,
     out: Optional[Path] = None,
 ) -> DataBuildConfig:
+    from kizashi.data.panel.read import guess_preset, guess_sectors_preset
+
     overrides: dict[str, Any] = {}
     inputs: dict[str, Any] = {}
     if data is not None:
         inputs["path"] = str(data)
         if preset is None and config is None:
-            preset = _guess_preset(data)
+            preset = guess_preset(data)
     if preset is not None:
         inputs["preset"] = preset
     if sectors is not None:
         inputs["sectors"] = str(sectors)
         if config is None:
-            inputs["sectors_preset"] = _guess_sectors_preset(sectors)
+            inputs["sectors_preset"] = guess_sectors_preset(sectors)
     if margin is not None:
         inputs["margin"] = str(margin)
     if inputs:
@@ -139,35 +141,6 @@ def _check_model_spec(config: Any, path: Optional[Path]) -> Any:
     if problems:
         raise ConfigError(format_config_problems(str(path) if path is not None else "<defaults>", problems))
     return config
-
-
-def _header(path: Path) -> list[str]:
-    if path.is_dir() or path.suffix.lower() == ".parquet":
-        import polars as pl
-
-        return pl.read_parquet_schema(path).keys() if path.is_file() else []  # type: ignore[return-value]
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
-    return [c.strip() for c in first.replace("\t", ",").replace(";", ",").replace("|", ",").split(",")]
-
-
-def _guess_preset(path: Path) -> str:
-    """jquants when the file has J-Quants column names, sp500 for AlphaVantage-style, else canonical."""
-    header = set(_header(path))
-    if {"Code", "Date", "Close"} <= header:
-        return "jquants"
-    if "timestamp" in header or "adjusted_close" in header:
-        return "sp500"
-    return "canonical"
-
-
-def _guess_sectors_preset(path: Path) -> str:
-    header = set(_header(path))
-    if {"Symbol", "Sector"} <= header:
-        return "sectors_sp500"
-    if "Sector33CodeName" in header:
-        return "sectors_jquants"
-    return "canonical"
 
 
 def _print_build_summary(result: Any) -> None:
@@ -585,13 +558,14 @@ def demo(
 ) -> None:
     """The main job: data -> features -> LightGBM walk-forward -> summary table and report."""
     from kizashi.config import EvaluateConfig
+    from kizashi.data.panel.read import guess_preset
     from kizashi.evaluation.report import write_report
     from kizashi.jobs.evaluate import run_walk_forward
 
     data_config = _build_config(None, data, sectors, out=out / "dataset")
     evaluate_config = EvaluateConfig(data=data_config)
     if data is not None:
-        if _guess_preset(data) == "sp500":
+        if guess_preset(data) == "sp500":
             evaluate_config.caveats = [SP500_CAVEAT]
     result = run_walk_forward(evaluate_config, out_dir=out / "run")
     _print_run_summary(result)

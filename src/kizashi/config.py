@@ -36,7 +36,7 @@ class StrictModel(BaseModel):
 
 
 class SyntheticMarketConfig(StrictModel):
-    """The embedded default data set: a deterministic synthetic market (see data/synthetic.py)."""
+    """The embedded default data set: a deterministic synthetic market (:mod:`kizashi.data.synthetic.daily`)."""
 
     n_stocks: int = Field(300, ge=2)
     n_sectors: int = Field(8, ge=1)
@@ -565,7 +565,7 @@ def dump_config(config: BaseModel) -> dict[str, Any]:
 
 class SyntheticBarsSettings(StrictModel):
     """The synthetic intraday market used when ``data.paths`` is empty
-    (:class:`kizashi.data.synthetic_intraday.SyntheticBarsConfig`)."""
+    (:class:`kizashi.data.synthetic.intraday.SyntheticBarsConfig`)."""
 
     symbols: list[str] = Field(default_factory=lambda: ["SYN_A", "SYN_B", "SYN_C", "SYN_D"])
     timeframe: str = "m5"

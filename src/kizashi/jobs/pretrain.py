@@ -16,7 +16,7 @@
 
 Output directory ``OUT`` (``output.dir``)::
 
-    bars_report.json   per symbol: BarReport.to_dict()
+    bars_report.json   per symbol: ValidationReport.to_dict() (kizashi.data.report)
     stats.json         per-timeframe window statistics, the training range, the purge
                        (val_start, purge_minutes, label_horizon_minutes, label_timeframe)
     metrics.csv        epoch, train_loss, val_loss, val_reconstruction, val_consistency,

@@ -20,7 +20,7 @@ the temporal summary ``s`` is trained for the stock's own forecast, so it need n
 that. On the synthetic market's correlated-peer signal (240 stocks, 1,000 days, GAT on vs
 off, same seed), GAT over ``s`` alone left the forecasts uncorrelated with the peer
 component (Spearman ~0.0 across epochs), while ``v`` above gave 0.3-0.4 within two epochs
-(``tests/test_gat_acceptance.py`` holds the out-of-sample comparison).
+(``tests/models/test_gat_acceptance.py`` holds the out-of-sample comparison).
 
 ``g`` is exactly zero for a stock without in-edges and for every stock of a day with
 ``E = 0``; with ``gat=False`` no GAT module exists and ``g`` is zeros of the same width, so

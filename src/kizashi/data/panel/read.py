@@ -437,3 +437,35 @@ def read_margin(
     return apply_column_mapping(
         read_table(file), resolve_mapping(preset, columns, "margin"), str(file)
     )
+
+
+def header_columns(path: Path) -> list[str]:
+    """The column names of a quotes / sector file: a Parquet file's schema, a text file's first
+    line split on , ; | or tab (a folder: none)."""
+    if path.is_dir() or path.suffix.lower() == ".parquet":
+        return pl.read_parquet_schema(path).keys() if path.is_file() else []  # type: ignore[return-value]
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    return [c.strip() for c in first.replace("\t", ",").replace(";", ",").replace("|", ",").split(",")]
+
+
+def guess_preset(path: Path) -> str:
+    """jquants when the file has J-Quants column names, sp500 for AlphaVantage-style, else canonical."""
+    header = set(header_columns(path))
+    if {"Code", "Date", "Close"} <= header:
+        return "jquants"
+    if "timestamp" in header or "adjusted_close" in header:
+        return "sp500"
+    return "canonical"
+
+
+def guess_sectors_preset(path: Path) -> str:
+    """sectors_sp500 / sectors_jquants by the table's column names, else canonical."""
+    header = set(header_columns(path))
+    if {"Symbol", "Sector"} <= header:
+        return "sectors_sp500"
+    if "Sector33CodeName" in header:
+        return "sectors_jquants"
+    return "canonical"
+
+

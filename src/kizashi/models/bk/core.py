@@ -139,7 +139,7 @@ def bk_core_dense(a: Tensor, b: Tensor, c: Tensor, z: Tensor | complex | float) 
         t = t + torch.diag_embed(b, offset=1) + torch.diag_embed(c, offset=-1)
     # One matrix at a time: torch 2.13's batched complex LU solves on CPU return wrong values
     # (off by orders of magnitude) once torch.set_num_threads has changed in the process;
-    # per-matrix solves agree with NumPy (tests/test_bk_core.py checks this).
+    # per-matrix solves agree with NumPy (tests/models/test_bk_core.py checks this).
     g = torch.stack([torch.linalg.solve(m, eye).diagonal() for m in t]) if len(t) else t.diagonal(dim1=-2, dim2=-1)
     return g.reshape(*batch_shape, n)
 

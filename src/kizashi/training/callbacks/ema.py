@@ -30,7 +30,7 @@ class EMACallback(Callback):
 
     Not Lightning's ``EMAWeightAveraging`` / ``WeightAveraging`` (Lightning 2.6), which
     differs in what this callback guarantees (checked by
-    ``tests/test_trainer.py::test_ema_callback_does_what_lightning_weight_averaging_does_not``):
+    ``tests/training/test_trainer.py::test_ema_callback_does_what_lightning_weight_averaging_does_not``):
 
     * its first update copies the live weights (``AveragedModel`` with ``n_averaged == 0``),
       so there is no warm-up from the initial weights and the average of a short run is

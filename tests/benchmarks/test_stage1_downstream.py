@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "stage1_downstream.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "stage1_downstream.py"
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ from kizashi.jobs.train import HorizonTargets, fold_checkpoint_dir, run_training
 from kizashi.training.runtime import TrainingInterrupted, checkpoint_position, make_logger, resolve_precision
 from kizashi.jobs.common import ensure_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HORIZONS = [1, 5]
 WINDOW = 10
 SPLITS = {"n_folds": 1, "test_days": 30, "min_train_days": 120, "embargo_days": 5}

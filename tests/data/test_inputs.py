@@ -25,7 +25,7 @@ from kizashi.data.panel.validate import validate_margin, validate_panel, validat
 from kizashi.data.report import ValidationReport
 from kizashi.errors import ConfigError, DataValidationError
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SP500_REGEX = r"DA-(.+)-T-\d{4}-\d{2}-\d{2}"
 
 

@@ -220,7 +220,7 @@ def make_run_dir(
         features=features,
         config={"model": {"num_leaves": 31}},
         caveats=[CAVEAT] if caveats is None else caveats,
-        source="tests/test_report.py",
+        source="tests/evaluation/test_report.py",
         created="2024-01-02T03:04:05+00:00",
     )
     (path / RUN_INFO).write_text(json.dumps(info.to_dict()), encoding="utf-8")

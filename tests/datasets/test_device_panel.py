@@ -18,7 +18,7 @@ from kizashi.datasets import (
     panel_bytes,
 )
 from kizashi.training.module import ForecastModule
-from tests.test_trainer import TINY_MODEL, dataset_dir, train_config  # noqa: F401  (fixture)
+from tests.training.test_trainer import TINY_MODEL, dataset_dir, train_config  # noqa: F401  (fixture)
 
 WINDOW = 10
 

@@ -1,7 +1,7 @@
 """BK-Core on CUDA: the Triton kernel against the PyTorch reference and a dense solve,
 gradients through the Triton path, and N up to 1,000,000.
 
-Run on the accelerator machine: ``pytest -m gpu tests/test_bk_core_gpu.py``.
+Run on the accelerator machine: ``pytest -m gpu tests/models/test_bk_core_gpu.py``.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from tests.test_trainer import DATA, HORIZONS, SPLITS, TINY_MODEL, WINDOW
+from tests.training.test_trainer import DATA, HORIZONS, SPLITS, TINY_MODEL, WINDOW
 
 KIZASHI = str(Path(sys.executable).with_name("kizashi"))
 DAYS_PER_RANK_BATCH = 4

@@ -27,7 +27,7 @@ from kizashi.data.synthetic.intraday import (
 from kizashi.data.timeframes import timeframe_minutes
 
 UTC = dt.UTC
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 # ------------------------------------------------------------------------------ helpers
