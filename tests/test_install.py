@@ -1,0 +1,36 @@
+"""Installing kizashi: a CUDA build of torch already in the environment satisfies the package's
+requirement (so `pip install .` keeps it), and `python -m kizashi` is the `kizashi` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from kizashi import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _requirement(name: str) -> Requirement:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    found = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == name]
+    assert len(found) == 1, f"pyproject.toml: {len(found)} requirements on {name}"
+    return found[0]
+
+
+def test_torch_is_a_lower_bound_that_cuda_and_cpu_builds_satisfy():
+    torch = _requirement("torch")
+    assert all(spec.operator == ">=" for spec in torch.specifier), f"torch must be a lower bound, got {torch}"
+    for build in ("2.13.0", "2.13.0+cpu", "2.8.0+cu128", "2.5.1+cu121", "2.10.0+cu130"):
+        assert torch.specifier.contains(Version(build), prereleases=True), f"{build} would be replaced by pip"
+
+
+def test_python_dash_m_kizashi_is_the_command():
+    done = subprocess.run([sys.executable, "-m", "kizashi", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"kizashi {__version__}"
