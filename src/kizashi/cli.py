@@ -535,7 +535,7 @@ def models_list(
     n_features: int = typer.Option(400, "--n-features", help="Input width used to count parameters."),
 ) -> None:
     """Every registered model and preset with its parameter count."""
-    from kizashi.models import config_fields, create_model, list_models, model_presets
+    from kizashi.models import config_fields, list_models, model_presets, parameter_count
 
     table = Table(title="kizashi models", title_justify="left")
     for column in ("model", "preset", "parameters", "preset fields"):
@@ -543,8 +543,7 @@ def models_list(
     for name in list_models():
         for preset, fields in model_presets(name).items():
             overrides = {"n_features": n_features} if "n_features" in config_fields(name) else {}
-            model = create_model(name, preset=preset, **overrides)
-            count = sum(p.numel() for p in model.parameters())
+            count = parameter_count(name, preset=preset, **overrides)
             table.add_row(name, preset, f"{count:,}", ", ".join(f"{k}={v}" for k, v in fields.items()))
     console.print(table)
 

@@ -267,7 +267,7 @@ def test_presets_build_with_their_stated_parameter_counts():
     assert set(model_presets("bk_phase2")) == set(PHASE2_PRESETS) == {"small", "base", "large"}
     assert set(model_presets("bk_phase1")) == set(PHASE1_PRESETS)
     for (name, preset), expected in PRESET_PARAMETERS.items():
-        if preset == "small":  # built for real, as `kizashi models list` does
+        if preset == "small":  # built for real
             model = create_model(name, preset=preset)
         else:  # the same module graph without allocating 1 GB
             with torch.device("meta"):

@@ -11,6 +11,7 @@ from kizashi.models.registry import (
     list_models,
     model_config,
     model_presets,
+    parameter_count,
     register_model,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "list_models",
     "model_config",
     "model_presets",
+    "parameter_count",
     "register_model",
     "Stage1Config",
     "Stage1Model",

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -143,3 +144,14 @@ def create_model(
     n_params = sum(p.numel() for p in model.parameters())
     log.info("built %s (preset=%s): %s parameters", name, preset, f"{n_params:,}")
     return model
+
+
+def parameter_count(name: str, preset: str | None = None, config: Any = None, **overrides: Any) -> int:
+    """The number of parameters of ``create_model(name, preset, config, **overrides)``,
+    counted on the ``meta`` device: shapes only, no memory allocated and no initialization
+    run, so the largest presets count in well under a second."""
+    entry = _entry(name)
+    resolved = model_config(name, preset=preset, config=config, **overrides)
+    with torch.device("meta"):
+        model = entry.model_cls(resolved)
+    return sum(p.numel() for p in model.parameters())
