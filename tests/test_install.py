@@ -34,3 +34,34 @@ def test_python_dash_m_kizashi_is_the_command():
     done = subprocess.run([sys.executable, "-m", "kizashi", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"kizashi {__version__}"
+
+
+def test_each_lightning_log_line_reaches_one_handler_and_advertisements_none():
+    """The CLI's logging: Lightning's own console handler is dropped once Lightning is imported,
+    so a Lightning record is handled once (by the root's rich handler); its litlogger tip not at all."""
+    import logging
+
+    import lightning  # noqa: F401  (adds its console handler to the `lightning` logger)
+
+    from kizashi.log import route_library_logs, setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        setup_logging()
+        route_library_logs()
+        seen = []
+        for handler in root.handlers:
+            handler.emit = lambda record, seen=seen: seen.append(record.getMessage())  # type: ignore[method-assign]
+        logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        logger.info("GPU available: False, used: False")
+        logger.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        handlers = []
+        current = logger
+        while current is not None:
+            handlers += [h for h in current.handlers if h.level <= logging.INFO]
+            current = current.parent if current.propagate else None
+        assert len(handlers) == 1, f"handlers on the way up: {handlers}"
+        assert seen == ["GPU available: False, used: False"]
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])

@@ -32,7 +32,7 @@ from rich.table import Table
 from kizashi import __version__
 from kizashi.config import DataBuildConfig, load_config
 from kizashi.errors import ConfigError, KizashiError
-from kizashi.log import setup_logging
+from kizashi.log import route_library_logs, setup_logging
 
 app = typer.Typer(help="kizashi: deep learning on market time series.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Raw data: build datasets, list feature columns, check input files.", no_args_is_help=True)
@@ -244,7 +244,14 @@ def data_check(
     """Validate a raw input file and print what was found (errors, drops, repairs, facts)."""
     from kizashi.jobs.data_build import check_data
 
-    check = check_data(_build_config(config, file, sectors, margin, preset))
+    # The findings are this command's output (the table below): not logged a second time.
+    data_logger = logging.getLogger("kizashi.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
+    try:
+        check = check_data(_build_config(config, file, sectors, margin, preset))
+    finally:
+        data_logger.setLevel(level)
     if as_json:
         typer.echo(json.dumps(check.to_dict(), indent=1, default=str))
     else:
@@ -257,30 +264,13 @@ def data_check(
 
 
 def _print_report(report: Any) -> None:
-    """A validation report as text: its summary, a table of issues, and the example rows of
-    each error. Report text is printed literally (``[low, high]`` is not rich markup)."""
+    """A validation report as text: its summary (one line per finding), then the example rows
+    of each error. Report text is printed literally (``[low, high]`` is not rich markup)."""
     status = "[green]OK[/]" if report.ok else "[bold red]ERRORS[/]"
     console.print(f"{status} {escape(report.summary())}", highlight=False)
-    if not report.issues:
-        return
-    table = Table(show_lines=False)
-    for column in ("rule", "column", "count", "action", "message"):
-        table.add_column(column, overflow="fold")
-    style = {"error": "red", "dropped": "yellow", "repaired": "cyan", "info": "dim"}
-    for issue in report.issues:
-        table.add_row(
-            escape(issue.rule),
-            escape(issue.column or ""),
-            f"{issue.count:,}",
-            f"[{style.get(issue.action, '')}]{escape(issue.action)}[/]",
-            escape(issue.message),
-        )
-    console.print(table)
     for issue in report.issues:
         if issue.action == "error" and issue.examples:
             console.print(f"[red]{escape(issue.rule)}[/] examples:\n{escape(issue.examples)}", highlight=False)
-
-
 
 
 def _format(value: Any, pattern: str) -> str:
@@ -364,6 +354,8 @@ def train(
     from kizashi.training.runtime import TrainingInterrupted
     from kizashi.jobs.train import run_training
 
+    route_library_logs()
+
     overrides = None
     if devices is not None:
         overrides = {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}}
@@ -389,6 +381,7 @@ def pretrain(
     from kizashi.config import load_pretrain_config
     from kizashi.jobs.pretrain import run_pretraining
 
+    route_library_logs()
     result = run_pretraining(_check_model_spec(load_pretrain_config(config), config), out_dir=out)
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics,
@@ -423,6 +416,8 @@ def finetune(
     from kizashi.config import load_pretrain_config
     from kizashi.jobs.finetune import run_finetune
 
+    route_library_logs()
+
     cfg = _check_model_spec(load_pretrain_config(config), config)
     result = run_finetune(cfg, encoder, out, epochs=epochs, freeze_encoder=freeze_encoder)
     table = Table(title=f"fine-tuning ({'pretrained encoder' if result.pretrained else 'from scratch'})")
@@ -450,6 +445,8 @@ def experiment(
     from kizashi.config import load_experiment_config
     from kizashi.jobs.experiment import run_experiment
     from kizashi.jobs.pretrain import run_pretraining
+
+    route_library_logs()
 
     names = [name.strip() for name in only.split(",") if name.strip()] if only else None
     result = run_experiment(load_experiment_config(config), out, pretrain=run_pretraining, only=names, force=force,
@@ -490,6 +487,8 @@ def lm_train(
     """Train a token language model; reports validation loss in nats per character (char tokenizer)."""
     from kizashi.config import load_lm_config
     from kizashi.jobs.lm import run_lm_training
+
+    route_library_logs()
 
     overrides: dict[str, Any] = {}
     if text is not None:

@@ -401,3 +401,15 @@ def test_first_invalid_utf8_agrees_with_a_whole_file_decode_for_any_block_size(
             expected = (err.start, data.count(b"\n", 0, err.start) + 1, data[err.start : err.end])
         for block_size in range(1, 9):
             assert first_invalid_utf8(file, block_size) == expected, (data, block_size)
+
+
+def test_data_check_prints_each_finding_once(tmp_path: Path) -> None:
+    file = tmp_path / "quotes.csv"
+    file.write_text(
+        "code,date,open,high,low,close,volume\nA,2020-01-02,10,11,9,10.5,100\nA,2020-01-03,10,11,9,12.5,100\n"
+    )
+    result = runner.invoke(app, ["data", "check", str(file)])
+    text = " ".join(result.output.split())
+    assert text.count("close_outside_range [close]") == 1, text
+    assert text.count("row(s) with close outside") == 1, text
+    assert "WARNING" not in text, "the findings are the command's output, not also log lines"
