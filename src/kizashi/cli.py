@@ -45,6 +45,20 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config (configs/data/*.yaml).", exists=False)
+SetOption = typer.Option(
+    None, "--set", help="Override a config key: --set splits.n_folds=2 (dotted key, YAML value; repeatable)."
+)
+PrintConfigOption = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit.")
+
+
+def _print_config(cfg: Any) -> None:
+    """The resolved config (file + --set + options) as YAML on stdout; the command then exits."""
+    import yaml
+
+    from kizashi.config import dump_config
+
+    typer.echo(yaml.safe_dump(dump_config(cfg), sort_keys=False, allow_unicode=True), nl=False)
+    raise typer.Exit(0)
 
 
 def friendly_errors(func: F) -> F:
@@ -88,6 +102,7 @@ def _build_config(
     margin: Optional[Path] = None,
     preset: Optional[str] = None,
     out: Optional[Path] = None,
+    settings: Optional[list[str]] = None,
 ) -> DataBuildConfig:
     from kizashi.data.panel.read import guess_preset, guess_sectors_preset
 
@@ -109,10 +124,11 @@ def _build_config(
         overrides["input"] = inputs
     if out is not None:
         overrides["output"] = {"dir": str(out)}
+    from kizashi.config import config_from_dict, deep_merge, parse_overrides
+
+    overrides = deep_merge(overrides, parse_overrides(settings))
     if config is not None:
         return load_config(config, DataBuildConfig, overrides)
-    from kizashi.config import config_from_dict
-
     return config_from_dict(DataBuildConfig, overrides, "command line")
 
 
@@ -171,11 +187,15 @@ def data_build(
     margin: Optional[Path] = typer.Option(None, "--margin", help="Weekly margin balances."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Column preset: canonical, jquants, sp500."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
-    """Build the model-ready dataset: features, targets, normalization, folds, graphs."""
+    """Build the model-ready dataset: features, targets, normalization, graphs."""
     from kizashi.jobs.data_build import build_dataset
 
-    cfg = _build_config(config, data, sectors, margin, preset, out)
+    cfg = _build_config(config, data, sectors, margin, preset, out, settings)
+    if print_config:
+        _print_config(cfg)
     _print_build_summary(build_dataset(cfg))
 
 
@@ -327,12 +347,16 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
     """Walk-forward fit / predict / evaluate; one summary table per horizon."""
-    from kizashi.config import load_evaluate_config
+    from kizashi.config import load_evaluate_config, parse_overrides
     from kizashi.jobs.evaluate import run_walk_forward
 
-    cfg = load_evaluate_config(config)
+    cfg = load_evaluate_config(config, parse_overrides(settings))
+    if print_config:
+        _print_config(cfg)
     if out is None and control:
         out = Path(str(cfg.output.dir) + "_control")
     result = run_walk_forward(cfg, control=control, out_dir=out)
@@ -348,18 +372,22 @@ def train(
     devices: Optional[str] = typer.Option(None, "--devices", help="Devices per fold: N (>1 = DDP), 'auto', or a list '0,1'."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
     """Walk-forward training of a neural model (ATFT-GAT-FAN); same tables and report as `evaluate`."""
-    from kizashi.config import load_train_config
+    from kizashi.config import deep_merge, load_train_config, parse_overrides
     from kizashi.training.runtime import TrainingInterrupted
     from kizashi.jobs.train import run_training
 
     route_library_logs()
 
-    overrides = None
+    overrides = parse_overrides(settings)
     if devices is not None:
-        overrides = {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}}
+        overrides = deep_merge(overrides, {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}})
     cfg = _check_model_spec(load_train_config(config, overrides), config)
+    if print_config:
+        _print_config(cfg)
     try:
         result = run_training(cfg, out_dir=out, resume=resume)
     except TrainingInterrupted as err:
@@ -376,13 +404,18 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/pretrain/stage1.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
     """Stage-1 self-supervised pretraining: masked multi-timeframe bar reconstruction."""
-    from kizashi.config import load_pretrain_config
+    from kizashi.config import load_pretrain_config, parse_overrides
     from kizashi.jobs.pretrain import run_pretraining
 
     route_library_logs()
-    result = run_pretraining(_check_model_spec(load_pretrain_config(config), config), out_dir=out)
+    cfg = _check_model_spec(load_pretrain_config(config, parse_overrides(settings)), config)
+    if print_config:
+        _print_config(cfg)
+    result = run_pretraining(cfg, out_dir=out)
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics,
                                "summary": {k: v for k, v in result.summary.items() if k != "config"}}, default=str))
@@ -409,16 +442,20 @@ def finetune(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir/finetune)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: trainer.max_epochs)."),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head only (a linear probe)."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
     """Fine-tune a Stage-1 encoder on the windows' forward return (config `label`; val MSE, IC, rank IC)."""
     from rich.table import Table
 
-    from kizashi.config import load_pretrain_config
+    from kizashi.config import load_pretrain_config, parse_overrides
     from kizashi.jobs.finetune import run_finetune
 
     route_library_logs()
 
-    cfg = _check_model_spec(load_pretrain_config(config), config)
+    cfg = _check_model_spec(load_pretrain_config(config, parse_overrides(settings)), config)
+    if print_config:
+        _print_config(cfg)
     result = run_finetune(cfg, encoder, out, epochs=epochs, freeze_encoder=freeze_encoder)
     table = Table(title=f"fine-tuning ({'pretrained encoder' if result.pretrained else 'from scratch'})")
     for column in ("epoch", "train MSE", "val MSE", "zero-forecast MSE", "val IC", "val rank IC", "labels", "seconds"):
@@ -440,16 +477,21 @@ def experiment(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated settings to run now (others: reused if done)."),
     force: bool = typer.Option(False, "--force", help="Rerun settings that already have a finished run."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
     """Run a pretraining config under named settings (same seed and data) and compare them."""
-    from kizashi.config import load_experiment_config
+    from kizashi.config import load_experiment_config, parse_overrides
     from kizashi.jobs.experiment import run_experiment
     from kizashi.jobs.pretrain import run_pretraining
 
     route_library_logs()
 
     names = [name.strip() for name in only.split(",") if name.strip()] if only else None
-    result = run_experiment(load_experiment_config(config), out, pretrain=run_pretraining, only=names, force=force,
+    cfg = load_experiment_config(config, parse_overrides(settings))
+    if print_config:
+        _print_config(cfg)
+    result = run_experiment(cfg, out, pretrain=run_pretraining, only=names, force=force,
                             source=str(config))
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "report": result.report}, default=str))
@@ -483,19 +525,24 @@ def lm_train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Training wall-time budget."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    settings: Optional[list[str]] = SetOption,
+    print_config: bool = PrintConfigOption,
 ) -> None:
     """Train a token language model; reports validation loss in nats per character (char tokenizer)."""
-    from kizashi.config import load_lm_config
+    from kizashi.config import load_lm_config, parse_overrides
     from kizashi.jobs.lm import run_lm_training
 
     route_library_logs()
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = parse_overrides(settings)
     if text is not None:
-        overrides["data"] = {"text": str(text)}
+        overrides.setdefault("data", {})["text"] = str(text)
     if max_minutes is not None:
-        overrides["trainer"] = {"max_minutes": max_minutes}
-    result = run_lm_training(_check_model_spec(load_lm_config(config, overrides), config), out, resume=resume)
+        overrides.setdefault("trainer", {})["max_minutes"] = max_minutes
+    cfg = _check_model_spec(load_lm_config(config, overrides), config)
+    if print_config:
+        _print_config(cfg)
+    result = run_lm_training(cfg, out, resume=resume)
     summary = {k: v for k, v in result.summary.items() if k != "config"}
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics, "summary": summary},

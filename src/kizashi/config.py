@@ -499,7 +499,7 @@ def load_config(path: str | Path, model: type[ModelT], overrides: dict[str, Any]
     """Load a YAML file into ``model``. Errors name the file and the dotted key."""
     data = read_yaml(path)
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     # Relative paths inside a config are taken relative to the working directory, like the CLI.
     return config_from_dict(model, data, source=str(path))
 
@@ -517,7 +517,7 @@ def load_job_config(
     source = str(path) if path is not None else "<defaults>"
     data = read_yaml(path) if path is not None else {}
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     data_config = data.get("data_config")
     own_data = data.get("data") or {}
     note = ""
@@ -525,7 +525,7 @@ def load_job_config(
     if data_config:
         base = read_yaml(data_config)
         config_from_dict(DataBuildConfig, base, source=str(data_config), note=f" (the data_config of {source})")
-        data = {**data, "data": _deep_merge(base, own_data)}
+        data = {**data, "data": deep_merge(base, own_data)}
         note = f" (its data section is merged over the data_config {data_config})"
         data_source = f"{source} (data, merged over {data_config})" if own_data else str(data_config)
     config = config_from_dict(model, data, source=source, note=note)
@@ -543,13 +543,35 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     return load_job_config(path, TrainConfig, overrides)
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in: nested mappings key by key, anything else replaced."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
+    return merged
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` overrides (``splits.n_folds=2``, ``model.preset=base``, ``horizons=[1, 5]``)
+    as a nested mapping: the dotted key names the section path, the value is read as YAML
+    (numbers, booleans, null, lists). The merged config is validated like the YAML, so an
+    unknown key or a wrong value is an error naming the dotted key."""
+    merged: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key, e.g. --set splits.n_folds=2")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({err})") from None
+        for part in reversed(parts):
+            value = {part.strip(): value}
+        merged = deep_merge(merged, value)
     return merged
 
 
@@ -726,8 +748,8 @@ class ExperimentConfig(StrictModel):
         """``{name: PretrainConfig}``, each validated; a :class:`ConfigError` names the
         setting, and one is raised if the settings differ in a shared section."""
         base = read_yaml(self.base) if self.base is not None else {}
-        base = _deep_merge(base, self.overrides)
-        configs = {name: config_from_dict(PretrainConfig, _deep_merge(base, extra), source=f"{source}: settings.{name}")
+        base = deep_merge(base, self.overrides)
+        configs = {name: config_from_dict(PretrainConfig, deep_merge(base, extra), source=f"{source}: settings.{name}")
                    for name, extra in self.settings.items()}
         first_name, first = next(iter(configs.items()))
         for name, config in configs.items():
@@ -741,8 +763,8 @@ class ExperimentConfig(StrictModel):
         return configs
 
 
-def load_experiment_config(path: str | Path) -> ExperimentConfig:
-    return load_config(path, ExperimentConfig)
+def load_experiment_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    return load_config(path, ExperimentConfig, overrides)
 
 
 # --------------------------------------------------------------------------------------
