@@ -97,3 +97,18 @@ def clean_panel(codes: tuple[str, ...] = ("AAA", "BBB"), n_days: int = 6) -> pl.
                 }
             )
     return pl.DataFrame(rows)
+
+
+def check_ledger(report) -> None:
+    """Every input row is kept, dropped (counted) or added (counted): the report's ledger."""
+    assert report.n_rows_in + report.n_rows_added == report.n_rows_out + report.n_dropped
+
+
+def validate(df, **config):
+    """``validate_panel`` of ``df`` under ``InputConfig(**config)``, its ledger checked."""
+    from kizashi.config import InputConfig
+    from kizashi.data.panel.validate import validate_panel
+
+    clean, report = validate_panel(df, "prices.csv", InputConfig(**config))
+    check_ledger(report)
+    return clean, report

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import CLEAN_PANEL_START, clean_panel
+from conftest import CLEAN_PANEL_START, clean_panel, validate
 from typer.testing import CliRunner
 
 from kizashi.cli import app
@@ -18,7 +18,6 @@ from kizashi.config import InputConfig
 from kizashi.data.panel.adjust import adjust_prices
 from kizashi.data.panel.read import read_panel, read_table
 from kizashi.data.panel.validate import validate_margin, validate_panel, validate_sectors
-from kizashi.data.report import ValidationReport
 from kizashi.errors import DataValidationError
 
 runner = CliRunner()
@@ -39,16 +38,6 @@ def scale_prices(df: pl.DataFrame, where: pl.Expr, factor: float) -> pl.DataFram
     return df.with_columns(
         [pl.when(where).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c) for c in PRICES]
     )
-
-
-def check_ledger(report: ValidationReport) -> None:
-    assert report.n_rows_in + report.n_rows_added == report.n_rows_out + report.n_dropped
-
-
-def validate(df: pl.DataFrame, **config: object) -> tuple[pl.DataFrame, ValidationReport]:
-    clean, report = validate_panel(df, "prices.csv", InputConfig(**config))
-    check_ledger(report)
-    return clean, report
 
 
 # --------------------------------------------------------------------------- price jumps

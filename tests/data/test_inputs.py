@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import clean_panel
+from conftest import check_ledger, clean_panel, validate
 
 from kizashi.config import InputConfig
 from kizashi.data.panel.adjust import adjust_prices
@@ -22,7 +22,6 @@ from kizashi.data.panel.read import (
     read_table,
 )
 from kizashi.data.panel.validate import validate_margin, validate_panel, validate_sectors
-from kizashi.data.report import ValidationReport
 from kizashi.errors import ConfigError, DataValidationError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -41,16 +40,6 @@ def set_value(df: pl.DataFrame, row: int, column: str, value: object) -> pl.Data
     values = df.get_column(column).to_list()
     values[row] = value
     return df.with_columns(pl.Series(column, values, strict=False))
-
-
-def check_ledger(report: ValidationReport) -> None:
-    assert report.n_rows_in + report.n_rows_added == report.n_rows_out + report.n_dropped
-
-
-def validate(df: pl.DataFrame, **config: object) -> tuple[pl.DataFrame, ValidationReport]:
-    clean, report = validate_panel(df, "prices.csv", InputConfig(**config))
-    check_ledger(report)
-    return clean, report
 
 
 def raises_validation(df: pl.DataFrame, *fragments: str, **config: object) -> str:

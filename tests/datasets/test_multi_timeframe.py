@@ -22,11 +22,12 @@ TIMEFRAMES = ["m5", "m15", "h1", "h4"]
 SEQ = 24
 
 
-def make_series(frames):
+def make_series(frames, timeframes=TIMEFRAMES):
+    """Validated bars of each symbol built into ``timeframes`` (the first is the base)."""
     series = {}
     for symbol, frame in frames.items():
         bars, report = validate_bars(frame, source=symbol)
-        series[symbol] = build_timeframes(bars, report.base_timeframe, TIMEFRAMES[1:])
+        series[symbol] = build_timeframes(bars, report.base_timeframe, timeframes[1:])
     return series
 
 

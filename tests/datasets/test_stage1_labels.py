@@ -26,29 +26,20 @@ import pytest
 import torch
 
 from kizashi.config import PretrainConfig, config_from_dict
-from kizashi.data.bars import build_timeframes, validate_bars
 from kizashi.data.synthetic.intraday import SyntheticBarsConfig, generate_bars
 from kizashi.data.timeframes import timeframe_minutes
 from kizashi.datasets.multi_timeframe import MaskConfig, MultiTimeframeWindows
 from kizashi.datasets.statistics import fit_window_stats
 from kizashi.errors import ConfigError
+from test_multi_timeframe import TIMEFRAMES, make_series  # tests/datasets is on sys.path
 
 LABEL = "forward_return"
-TIMEFRAMES = ["m5", "m15", "h1", "h4"]
 US_PER_MINUTE = 60_000_000
 BASE_US = 5 * US_PER_MINUTE
 PRICES = ("open", "high", "low", "close")
 ASYNC_STRIDES = {"m5": 13, "m15": 5, "h1": 2, "h4": 2}
 ASYNC_START = np.datetime64("2021-01-07T00:00", "us")
 TENSOR_KEYS = ("inputs", "targets", "masked", "valid", "groups", "complete")
-
-
-def make_series(frames, timeframes=TIMEFRAMES):
-    series = {}
-    for symbol, frame in frames.items():
-        bars, report = validate_bars(frame, source=symbol)
-        series[symbol] = build_timeframes(bars, report.base_timeframe, timeframes[1:])
-    return series
 
 
 @pytest.fixture(scope="module")
