@@ -99,9 +99,9 @@ def main() -> None:
 
     raw = load_train_config(args.config).model_dump(mode="json")
     if args.data_config is not None:
-        from kizashi.config import read_yaml
+        from kizashi.config import DataBuildConfig, read_config_file
 
-        raw["data"] = read_yaml(args.data_config)
+        raw["data"] = read_config_file(args.data_config, DataBuildConfig)
         raw["data_config"] = None
     else:
         raw["data"]["synthetic"] = {**raw["data"].get("synthetic", {}), "n_stocks": args.n_stocks, "n_days": args.n_days}

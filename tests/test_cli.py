@@ -56,7 +56,7 @@ def test_evaluate_print_config_shows_the_overrides_and_runs_nothing(tmp_path):
 def test_a_bad_override_is_a_config_error_naming_the_key(tmp_path):
     job = _job(tmp_path)
     result = runner.invoke(app, ["evaluate", "--config", str(job), "--set", "splits.n_fold=3"])
-    assert result.exit_code == 2 and "key `splits.n_fold`: unknown key" in flat(result.output)
+    assert result.exit_code == 2 and "key `splits.n_fold`: unknown key (given by --set)" in flat(result.output)
     result = runner.invoke(app, ["evaluate", "--config", str(job), "--set", "splits.n_folds=many"])
     assert result.exit_code == 2 and "splits.n_folds" in flat(result.output) and "many" in flat(result.output)
     result = runner.invoke(app, ["train", "--config", str(job), "--set", "splits"])

@@ -12,7 +12,14 @@ import pytest
 
 from kizashi.config import SplitConfig
 from kizashi.data.calendar import trading_calendar
-from kizashi.splits import Fold, fold_labels, walk_forward_folds
+from kizashi.splits import (
+    MAX_FITTED_FOLDS,
+    MIN_FITTED_TEST_DAYS,
+    Fold,
+    fit_splits_to_calendar,
+    fold_labels,
+    walk_forward_folds,
+)
 
 
 def holiday_calendar(n_days: int, seed: int = 0) -> np.ndarray:
@@ -236,3 +243,35 @@ def test_fold_labels_tag_rows_of_a_panel() -> None:
     assert isinstance(series, pl.Series) and series.equals(tagged["fold_part"])
     lazy = panel.lazy().with_columns(fold_labels(pl.col("date"), fold)).collect()
     assert lazy["fold_part"].equals(tagged["fold_part"])
+
+
+@pytest.mark.parametrize("n_dates", [120, 300, 600, 1000, 2600, 4693])
+@pytest.mark.parametrize("val_days", [0, 60])
+@pytest.mark.parametrize("max_horizon", [1, 20])
+def test_splits_fitted_to_the_calendar_always_fit_it(n_dates: int, val_days: int, max_horizon: int) -> None:
+    """Sized splits: folds that fit, test windows of at least a quarter where the data has
+    room (one window otherwise), at most MAX_FITTED_FOLDS, the last one ending on the last day,
+    the first fold trained on about half of what is left after the gaps."""
+    calendar = holiday_calendar(n_dates)
+    config = SplitConfig(val_days=val_days, embargo_days=20)
+    gaps = (val_days + max_horizon if val_days else 0) + max_horizon + 20
+    if n_dates < 60 + 20 + gaps:  # 60 training and 20 test days at least
+        with pytest.raises(ValueError, match="too few"):
+            fit_splits_to_calendar(n_dates, config, max_horizon)
+        return
+    fitted = fit_splits_to_calendar(n_dates, config, max_horizon)
+    assert (fitted.val_days, fitted.embargo_days, fitted.purge_days) == (val_days, 20, None)
+    folds = walk_forward_folds(calendar, fitted, max_horizon)
+    assert len(folds) == fitted.n_folds <= MAX_FITTED_FOLDS
+    assert folds[-1].test_dates[-1] == calendar[-1]
+    assert fitted.n_folds == 1 or fitted.test_days >= MIN_FITTED_TEST_DAYS
+    left = n_dates - gaps
+    assert abs(fitted.min_train_days - left / 2) <= 1 or fitted.min_train_days == 60
+    assert len(folds[0].train_dates) >= fitted.min_train_days
+    # what is not tested is at most one window's rounding beyond the first fold's training
+    assert n_dates - gaps - fitted.n_folds * fitted.test_days - fitted.min_train_days < fitted.n_folds
+
+
+def test_a_calendar_too_short_to_fit_names_the_days_needed() -> None:
+    with pytest.raises(ValueError, match=r"100 trading days are too few .* at least 105 "):
+        fit_splits_to_calendar(100, SplitConfig(val_days=0, embargo_days=20), 5)

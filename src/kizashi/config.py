@@ -2,14 +2,21 @@
 
 Every config model forbids unknown keys. :func:`load_config` turns pydantic's and YAML's
 errors into a :class:`~kizashi.errors.ConfigError` that names the file and the dotted key.
+
+Input paths written in a YAML file (``input.path``, ``data_config``, ``data.paths``, ...)
+are relative to that file's folder; ``--set`` overrides and ``--data`` are relative to the
+working directory; ``~`` is expanded in both. Output folders (``output.dir``) stay relative
+to the working directory, so runs land where the command is run (:func:`anchor_paths`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+import types
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -146,6 +153,11 @@ class SplitConfig(StrictModel):
     val_days: int = Field(0, ge=0, description="validation slice carved from the train end")
     purge_days: int | None = Field(None, description="null = the longest target horizon")
     embargo_days: int = Field(20, ge=0)
+    fit_to_data: bool = Field(
+        False,
+        description="choose n_folds, test_days and min_train_days from the data's calendar "
+        "(kizashi.splits.fit_splits_to_calendar); `--data` sets it when no splits are configured",
+    )
 
 
 #: The fewest joint trading days a graph correlation may rest on (``graph.min_periods``);
@@ -396,7 +408,20 @@ def format_config_problems(source: str, problems: list[tuple[str, str]], note: s
     return "\n".join(lines)
 
 
-def _format_validation_error(err: ValidationError, source: str, note: str = "") -> str:
+def _dotted_keys(mapping: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every dotted key path of a nested mapping (``{"a": {"b": 1}}`` -> ``{"a", "a.b"}``)."""
+    keys: set[str] = set()
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        keys.add(dotted)
+        if isinstance(value, dict):
+            keys |= _dotted_keys(value, f"{dotted}.")
+    return keys
+
+
+def _format_validation_error(
+    err: ValidationError, source: str, note: str = "", command_line: set[str] = frozenset()
+) -> str:
     problems: list[tuple[str, str]] = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "<root>"
@@ -408,20 +433,27 @@ def _format_validation_error(err: ValidationError, source: str, note: str = "") 
             msg = item["msg"]
         given = item.get("input")
         shown = "" if item["type"] == "extra_forbidden" or isinstance(given, dict) else f" (got {given!r})"
-        problems.append((key, f"{msg}{shown}"))
+        given_by = " (given by --set)" if key in command_line else ""
+        problems.append((key, f"{msg}{shown}{given_by}"))
     return format_config_problems(source, problems, note)
 
 
 def config_from_dict(
-    model: type[ModelT], data: dict[str, Any], source: str = "<dict>", *, note: str = ""
+    model: type[ModelT],
+    data: dict[str, Any],
+    source: str = "<dict>",
+    *,
+    note: str = "",
+    overrides: dict[str, Any] | None = None,
 ) -> ModelT:
     """Validate ``data`` into ``model``; a :class:`ConfigError` names ``source`` and each dotted
-    key (``note`` is appended to its first line). The config remembers ``source``
-    (:func:`config_source`)."""
+    key (``note`` is appended to its first line; a key that ``overrides``, the command line's
+    ``--set``, gave is marked so). The config remembers ``source`` (:func:`config_source`)."""
     try:
         config = model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source, note)) from None
+        keys = _dotted_keys(overrides) if overrides else set()
+        raise ConfigError(_format_validation_error(err, source, note, keys)) from None
     if isinstance(config, StrictModel):
         config._source = source
     return config
@@ -495,13 +527,73 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: Sections whose paths are written, not read: they stay relative to the working directory.
+OUTPUT_SECTIONS = ("output",)
+
+
+def _path_kind(annotation: Any) -> str | None:
+    """``"path"`` for ``Path`` / ``Path | None``, ``"paths"`` for ``list[Path]``, else None."""
+    if annotation is Path:
+        return "path"
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        kinds = {_path_kind(arg) for arg in get_args(annotation) if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is list and get_args(annotation) == (Path,):
+        return "paths"
+    return None
+
+
+def _config_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model behind ``annotation`` (``Model`` or ``Model | None``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        models = [arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def _anchor(value: Any, folder: Path) -> Any:
+    if not isinstance(value, (str, Path)) or str(value) == "":
+        return value
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else folder / path)
+
+
+def anchor_paths(data: dict[str, Any], model: type[BaseModel], folder: str | Path) -> dict[str, Any]:
+    """``data`` (a mapping for ``model``, as read from YAML or ``--set``) with every relative
+    input path made absolute against ``folder`` and ``~`` expanded: the fields typed ``Path``
+    or ``list[Path]``, in nested sections too, except those under :data:`OUTPUT_SECTIONS`.
+    Values of the wrong type are left for validation to report."""
+    folder = Path(folder).expanduser().absolute()
+    anchored = dict(data)
+    for name, field in model.model_fields.items():
+        if name not in anchored or name in OUTPUT_SECTIONS:
+            continue
+        value = anchored[name]
+        kind = _path_kind(field.annotation)
+        if kind == "path":
+            anchored[name] = _anchor(value, folder)
+        elif kind == "paths" and isinstance(value, list):
+            anchored[name] = [_anchor(item, folder) for item in value]
+        elif isinstance(value, dict) and (section := _config_model(field.annotation)) is not None:
+            anchored[name] = anchor_paths(value, section, folder)
+    return anchored
+
+
+def read_config_file(path: str | Path, model: type[BaseModel]) -> dict[str, Any]:
+    """:func:`read_yaml`, with the file's input paths anchored at its folder (:func:`anchor_paths`)."""
+    return anchor_paths(read_yaml(path), model, Path(path).expanduser().parent)
+
+
 def load_config(path: str | Path, model: type[ModelT], overrides: dict[str, Any] | None = None) -> ModelT:
-    """Load a YAML file into ``model``. Errors name the file and the dotted key."""
-    data = read_yaml(path)
+    """Load a YAML file into ``model``. Errors name the file and the dotted key. Input paths
+    are relative to the file; those in ``overrides`` to the working directory."""
+    data = read_config_file(path, model)
     if overrides:
-        data = deep_merge(data, overrides)
-    # Relative paths inside a config are taken relative to the working directory, like the CLI.
-    return config_from_dict(model, data, source=str(path))
+        data = deep_merge(data, anchor_paths(overrides, model, Path.cwd()))
+    return config_from_dict(model, data, source=str(path), overrides=overrides)
 
 
 def load_job_config(
@@ -511,24 +603,32 @@ def load_job_config(
     defaults): the file named by its ``data_config`` key is read first and the file's own
     ``data`` section merged over it.
 
+    Paths in each file are relative to that file (``data_config`` to the job file, the data
+    config's ``input.path`` to the data config); :func:`anchor_paths`.
+
     An error in the ``data_config`` file is reported against that file (its keys as there,
     e.g. ``graph.window``); an error in the job file, or one that only the merge produces,
     against the job file (``data.graph.window``)."""
     source = str(path) if path is not None else "<defaults>"
-    data = read_yaml(path) if path is not None else {}
+    data = read_config_file(path, model) if path is not None else {}
     if overrides:
-        data = deep_merge(data, overrides)
+        data = deep_merge(data, anchor_paths(overrides, model, Path.cwd()))
     data_config = data.get("data_config")
     own_data = data.get("data") or {}
     note = ""
     data_source = source
     if data_config:
-        base = read_yaml(data_config)
+        if not Path(data_config).is_file():
+            raise ConfigError(
+                f"{source}: data_config: file not found: {data_config} (a path in a config file is relative "
+                "to that file's folder; on the command line, to the working directory)"
+            )
+        base = read_config_file(data_config, DataBuildConfig)
         config_from_dict(DataBuildConfig, base, source=str(data_config), note=f" (the data_config of {source})")
         data = {**data, "data": deep_merge(base, own_data)}
         note = f" (its data section is merged over the data_config {data_config})"
         data_source = f"{source} (data, merged over {data_config})" if own_data else str(data_config)
-    config = config_from_dict(model, data, source=source, note=note)
+    config = config_from_dict(model, data, source=source, note=note, overrides=overrides)
     data_section = getattr(config, "data", None)
     if isinstance(data_section, DataBuildConfig):
         data_section._source = data_source
@@ -747,7 +847,7 @@ class ExperimentConfig(StrictModel):
     def setting_configs(self, source: str = "<experiment>") -> dict[str, PretrainConfig]:
         """``{name: PretrainConfig}``, each validated; a :class:`ConfigError` names the
         setting, and one is raised if the settings differ in a shared section."""
-        base = read_yaml(self.base) if self.base is not None else {}
+        base = read_config_file(self.base, PretrainConfig) if self.base is not None else {}
         base = deep_merge(base, self.overrides)
         configs = {name: config_from_dict(PretrainConfig, deep_merge(base, extra), source=f"{source}: settings.{name}")
                    for name, extra in self.settings.items()}
@@ -764,7 +864,25 @@ class ExperimentConfig(StrictModel):
 
 
 def load_experiment_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    return load_config(path, ExperimentConfig, overrides)
+    """The experiment file; ``base`` and the input paths in its ``overrides`` and ``settings``
+    (pretraining keys) are relative to it, those in ``overrides`` to the working directory."""
+    data = _anchor_experiment(read_config_file(path, ExperimentConfig), Path(path).expanduser().parent)
+    if overrides:
+        data = deep_merge(data, _anchor_experiment(anchor_paths(overrides, ExperimentConfig, Path.cwd()), Path.cwd()))
+    return config_from_dict(ExperimentConfig, data, source=str(path), overrides=overrides)
+
+
+def _anchor_experiment(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The pretraining keys in an experiment's ``overrides`` and ``settings`` anchored at ``folder``."""
+    data = dict(data)
+    if isinstance(data.get("overrides"), dict):
+        data["overrides"] = anchor_paths(data["overrides"], PretrainConfig, folder)
+    if isinstance(data.get("settings"), dict):
+        data["settings"] = {
+            name: anchor_paths(extra, PretrainConfig, folder) if isinstance(extra, dict) else extra
+            for name, extra in data["settings"].items()
+        }
+    return data
 
 
 # --------------------------------------------------------------------------------------

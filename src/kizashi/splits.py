@@ -65,6 +65,44 @@ class Fold:
         return out
 
 
+#: Splits fitted to the data (:func:`fit_splits_to_calendar`): the first fold trains on this
+#: share of the days left after the gaps, the rest is cut into test windows of at least
+#: MIN_FITTED_TEST_DAYS days (a quarter), at most MAX_FITTED_FOLDS of them.
+FITTED_TRAIN_SHARE = 0.5
+MIN_FITTED_TEST_DAYS = 63
+MAX_FITTED_FOLDS = 8
+MIN_FITTED_TRAIN_DAYS = 60
+
+
+def fit_splits_to_calendar(n_dates: int, config: SplitConfig, max_horizon: int) -> SplitConfig:
+    """``config`` with ``n_folds``, ``test_days`` and ``min_train_days`` chosen for a calendar
+    of ``n_dates`` trading days; the gaps, validation slice and ``train_days`` are kept.
+
+    Of the days left after the validation slice and the gaps, the first fold trains on
+    :data:`FITTED_TRAIN_SHARE`; the rest is cut into ``n_folds`` equal test windows of at
+    least :data:`MIN_FITTED_TEST_DAYS` days (fewer days: one window), at most
+    :data:`MAX_FITTED_FOLDS`. Raises ``ValueError`` when even one fold with
+    :data:`MIN_FITTED_TRAIN_DAYS` training days and a test window of 20 days does not fit."""
+    purge = int(config.purge_days if config.purge_days is not None else max_horizon)
+    val_block = config.val_days + purge if config.val_days > 0 else 0
+    available = n_dates - val_block - purge - config.embargo_days
+    min_train = max(MIN_FITTED_TRAIN_DAYS, int(available * FITTED_TRAIN_SHARE))
+    if config.train_days is not None:
+        min_train = min(min_train, config.train_days)
+    test_total = available - min_train
+    if min_train < MIN_FITTED_TRAIN_DAYS or test_total < 20:
+        raise ValueError(
+            f"{n_dates:,} trading days are too few to fit walk-forward splits: one fold needs at least "
+            f"{MIN_FITTED_TRAIN_DAYS + 20 + val_block + purge + config.embargo_days:,} "
+            f"({MIN_FITTED_TRAIN_DAYS} training + 20 test + validation {config.val_days} and gaps "
+            f"{val_block - config.val_days + purge + config.embargo_days}); give a longer input"
+        )
+    n_folds = max(1, min(MAX_FITTED_FOLDS, test_total // MIN_FITTED_TEST_DAYS))
+    return config.model_copy(
+        update={"n_folds": n_folds, "test_days": test_total // n_folds, "min_train_days": min_train}
+    )
+
+
 def walk_forward_folds(dates: Any, config: SplitConfig, max_horizon: int) -> list[Fold]:
     """Build ``config.n_folds`` walk-forward folds over the trading calendar ``dates``.
 

@@ -28,7 +28,8 @@ from kizashi.evaluation.run_dir import (
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.features.targets import target_reach, target_return_name
 from kizashi.datasets.build import build_dataset, built_from
-from kizashi.splits import Fold, walk_forward_folds
+from kizashi.data.calendar import trading_calendar
+from kizashi.splits import Fold, fit_splits_to_calendar, walk_forward_folds
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,23 @@ def resolve_horizons(requested: list[int] | None, built: list[int]) -> list[int]
 
 def job_folds(config: EvaluateConfig | TrainConfig, calendar: Any, reach: int) -> list[Fold]:
     """The walk-forward folds of a job's ``splits`` on ``calendar`` (trading days) with a purge
-    of at least ``reach`` days; a calendar too short is a ConfigError naming the job's file."""
+    of at least ``reach`` days; a calendar too short is a ConfigError naming the job's file.
+
+    With ``splits.fit_to_data`` the folds are first sized to ``calendar``
+    (:func:`kizashi.splits.fit_splits_to_calendar`): ``config.splits`` is replaced by the
+    sized splits (so the run records them), with one log line."""
     try:
+        if config.splits.fit_to_data:
+            n_dates = len(trading_calendar(calendar))
+            config.splits = fit_splits_to_calendar(n_dates, config.splits, reach).model_copy(
+                update={"fit_to_data": False}
+            )
+            s = config.splits
+            log.info(
+                "splits sized to the data (%s trading days; the config sets none): %d folds x %d test days, "
+                "first fold trains on %s days, validation %d, embargo %d (set `splits` to choose them)",
+                f"{n_dates:,}", s.n_folds, s.test_days, f"{s.min_train_days:,}", s.val_days, s.embargo_days,
+            )
         return walk_forward_folds(calendar, config.splits, reach)
     except ValueError as err:
         raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None

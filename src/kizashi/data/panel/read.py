@@ -19,7 +19,7 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -457,6 +457,49 @@ def guess_preset(path: Path) -> str:
     if "timestamp" in header or "adjusted_close" in header:
         return "sp500"
     return "canonical"
+
+
+#: Column names of common exports (lower case, without spaces, ``_`` and ``-``) -> canonical.
+COLUMN_ALIASES: dict[str, str] = {
+    "date": "date", "datetime": "date", "timestamp": "date", "tradedate": "date", "day": "date",
+    "code": CODE, "ticker": CODE, "symbol": CODE, "instrument": CODE, "secid": CODE, "stock": CODE,
+    "open": "open", "high": "high", "low": "low", "close": "close",
+    "volume": "volume", "vol": "volume", "turnovervalue": "turnover_value",
+}
+
+
+def guess_columns(path: Path, preset: str) -> dict[str, str]:
+    """``{source: canonical}`` for the header columns of ``path`` that ``preset`` does not map
+    and that name a required column in another spelling (``Date``, ``Ticker``, ``Close``,
+    ``trade_date``, ...; :data:`COLUMN_ALIASES`). A canonical name the file already has, or
+    that two columns would both take, is left alone (the check then reports it)."""
+    preset_map = COLUMN_PRESETS.get(preset, {})
+    header = header_columns(path)
+    taken = {preset_map.get(name, name) for name in header}
+    candidates: dict[str, list[str]] = {}
+    for name in header:
+        if name in preset_map or name in taken & set(COLUMN_ALIASES.values()):
+            continue
+        canonical = COLUMN_ALIASES.get(name.lower().replace(" ", "").replace("_", "").replace("-", ""))
+        if canonical is not None and canonical not in taken:
+            candidates.setdefault(canonical, []).append(name)
+    return {names[0]: canonical for canonical, names in candidates.items() if len(names) == 1}
+
+
+def guess_input_settings(path: Path) -> dict[str, Any]:
+    """``input`` settings for a quotes file read without a config: the guessed ``preset``
+    (:func:`guess_preset`) and, when the header spells required columns otherwise, ``columns``
+    (:func:`guess_columns`, logged)."""
+    preset = guess_preset(path)
+    settings: dict[str, Any] = {"preset": preset}
+    columns = guess_columns(path, preset)
+    if columns:
+        settings["columns"] = columns
+        log.info(
+            "%s: columns read as %s (set input.columns to map them otherwise)",
+            path.name, ", ".join(f"{source} -> {target}" for source, target in columns.items()),
+        )
+    return settings
 
 
 def guess_sectors_preset(path: Path) -> str:
