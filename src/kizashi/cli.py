@@ -51,6 +51,40 @@ SetOption = typer.Option(
 PrintConfigOption = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit.")
 
 
+DataOption = typer.Option(
+    None, "--data", help="Your daily quotes (CSV/Parquet, a file or a folder): used instead of the config's input; "
+    "the column preset is guessed as `data check` does, and the folds are sized to the data unless splits are set.",
+)
+SectorsOption = typer.Option(None, "--sectors", help="Sector table for --data (code -> sector).")
+
+
+def _data_overrides(data: Optional[Path], sectors: Optional[Path], config: Optional[Path]) -> dict[str, Any]:
+    """``--data`` / ``--sectors`` as overrides of a job config's ``data.input`` (presets guessed
+    from the files' headers); without ``--config`` the dataset goes to artifacts/dataset/<name>."""
+    if data is None:
+        if sectors is not None:
+            raise typer.BadParameter("--sectors needs --data", param_hint="--sectors")
+        return {}
+    from kizashi.data.panel.read import guess_input_settings, guess_sectors_preset
+
+    inputs: dict[str, Any] = {"path": str(data), **guess_input_settings(data.expanduser())}
+    if sectors is not None:
+        inputs["sectors"] = str(sectors)
+        inputs["sectors_preset"] = guess_sectors_preset(sectors.expanduser())
+    overrides: dict[str, Any] = {"data": {"input": inputs}}
+    if config is None:
+        overrides["data"]["output"] = {"dir": f"artifacts/dataset/{data.expanduser().stem or 'data'}"}
+    return overrides
+
+
+def _fit_splits_unless_set(cfg: Any, data: Optional[Path]) -> Any:
+    """With ``--data`` and no ``splits`` in the config file or ``--set``, size the folds to the
+    data (``splits.fit_to_data``; the job logs the folds it chose)."""
+    if data is not None and "splits" not in cfg.model_fields_set:
+        cfg.splits = cfg.splits.model_copy(update={"fit_to_data": True})
+    return cfg
+
+
 def _print_config(cfg: Any) -> None:
     """The resolved config (file + --set + options) as YAML on stdout; the command then exits."""
     import yaml
@@ -104,14 +138,14 @@ def _build_config(
     out: Optional[Path] = None,
     settings: Optional[list[str]] = None,
 ) -> DataBuildConfig:
-    from kizashi.data.panel.read import guess_preset, guess_sectors_preset
+    from kizashi.data.panel.read import guess_input_settings, guess_sectors_preset
 
     overrides: dict[str, Any] = {}
     inputs: dict[str, Any] = {}
     if data is not None:
         inputs["path"] = str(data)
         if preset is None and config is None:
-            preset = guess_preset(data)
+            inputs.update(guess_input_settings(data))
     if preset is not None:
         inputs["preset"] = preset
     if sectors is not None:
@@ -343,6 +377,8 @@ def _finish_run(result: Any, report: bool, as_json: bool) -> None:
 @friendly_errors
 def evaluate(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/evaluate/lightgbm.yaml)."),
+    data: Optional[Path] = DataOption,
+    sectors: Optional[Path] = SectorsOption,
     control: bool = typer.Option(False, "--control", help="Shuffled-target control run (RankIC must be ~0)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
@@ -351,10 +387,11 @@ def evaluate(
     print_config: bool = PrintConfigOption,
 ) -> None:
     """Walk-forward fit / predict / evaluate; one summary table per horizon."""
-    from kizashi.config import load_evaluate_config, parse_overrides
+    from kizashi.config import deep_merge, load_evaluate_config, parse_overrides
     from kizashi.jobs.evaluate import run_walk_forward
 
-    cfg = load_evaluate_config(config, parse_overrides(settings))
+    overrides = deep_merge(_data_overrides(data, sectors, config), parse_overrides(settings))
+    cfg = _fit_splits_unless_set(load_evaluate_config(config, overrides), data)
     if print_config:
         _print_config(cfg)
     if out is None and control:
@@ -367,6 +404,8 @@ def evaluate(
 @friendly_errors
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/train/atft_gat_fan.yaml)."),
+    data: Optional[Path] = DataOption,
+    sectors: Optional[Path] = SectorsOption,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints (same --out)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Devices per fold: N (>1 = DDP), 'auto', or a list '0,1'."),
@@ -382,10 +421,10 @@ def train(
 
     route_library_logs()
 
-    overrides = parse_overrides(settings)
+    overrides = deep_merge(_data_overrides(data, sectors, config), parse_overrides(settings))
     if devices is not None:
         overrides = deep_merge(overrides, {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}})
-    cfg = _check_model_spec(load_train_config(config, overrides), config)
+    cfg = _fit_splits_unless_set(_check_model_spec(load_train_config(config, overrides), config), data)
     if print_config:
         _print_config(cfg)
     try:
@@ -610,6 +649,7 @@ def demo(
     data_config = _build_config(None, data, sectors, out=out / "dataset")
     evaluate_config = EvaluateConfig(data=data_config)
     if data is not None:
+        evaluate_config.splits = evaluate_config.splits.model_copy(update={"fit_to_data": True})
         if guess_preset(data) == "sp500":
             evaluate_config.caveats = [SP500_CAVEAT]
     result = run_walk_forward(evaluate_config, out_dir=out / "run")
