@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kizashi-installed
 
-.PHONY: install demo test test-gpu bench clean
+.PHONY: install demo test test-gpu test-install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: install
 
 test-gpu: install
 	$(PY) -m pytest -m gpu -q
+
+# opt-in, minutes, not part of `make test`: a fresh virtualenv with torch installed first keeps that
+# torch through `pip install .` (tests/test_install.py, gated by KIZASHI_INSTALL_TEST=1).
+test-install: install
+	KIZASHI_INSTALL_TEST=1 $(PY) -m pytest -q tests/test_install.py
 
 bench: install
 	$(PY) benchmarks/bench_features.py
