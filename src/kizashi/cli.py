@@ -610,6 +610,31 @@ def report(
     console.print(f"report: {write_report(run_dir, out)}")
 
 
+runs_app = typer.Typer(help="Run directories of evaluate / train: compare them.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("compare")
+@friendly_errors
+def runs_compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories (evaluate / train)."),
+    html: Path = typer.Option(Path("compare.html"), "--html", help="Where to write the comparison page."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+) -> None:
+    """The runs' summaries side by side per horizon, and for every pair the paired t-stat of
+    the daily RankIC (and net long-short return) difference on their common days."""
+    from kizashi.evaluation.compare import comparison_json, comparison_tables, compare_runs, write_comparison_html
+
+    comparison = compare_runs(run_dirs)
+    page = write_comparison_html(comparison, html)
+    if as_json:
+        typer.echo(comparison_json(comparison))
+        return
+    for table in comparison_tables(comparison):
+        console.print(table)
+    console.print(f"comparison page: {page}")
+
+
 models_app = typer.Typer(help="Models in the registry (kizashi.models.create_model).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
