@@ -381,6 +381,7 @@ def evaluate(
     sectors: Optional[Path] = SectorsOption,
     control: bool = typer.Option(False, "--control", help="Shuffled-target control run (RankIC must be ~0)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its finished fits (same --out)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     settings: Optional[list[str]] = SetOption,
@@ -396,7 +397,7 @@ def evaluate(
         _print_config(cfg)
     if out is None and control:
         out = Path(str(cfg.output.dir) + "_control")
-    result = run_walk_forward(cfg, control=control, out_dir=out)
+    result = run_walk_forward(cfg, control=control, out_dir=out, resume=resume)
     _finish_run(result, report, as_json)
 
 
@@ -664,6 +665,7 @@ def demo(
     data: Optional[Path] = typer.Option(None, "--data", help="Daily quotes (default: the embedded synthetic market)."),
     sectors: Optional[Path] = typer.Option(None, "--sectors", help="Sector table for --data."),
     out: Path = typer.Option(Path("artifacts/demo"), "--out", "-o", help="Output directory (dataset/ and run/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a stopped demo from its finished fits."),
 ) -> None:
     """The main job: data -> features -> LightGBM walk-forward -> summary table and report."""
     from kizashi.config import EvaluateConfig
@@ -677,7 +679,7 @@ def demo(
         evaluate_config.splits = evaluate_config.splits.model_copy(update={"fit_to_data": True})
         if guess_preset(data) == "sp500":
             evaluate_config.caveats = [SP500_CAVEAT]
-    result = run_walk_forward(evaluate_config, out_dir=out / "run")
+    result = run_walk_forward(evaluate_config, out_dir=out / "run", resume=resume)
     _print_run_summary(result)
     console.print(f"report: {write_report(result.run_dir)}")
 

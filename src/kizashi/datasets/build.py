@@ -99,9 +99,11 @@ def build_dataset(
         log.info(
             "inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique()
         )
+        stage = time.perf_counter()
         prepared = prepare_base(  # context tables are attached per chunk
             inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
         )
+        log.info("base panel and targets %s: %d rows (%.1fs)", list(horizons), prepared.height, time.perf_counter() - stage)
         # The (code, date) keys written: the point-in-time universe's rows.
         written = prepared.lazy().filter(pl.col(IN_UNIVERSE)).select("code", "date").collect()
         dates = written.get_column("date").unique().sort()
@@ -114,13 +116,21 @@ def build_dataset(
             check_calendar(dates)
         # The graphs come first: the peers family reads their per-day neighbour aggregates.
         sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
+        stage = time.perf_counter()
         tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
+        log.info(
+            "context tables (market, sector%s) (%.1fs)",
+            f", correlation graphs: {tables.edges.height} edges" if tables.edges is not None else "",
+            time.perf_counter() - stage,
+        )
         specs = feature_specs_for(inputs, config)
         calendar_days = prepared.get_column("date").n_unique()
         stocks_per_day = prepared.height / max(calendar_days, 1)
         chunk_days = max(20, int(config.output.chunk_rows / max(stocks_per_day, 1.0)))
         n_chunks = -(-calendar_days // chunk_days)
         dtype = pl.Float32() if config.features.dtype == "float32" else pl.Float64()
+        log.info("features: %d columns over %d days, in %d chunks of up to %d days", len(specs), calendar_days,
+                 n_chunks, chunk_days)
         n_rows = 0
         n_edges = 0
         chunks = iter_feature_chunks(
