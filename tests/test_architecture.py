@@ -137,5 +137,5 @@ def test_test_folders_mirror_the_package():
     stray = [name for name in folders if name not in packages | {"benchmarks"}]
     assert not stray, f"tests/ folders that are not kizashi packages (or benchmarks): {stray}"
     loose = sorted(p.stem.removeprefix("test_") for p in tests.glob("test_*.py"))
-    modules = {p.stem for p in PACKAGE.glob("*.py")} | {"architecture", "config_errors", "install"}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {"architecture", "config_errors", "install", "quickstart"}
     assert set(loose) <= modules, f"tests/ top-level files that test no top-level module: {sorted(set(loose) - modules)}"
