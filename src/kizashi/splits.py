@@ -180,7 +180,7 @@ def walk_forward_folds(dates: Any, config: SplitConfig, max_horizon: int) -> lis
                 embargo_days=embargo,
             )
         )
-    logger.info(
+    logger.debug(
         "walk-forward: %d folds over %d trading days (purge %d, embargo %d, %s train)",
         len(folds),
         n_dates,

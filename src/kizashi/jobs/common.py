@@ -54,7 +54,9 @@ def resolve_horizons(requested: list[int] | None, built: list[int]) -> list[int]
     return horizons
 
 
-def job_folds(config: EvaluateConfig | TrainConfig, calendar: Any, reach: int) -> list[Fold]:
+def job_folds(
+    config: EvaluateConfig | TrainConfig, calendar: Any, reach: int, *, announce: bool = True
+) -> list[Fold]:
     """The walk-forward folds of a job's ``splits`` on ``calendar`` (trading days) with a purge
     of at least ``reach`` days; a calendar too short is a ConfigError naming the job's file.
 
@@ -73,9 +75,18 @@ def job_folds(config: EvaluateConfig | TrainConfig, calendar: Any, reach: int) -
                 "first fold trains on %s days, validation %d, embargo %d (set `splits` to choose them)",
                 f"{n_dates:,}", s.n_folds, s.test_days, f"{s.min_train_days:,}", s.val_days, s.embargo_days,
             )
-        return walk_forward_folds(calendar, config.splits, reach)
+        folds = walk_forward_folds(calendar, config.splits, reach)
     except ValueError as err:
         raise ConfigError(f"{config_source(config)}: invalid config: key `splits`: {err}") from None
+    if announce:
+        first = folds[0]
+        log.info(
+            "walk-forward: %d folds over %s trading days (test %s .. %s; purge %d, embargo %d, %s train)",
+            len(folds), f"{len(trading_calendar(calendar)):,}", first.test_dates[0], folds[-1].test_dates[-1],
+            first.purge_days, first.embargo_days,
+            "expanding" if config.splits.train_days is None else f"rolling {config.splits.train_days}-day",
+        )
+    return folds
 
 
 def ensure_dataset(config: EvaluateConfig | TrainConfig) -> Path:
@@ -98,7 +109,7 @@ def ensure_dataset(config: EvaluateConfig | TrainConfig) -> Path:
         log.info("dataset %s was built from other settings or inputs: rebuilding", out)
     requested = config.horizons if config.horizons is not None else data.targets.horizons
     reach = target_reach(requested, data.targets.fill_end_days)
-    build_dataset(data, out, check_calendar=lambda dates: job_folds(config, dates, reach))
+    build_dataset(data, out, check_calendar=lambda dates: job_folds(config, dates, reach, announce=False))
     return out
 
 
