@@ -3,15 +3,17 @@
     kizashi data build   [--config FILE] [--data FILE] [--sectors FILE] [--out DIR]
     kizashi data columns [DATASET] [--config FILE] [--dataset DIR] [--family NAME] [--json]
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
-    kizashi evaluate     [--config FILE] [--control] [--out DIR]
-    kizashi train        [--config FILE] [--resume] [--out DIR] [--devices N]
+    kizashi evaluate     [--config FILE] [--data FILE [--sectors FILE]] [--control] [--out DIR] [--resume]
+    kizashi train        [--config FILE] [--data FILE [--sectors FILE]] [--resume] [--out DIR] [--devices N]
     kizashi pretrain     [--config FILE] [--out DIR] [--json]
     kizashi finetune     [--config FILE] [--encoder FILE] [--epochs N] [--freeze-encoder]
     kizashi experiment   CONFIG [--out DIR] [--only NAME,...] [--force] [--json]
     kizashi lm train     [--config FILE] [--text FILE] [--out DIR] [--resume] [--max-minutes M] [--json]
+    kizashi lm sample    RUN_DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
     kizashi report       RUN_DIR [--out DIR]
+    kizashi runs compare RUN_DIR RUN_DIR... [--html FILE] [--json]
     kizashi models list  [--n-features N]
-    kizashi demo         [--data FILE --sectors FILE] [--out DIR]
+    kizashi demo         [--data FILE --sectors FILE] [--out DIR] [--resume]
     kizashi --version
 """
 
@@ -563,7 +565,7 @@ def lm_train(
     text: Optional[Path] = typer.Option(None, "--text", help="UTF-8 text file (overrides data.text)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Training wall-time budget."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock budget of the whole job in minutes, final validation included (validation subsampled to fit)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     settings: Optional[list[str]] = SetOption,
     print_config: bool = PrintConfigOption,
@@ -597,6 +599,23 @@ def lm_train(
                       f"{row['val_bits']:.3f}", f"{row['tokens_per_second']:,.0f}")
     console.print(table)
     console.print(f"best {summary['best_val_loss']:.4f} at step {summary['best_step']}; {result.out_dir}")
+
+
+@lm_app.command("sample")
+@friendly_errors
+def lm_sample(
+    run_dir: Path = typer.Argument(..., help="An `lm train` output directory."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue (characters of the training alphabet)."),
+    tokens: int = typer.Option(200, "--tokens", "-n", help="How many tokens to generate."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 = greedy."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens only."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (the same seed gives the same text)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
+) -> None:
+    """Generate text with a trained token LM: the prompt, then N sampled tokens."""
+    from kizashi.jobs.lm import sample_text
+
+    typer.echo(sample_text(run_dir, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed, device=device))
 
 
 @app.command("report")

@@ -900,7 +900,14 @@ class LMTrainerSettings(LightningRunSettings):
     max_epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (and decay the lr to it)")
-    max_minutes: float | None = Field(None, gt=0, description="stop after this much training wall time")
+    max_minutes: float | None = Field(
+        None, gt=0,
+        description="wall-clock budget of the whole job, final validation included (validation subsampled to fit)",
+    )
+    val_budget_share: float = Field(
+        0.1, gt=0, lt=1,
+        description="with max_minutes: the share of the budget one validation may take (else evenly spread windows)",
+    )
     val_check_interval: float | int = Field(1.0, description="a fraction of an epoch, or a number of batches")
     nan_guard_limit: int = Field(20, ge=1)
 

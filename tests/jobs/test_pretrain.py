@@ -87,6 +87,48 @@ def test_cli_pretrain_and_config_errors(tmp_path, torch_single_thread):
         config_from_dict(PretrainConfig, {**TINY, "transfer_learning": {"freeze_epochs": 3}})
 
 
+def test_pretrain_and_finetune_write_pretrained_folders_without_logging_interval_warnings(tmp_path,
+                                                                                         torch_single_thread):
+    """pretrain's model/ is encoder.pt's model (same weights, same outputs, the window
+    statistics in its metadata); finetune's model/ is the forecaster (a linear probe here, so
+    its encoder is exactly the pretrained one) with its label scale; with a TensorBoard
+    logger and epochs of fewer than 50 batches, Lightning does not warn about the logging
+    interval."""
+    import math
+    import warnings
+
+    from kizashi.jobs.finetune import run_finetune
+    from kizashi.models import Stage1Forecaster, Stage1Model, read_pretrained_config
+
+    config = config_from_dict(PretrainConfig, {**TINY, "trainer": {**TINY["trainer"], "max_epochs": 1,
+                                                                   "logger": "tensorboard"}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pre = run_pretraining(config, tmp_path / "pre")
+        tuned = run_finetune(config, tmp_path / "pre" / "encoder.pt", tmp_path / "ft", epochs=1, freeze_encoder=True)
+    assert math.ceil(pre.summary["n_train_windows"] / TINY["trainer"]["batch_size"]) < 50  # Lightning's default
+    assert [str(w.message) for w in caught if "logging interval" in str(w.message)] == []
+
+    encoder, payload = load_pretrained(tmp_path / "pre" / "encoder.pt")
+    model = Stage1Model.from_pretrained(tmp_path / "pre" / "model")
+    assert model.config == encoder.config
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in encoder.state_dict().items())
+    metadata = read_pretrained_config(tmp_path / "pre" / "model")["metadata"]
+    assert metadata["stats"] == json.loads(json.dumps(payload["stats"])) and metadata["timeframes"] == payload["timeframes"]
+    x = {tf: torch.randn(2, 16, 6) for tf in payload["timeframes"]}
+    encoder.eval()
+    with torch.no_grad():
+        assert all(torch.equal(encoder(x)[tf], model(x)[tf]) for tf in x)
+
+    forecaster = Stage1Forecaster.from_pretrained(tmp_path / "ft" / "model")
+    assert forecaster.freeze_encoder
+    assert all(torch.equal(v, forecaster.backbone.state_dict()[k]) for k, v in encoder.state_dict().items())
+    metadata = read_pretrained_config(tmp_path / "ft" / "model")["metadata"]
+    assert metadata["label_scale"] == tuned.label_scale and metadata["best_epoch"] == tuned.best_epoch == 1
+    with torch.no_grad():
+        assert forecaster(x).shape == (2,)
+
+
 def planted_trend_bars(directory, n_days: int = 30, seed: int = 0) -> list[str]:
     """Two symbols of m15 bars whose log returns carry a slow sinusoidal drift (period 2.5
     days, amplitude 0.0015 a bar, noise 0.002 a bar): the next h4 return is predictable from

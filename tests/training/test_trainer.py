@@ -743,3 +743,28 @@ def test_finite_mean_skips_non_finite_losses():
     mean.reset()
     mean.add(step_loss(torch.tensor(float("nan"))))
     assert math.isnan(mean.compute())
+
+
+def test_each_fold_saves_its_predicting_weights_as_a_pretrained_model(trained, cache):
+    """checkpoints/fold_k/model/ holds the weights that predicted the test days: the EMA
+    weights of the checkpoint predicted from (not the live ones), loadable on their own."""
+    from kizashi.models import load_pretrained_model, read_pretrained_config
+
+    config, result = trained
+    fold_dir = fold_checkpoint_dir(result.run_dir, 0)
+    model = load_pretrained_model(fold_dir / "model")
+    assert type(model).__name__ == "ATFTGATFAN"
+    metadata = read_pretrained_config(fold_dir / "model")["metadata"]
+    assert metadata["fold"] == 0 and metadata["features"] == cache.feature_columns and metadata["ema"]
+    assert list(metadata["horizons"]) == HORIZONS
+
+    predicted_from = fold_dir / ("best.ckpt" if (fold_dir / "best.ckpt").is_file() else "last.ckpt")
+    checkpoint = torch.load(predicted_from, map_location="cpu", weights_only=False)
+    (ema,) = [state["ema"] for key, state in checkpoint["callbacks"].items() if "EMA" in key]
+    saved = model.state_dict()
+    live = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    ema = {k.removeprefix("model."): v for k, v in ema.items()}
+    assert set(ema) <= set(saved)
+    for name, value in ema.items():
+        torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
+    assert any(not torch.equal(live[name], ema[name]) for name in ema), "the live weights were saved, not the EMA"

@@ -24,11 +24,17 @@ Output directory ``OUT``::
     predictions.parquet    split (val | test), symbol, anchor_time (UTC), forward_return,
                            prediction (in log-return units), of the selected epoch
     finetune.json          label_scale, best_epoch, the split and purge, window counts
+    model/                 the forecaster of the selected epoch as a pretrained folder
+                           (config.json + model.safetensors; Stage1Forecaster.from_pretrained),
+                           its metadata: label_scale (the output times it is in log-return
+                           units), best_epoch, timeframes, base_timeframe, stats (the window
+                           statistics its inputs are normalized with)
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +60,7 @@ from kizashi.evaluation.metrics import daily_ic
 from kizashi.models.optim import param_groups
 from kizashi.models.stage1 import Stage1Forecaster
 from kizashi.training.callbacks import GradientFlowAudit
-from kizashi.training.runtime import resolve_precision
+from kizashi.training.runtime import log_every_n_steps, resolve_precision
 from kizashi.datasets.stage1_windows import load_bar_series, stage1_timeframes, window_datasets
 from kizashi.training.transfer import build_stage1_model, load_pretrained
 
@@ -63,6 +69,7 @@ log = logging.getLogger(__name__)
 FINETUNE_METRICS = ("epoch", "train_mse", "val_mse", "val_zero_mse", "val_ic", "val_rank_ic", "val_labels",
                     "epoch_seconds")
 PREDICTIONS_FILE = "predictions.parquet"
+MODEL_DIR = "model"
 
 
 def correlations(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -224,7 +231,9 @@ def run_finetune(
                         precision=resolve_precision(tcfg.precision, tcfg.accelerator), logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[GradientFlowAudit()],
                         gradient_clip_val=config.optimizer.grad_clip,
-                        limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0)
+                        limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0,
+                        log_every_n_steps=log_every_n_steps(math.ceil(len(train) / tcfg.batch_size),
+                                                            tcfg.limit_train_batches))
     trainer.fit(module, loader(train, True), loader(val, False))
     write_csv_atomic(out / "finetune_metrics.csv", module.rows, FINETUNE_METRICS)
     if module.best_state is not None:
@@ -240,6 +249,10 @@ def run_finetune(
     predictions = pl.concat(frames)
     with atomic_path(out / PREDICTIONS_FILE) as tmp:
         predictions.write_parquet(tmp)
+    model.save_pretrained(out / MODEL_DIR, metadata={
+        "label_scale": label_scale, "best_epoch": module.best_epoch, "selected_on": "val_rank_ic",
+        "timeframes": timeframes, "base_timeframe": base, "stats": stats.to_dict(),
+        "pretrained_encoder": str(encoder) if encoder is not None else None})
     summary = {"pretrained": encoder is not None, "encoder": str(encoder) if encoder is not None else None,
                "freeze_encoder": freeze_encoder, "base_timeframe": base, "timeframes": timeframes,
                "label_scale": label_scale, "best_epoch": module.best_epoch, "selected_on": "val_rank_ic",

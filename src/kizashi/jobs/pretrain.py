@@ -11,8 +11,9 @@
       -> Stage1Model (random-init Transformer, or a pretrained LM behind the patch adapter)
       -> Lightning fit: Stage1Module + gradient-flow audit, non-finite guard, gradual
          unfreezing of the LM, the best checkpoint on val/reconstruction
-      -> encoder.pt (model config + weights + window statistics), metrics.csv (one row per
-         epoch: losses, masked correlation, LM frozen fraction, seconds), pretrain.json
+      -> encoder.pt (model config + weights + window statistics), model/ (the same weights
+         as a pretrained folder), metrics.csv (one row per epoch: losses, masked
+         correlation, LM frozen fraction, seconds), pretrain.json
 
 Output directory ``OUT`` (``output.dir``)::
 
@@ -23,6 +24,9 @@ Output directory ``OUT`` (``output.dir``)::
                        val_masked_corr, lm_frozen_fraction, epoch_seconds
     encoder.pt         {"config": Stage1Config fields, "state_dict": the best weights,
                         "stats": stats.json's content, "timeframes": [...]}
+    model/             the same Stage-1 model as a pretrained folder (config.json +
+                       model.safetensors; Stage1Model.from_pretrained), its metadata:
+                       timeframes, stats (stats.json's content), best_epoch
     pretrain.json      parameter counts, timings, peak memory, best epoch, the split and
                        purge (train_end, val_start, purge_minutes, ...), the config
     checkpoints/       best.ckpt (Lightning)
@@ -54,12 +58,13 @@ from kizashi.evaluation.pretrain_run import ENCODER_FILE, METRIC_COLUMNS, METRIC
 from kizashi.profiling import PeakMemory
 from kizashi.training.callbacks import EpochRecorder, GradientFlowAudit, GradualUnfreezing, NonFiniteGuard
 from kizashi.training.stage1_module import Stage1Module
-from kizashi.training.runtime import make_logger, resolve_precision
+from kizashi.training.runtime import log_every_n_steps, make_logger, resolve_precision
 from kizashi.datasets.stage1_windows import load_bar_series, stage1_timeframes, window_datasets
 from kizashi.training.transfer import build_stage1_model, find_lm_adapter
 
 log = logging.getLogger(__name__)
 
+MODEL_DIR = "model"
 
 
 @dataclass
@@ -128,6 +133,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
         limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0,
         limit_val_batches=tcfg.limit_val_batches if tcfg.limit_val_batches is not None else 1.0,
         num_sanity_val_steps=0, default_root_dir=str(out),
+        log_every_n_steps=log_every_n_steps(len(train_loader), tcfg.limit_train_batches),
     )
     fit_started = time.perf_counter()
     with PeakMemory(cuda=trainer.strategy.root_device.type == "cuda") as memory:
@@ -144,6 +150,8 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     breakdown = model.parameter_breakdown()
     adapter = find_lm_adapter(model)
     best_row = min(recorder.rows, key=lambda r: r["val_reconstruction"]) if recorder.rows else {}
+    model.save_pretrained(out / MODEL_DIR, metadata={"timeframes": timeframes, "stats": stats_json,
+                                                     "best_epoch": best_row.get("epoch")})
     summary = {
         "encoder": config.model.name + (":lm" if tl.use_pretrained_lm else ":transformer"),
         "timeframes": timeframes, "base_timeframe": base, "symbols": sorted(bars),

@@ -13,7 +13,8 @@ Lightning, written as a run directory that ``kizashi evaluate`` / ``kizashi repo
                     recovery, early stopping + best checkpoint on val RankIC@first horizon,
                     signal checkpoint) -> fit
                  -> predict the test days with the best checkpoint (its EMA weights when
-                    the EMA is on) -> PREDICTION_SCHEMA rows
+                    the EMA is on) -> PREDICTION_SCHEMA rows; those weights saved as a
+                    pretrained folder (checkpoints/fold_{k}/model/)
       -> write_run (metrics, folds.csv, run.json with the oracle reference)
 
 Run directory ``OUT`` (``output.dir``)::
@@ -21,7 +22,12 @@ Run directory ``OUT`` (``output.dir``)::
     run.json, predictions.parquet, daily.parquet, summary.*, deciles.csv, folds.csv
     checkpoints/fold_{k}/   last.ckpt (latest training state), best.ckpt (best validation
                             RankIC), feature_stats.json, fit.json (written when the fold's
-                            fit is complete), predictions.parquet (the fold's test rows)
+                            fit is complete), predictions.parquet (the fold's test rows),
+                            model/ (the weights that predicted the test rows, EMA when on, as
+                            a pretrained folder: config.json + model.safetensors, loaded by
+                            ATFTGATFAN.from_pretrained / kizashi.models.load_pretrained_model;
+                            its metadata: fold, best_epoch, horizons, the feature columns in
+                            input order, target, ema, feature_stats = ../feature_stats.json)
     logs/fold_{k}/          TensorBoard events (or W&B's files)
 
 Interruption: SIGINT/SIGTERM during training saves ``last.ckpt`` at the next batch boundary
@@ -94,7 +100,13 @@ from kizashi.training.callbacks import (
 from kizashi.training.checkpoint_io import AtomicCheckpointIO
 from kizashi.training.module import ForecastModule
 from kizashi.datasets.samplers import EpochShuffleSampler
-from kizashi.training.runtime import TrainingInterrupted, checkpoint_position, make_logger, resolve_precision
+from kizashi.training.runtime import (
+    TrainingInterrupted,
+    checkpoint_position,
+    log_every_n_steps,
+    make_logger,
+    resolve_precision,
+)
 from kizashi.jobs.common import (
     ORACLE_COLUMN,
     ensure_dataset,
@@ -113,6 +125,7 @@ LOGS_DIR = "logs"
 BEST_NAME = "best"
 FIT_FILE = "fit.json"
 FOLD_PREDICTIONS = "predictions.parquet"
+MODEL_DIR = "model"
 STATS_FILE = "feature_stats.json"
 CONFIG_FILE = "config.json"
 # Training artefacts kept across write_run (which replaces the run directory as a whole).
@@ -416,6 +429,11 @@ def _run_fold(
         )
     frame = _prediction_frame(cache, fold.index, horizons, outputs or [])
     if trainer.is_global_zero:
+        _save_fold_model(module, trainer, fold_dir / MODEL_DIR, {
+            "fold": fold.index, "best_epoch": fit.get("best_epoch"), "best_score": fit.get("best_score"),
+            "horizons": list(horizons), "features": list(cache.feature_columns), "target": config.target,
+            "ema": config.trainer.ema_decay is not None, "feature_stats": f"../{STATS_FILE}",
+        })
         with atomic_path(predictions_file) as tmp:
             frame.write_parquet(tmp)
     seconds = time.perf_counter() - started
@@ -426,6 +444,19 @@ def _run_fold(
         " (EMA weights)" if config.trainer.ema_decay is not None else "", seconds,
     )
     return frame, result
+
+
+def _save_fold_model(module: ForecastModule, trainer: L.Trainer, folder: Path, metadata: dict[str, Any]) -> None:
+    """The weights that just predicted the test days (the EMA's when the EMA callback is on:
+    swapped in for the save, then back) as a pretrained folder."""
+    ema = next((c for c in trainer.callbacks if isinstance(c, EMACallback)), None)
+    if ema is not None:
+        ema.swap_in(module)
+    try:
+        module.model.save_pretrained(folder, metadata=metadata)
+    finally:
+        if ema is not None:
+            ema.swap_out(module)
 
 
 def _feature_panel(config: TrainConfig, cache: DayPanelCache) -> DeviceFeaturePanel | None:
@@ -532,7 +563,7 @@ def _fold_trainer(
         enable_model_summary=False,
         limit_train_batches=limit if limit is not None else 1.0,
         val_check_interval=_val_check_interval(tcfg.val_check_interval),
-        log_every_n_steps=max(1, min(50, n_train_batches)),
+        log_every_n_steps=log_every_n_steps(n_train_batches),
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()],

@@ -2,6 +2,12 @@
 
     from kizashi.models import create_model, list_models, model_presets
     model = create_model("atft_gat_fan", preset="small", n_features=400)
+
+Every registered model (and the Stage-1 forecaster) saves and loads in the Hugging Face
+convention (:mod:`kizashi.models.pretrained`)::
+
+    model.save_pretrained("DIR")                # DIR/config.json + DIR/model.safetensors
+    model = ATFTGATFAN.from_pretrained("DIR")   # or load_pretrained_model("DIR"): any model
 """
 
 from kizashi.models.registry import (
@@ -14,10 +20,16 @@ from kizashi.models.registry import (
     parameter_count,
     register_model,
 )
+from kizashi.models.pretrained import (
+    PretrainedLoadError,
+    PretrainedMixin,
+    load_pretrained_model,
+    read_pretrained_config,
+)
 
 # Built-in models register themselves on import (keep this list in sync with models/).
 from kizashi.models.atft_gat_fan import ATFTGATFAN, ATFTGATFANConfig  # noqa: E402
-from kizashi.models.stage1 import Stage1Config, Stage1Model  # noqa: E402
+from kizashi.models.stage1 import Stage1Config, Stage1Forecaster, Stage1Model  # noqa: E402
 from kizashi.models.bk.phase1 import BKPhase1LM  # noqa: E402
 from kizashi.models.bk.phase2 import BKPhase2LM  # noqa: E402
 from kizashi.models.transformer_lm import TransformerLM, TransformerLMConfig  # noqa: E402
@@ -28,14 +40,19 @@ __all__ = [
     "BKPhase1LM",
     "BKPhase2LM",
     "ModelEntry",
+    "PretrainedLoadError",
+    "PretrainedMixin",
     "config_fields",
     "create_model",
     "list_models",
+    "load_pretrained_model",
     "model_config",
     "model_presets",
     "parameter_count",
+    "read_pretrained_config",
     "register_model",
     "Stage1Config",
+    "Stage1Forecaster",
     "Stage1Model",
     "TransformerLM",
     "TransformerLMConfig",

@@ -56,6 +56,7 @@ from kizashi.layers.gat import GraphAttentionBlock
 from kizashi.layers.grn import GatedResidualNetwork, VariableSelectionNetwork
 from kizashi.layers.heads import HorizonHeads
 from kizashi.layers.tft import TemporalBlock
+from kizashi.models.pretrained import PretrainedMixin
 from kizashi.models.registry import register_model
 
 @dataclass
@@ -166,7 +167,7 @@ PRESETS: dict[str, dict[str, object]] = {
 
 
 @register_model("atft_gat_fan", config_cls=ATFTGATFANConfig, presets=PRESETS)
-class ATFTGATFAN(nn.Module):
+class ATFTGATFAN(PretrainedMixin, nn.Module):
     """Multi-horizon point + quantile forecasts for the stocks of one day.
 
     ``forward(batch)`` with ``batch``:

@@ -87,6 +87,16 @@ def _entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; registered models: {list_models()}") from None
 
 
+def model_entry(name: str) -> ModelEntry | None:
+    """The registry entry of ``name``, or None when no model has that name."""
+    return _REGISTRY.get(name)
+
+
+def registered_name(model_cls: type) -> str | None:
+    """The name ``model_cls`` (exactly that class) is registered under, or None."""
+    return next((entry.name for entry in _REGISTRY.values() if entry.model_cls is model_cls), None)
+
+
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
     return sorted(_REGISTRY)

@@ -51,14 +51,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kizashi.data.timeframes import timeframe_minutes
-from kizashi.models.registry import register_model
+from kizashi.models.pretrained import PretrainedMixin, config_to_dict
+from kizashi.models.registry import model_config, register_model
 
 N_INPUT_CHANNELS = 6  # open, high, low, close, volume, derived (e.g. log range)
 N_OUTPUT_CHANNELS = 4  # open, high, low, close
@@ -260,7 +261,7 @@ class Bottleneck(nn.Module):
 
 
 @register_model("stage1", config_cls=Stage1Config, presets=PRESETS)
-class Stage1Model(nn.Module):
+class Stage1Model(PretrainedMixin, nn.Module):
     """Masked multi-timeframe reconstruction (module docstring).
 
     ``forward(inputs, masked)``: ``inputs`` maps every configured timeframe to ``[B, T_tf, C]``,
@@ -349,6 +350,18 @@ class Stage1Model(nn.Module):
         encoded = self.encode(inputs, masked)
         return {tf: self.decoders[tf](h) for tf, h in encoded.items()}
 
+    @classmethod
+    def build_pretrained(cls, kind: str, config: Mapping[str, Any], extra: Mapping[str, Any]) -> Stage1Model:
+        """The model of a pretrained folder's config, freshly initialized. With the ``lm``
+        encoder the LM is built from its config only (``lm_pretrained=False``): its weights
+        come from the folder; the returned model's ``config`` is the saved one."""
+        saved = model_config(kind, config=dict(config))
+        if saved.encoder != "lm" or not saved.lm_pretrained:
+            return cls(saved)
+        model = cls(model_config(kind, config=dict(config), lm_pretrained=False))
+        model.config = saved
+        return model
+
     def parameter_breakdown(self) -> dict[str, int]:
         """Parameter counts: ``encoder`` (incl. bottleneck and mask token) and, per
         timeframe, ``stem:<tf>`` and ``decoder:<tf>``."""
@@ -360,7 +373,7 @@ class Stage1Model(nn.Module):
         return out
 
 
-class Stage1Forecaster(nn.Module):
+class Stage1Forecaster(PretrainedMixin, nn.Module):
     """A Stage-1 model (pretrained or not) with a small head forecasting a window's label
     (the dataset's ``forward_return``, a return over a horizon after the window's anchor).
     ``forward(inputs)`` (``{tf: [B, T_tf, C]}``) -> ``[B]``.
@@ -370,11 +383,18 @@ class Stage1Forecaster(nn.Module):
     encoded bar concatenated finest first, with separate fusion (the timeframes never meet
     in the encoder, so the coarsest alone would leave the other stems without a gradient).
 
-    ``freeze_encoder=True`` trains the head only (a linear probe of the representation)."""
+    ``freeze_encoder=True`` trains the head only (a linear probe of the representation).
+
+    ``save_pretrained`` / ``from_pretrained`` (:mod:`kizashi.models.pretrained`): the folder
+    records ``"stage1_forecaster"``, the backbone's :class:`Stage1Config` and
+    ``freeze_encoder``."""
+
+    pretrained_kind = "stage1_forecaster"
 
     def __init__(self, backbone: Stage1Model, freeze_encoder: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
+        self.freeze_encoder = freeze_encoder
         order = sorted(backbone.config.timeframes, key=timeframe_minutes)
         self.coarsest = order[-1]
         self.readout = tuple(order) if backbone.config.fusion == "separate" else (self.coarsest,)
@@ -387,6 +407,17 @@ class Stage1Forecaster(nn.Module):
         if freeze_encoder:
             for p in backbone.parameters():
                 p.requires_grad_(False)
+
+    def pretrained_config(self) -> dict[str, Any]:
+        return config_to_dict(self.backbone.config)
+
+    def pretrained_extra(self) -> dict[str, Any]:
+        return {"backbone": "stage1", "freeze_encoder": self.freeze_encoder}
+
+    @classmethod
+    def build_pretrained(cls, kind: str, config: Mapping[str, Any], extra: Mapping[str, Any]) -> Stage1Forecaster:
+        backbone = Stage1Model.build_pretrained(str(extra.get("backbone", "stage1")), config, {})
+        return cls(backbone, freeze_encoder=bool(extra.get("freeze_encoder", False)))
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         encoded = self.backbone.encode(inputs)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kizashi.models.pretrained import PretrainedMixin
 from kizashi.models.registry import register_model
 
 
@@ -82,7 +83,7 @@ class CausalBlock(nn.Module):
 
 
 @register_model("transformer_lm", config_cls=TransformerLMConfig, presets=PRESETS)
-class TransformerLM(nn.Module):
+class TransformerLM(PretrainedMixin, nn.Module):
     """``forward(ids [B, N]) -> logits [B, N, V]`` (module docstring)."""
 
     def __init__(self, config: TransformerLMConfig) -> None:

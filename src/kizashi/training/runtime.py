@@ -1,5 +1,6 @@
-"""Trainer set-up shared by the Lightning jobs: precision, logger, checkpoint position, and
-the error a job raises when a stop signal ended training after a checkpoint."""
+"""Trainer set-up shared by the Lightning jobs: precision, logger, logging interval,
+checkpoint position, and the error a job raises when a stop signal ended training after a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def make_logger(kind: str, save_dir: Path, name: str) -> Any:
     raise ConfigError(f"trainer.logger: unknown logger {kind!r} (tensorboard, wandb, none)")
 
 
+def batches_per_epoch(n_batches: int, limit: int | float | None = None) -> int:
+    """The training batches Lightning runs per epoch: ``n_batches`` (the loader's length)
+    cut by ``limit_train_batches`` (an int: that many; a float: that share, at least 1)."""
+    if limit is None:
+        return n_batches
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(n_batches, limit)
+    return min(n_batches, max(1, int(n_batches * float(limit))))
+
+
+def log_every_n_steps(n_batches: int, limit: int | float | None = None, default: int = 50) -> int:
+    """``Trainer(log_every_n_steps=...)``: ``default``, or the epoch's batch count when that is
+    smaller (at least 1), so that a short epoch is still logged and Lightning does not warn
+    that the training batches are fewer than the logging interval."""
+    return max(1, min(default, batches_per_epoch(n_batches, limit)))
+
+
 def checkpoint_position(path: str | Path) -> tuple[int, int]:
     """(epoch, batches of that epoch already trained) of a Lightning checkpoint, read from
     its fit-loop progress."""
@@ -61,4 +79,5 @@ def checkpoint_position(path: str | Path) -> tuple[int, int]:
     return epoch, batches
 
 
-__all__ = ["TrainingInterrupted", "checkpoint_position", "make_logger", "resolve_precision"]
+__all__ = ["TrainingInterrupted", "batches_per_epoch", "checkpoint_position", "log_every_n_steps", "make_logger",
+           "resolve_precision"]

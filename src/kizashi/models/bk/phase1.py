@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from kizashi.models.bk.config import PHASE1_PRESETS, Phase1Config
 from kizashi.models.bk.layers import BKMixer, FeedForward
+from kizashi.models.pretrained import PretrainedMixin
 from kizashi.models.registry import register_model
 
 PHASE1_DIAGNOSTIC_KEYS = ("resolvent_abs",)
@@ -83,7 +84,7 @@ def init_feed_forward(ffn: FeedForward, init_std: float, out_std: float) -> None
     nn.init.zeros_(ffn.down.bias)
 
 
-class BKLanguageModel(nn.Module):
+class BKLanguageModel(PretrainedMixin, nn.Module):
     """The frame both BK language models share: ``ids [B, N]`` -> token embedding (+ an
     optional position module) -> the blocks -> LayerNorm -> ``lm_head`` -> ``logits [B, N, V]``.
 
