@@ -63,10 +63,10 @@ from kizashi.atomic import write_text_atomic
 from kizashi.errors import KizashiError
 from kizashi.evaluation.report import (
     METRIC_LABELS,
-    REPORT_CSS,
     Z95,
     HtmlCell,
     format_metric,
+    html_page_head,
     html_table,
 )
 from kizashi.evaluation.run_dir import (
@@ -608,14 +608,7 @@ def comparison_html(comparison: RunComparison) -> str:
     """The comparison as one self-contained HTML page (see :func:`write_comparison_html`)."""
     labels = comparison.labels
     title = "kizashi run comparison — " + " vs ".join(labels)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title><style>{REPORT_CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
-        '<h2 id="runs">Runs</h2>',
-    ]
+    parts = [*html_page_head(title), '<h2 id="runs">Runs</h2>']
     run_rows = [
         [
             HtmlCell(r.label),

@@ -773,6 +773,18 @@ def _format_cell(value: object, column: str = "") -> str:
     return str(value)
 
 
+def html_page_head(title: str) -> list[str]:
+    """The opening lines of a self-contained kizashi page: doctype, head with the report's
+    CSS, and the ``<h1>`` title (HTML-escaped)."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{REPORT_CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+    ]
+
+
 def html_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[HtmlCell]],
@@ -1031,13 +1043,7 @@ def _render_html(
         ("features", len(info.features)),
         ("horizons", ", ".join(f"{h}d" for h in horizons) or "—"),
     ]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title><style>{REPORT_CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
-    ]
+    parts = html_page_head(title)
     if info.control:
         parts.append(f'<div class="banner" id="control-banner">{_esc(CONTROL_BANNER)}</div>')
     parts.append('<h2 id="run">Run</h2><table><tbody>')
