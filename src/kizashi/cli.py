@@ -12,6 +12,7 @@
     kizashi lm sample    RUN_DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
     kizashi report       RUN_DIR [--out DIR]
     kizashi runs compare RUN_DIR RUN_DIR... [--html FILE] [--json]
+    kizashi ensemble     RUN_DIR RUN_DIR... --out DIR [--weights W,W...]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR] [--resume]
     kizashi --version
@@ -628,6 +629,27 @@ def report(
     from kizashi.evaluation.report import write_report
 
     console.print(f"report: {write_report(run_dir, out)}")
+
+
+@app.command("ensemble")
+@friendly_errors
+def ensemble(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories on the same dataset and folds."),
+    out: Path = typer.Option(..., "--out", "-o", help="The ensemble's run directory."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weights, one per run (default equal)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report into the run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """A run directory from the per-day rank average of several runs' predictions."""
+    from kizashi.jobs.ensemble import run_ensemble
+
+    parsed = None
+    if weights is not None:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"not a comma-separated list of numbers: {weights!r}", param_hint="--weights") from None
+    _finish_run(run_ensemble(run_dirs, out, weights=parsed), report, as_json)
 
 
 runs_app = typer.Typer(help="Run directories of evaluate / train: compare them.", no_args_is_help=True)
