@@ -13,6 +13,8 @@
     kizashi report       RUN_DIR [--out DIR]
     kizashi runs compare RUN_DIR RUN_DIR... [--html FILE] [--json]
     kizashi ensemble     RUN_DIR RUN_DIR... --out DIR [--weights W,W...]
+    kizashi fit-final    --run RUN_DIR [--out DIR]
+    kizashi predict      --model DIR [--data FILE] [--sectors FILE] [--date D] [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR] [--resume]
     kizashi --version
@@ -629,6 +631,59 @@ def report(
     from kizashi.evaluation.report import write_report
 
     console.print(f"report: {write_report(run_dir, out)}")
+
+
+@app.command("fit-final")
+@friendly_errors
+def fit_final_command(
+    run: Path = typer.Option(..., "--run", help="An `evaluate` run directory (LightGBM)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The final model folder (default RUN/final)."),
+) -> None:
+    """Refit the run's LightGBM on every labelled day, with the walk-forward's median best
+    iteration per horizon, and save it for `kizashi predict`."""
+    from kizashi.jobs.fit_final import fit_final
+
+    folder, model = fit_final(run, out)
+    rounds = ", ".join(f"{h}d: {n}" for h, n in model.rounds.items())
+    console.print(f"final model: {folder}  ({len(model.features)} features, rounds {rounds}, "
+                  f"trained {model.train_first} .. {model.train_last})")
+
+
+@app.command("predict")
+@friendly_errors
+def predict_command(
+    model: Path = typer.Option(..., "--model", "-m", help="A `kizashi fit-final` folder."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Quotes in the training layout, with the new days "
+                                        "(default: the training file)."),
+    sectors: Optional[Path] = typer.Option(None, "--sectors", help="Sector table for --data (default: the training one)."),
+    date: Optional[str] = typer.Option(None, "--date", help="The day to score, YYYY-MM-DD (default: the data's last)."),
+    out: Path = typer.Option(Path("signals"), "--out", "-o", help="Output folder for signals.parquet/.csv/.json."),
+    max_stale_days: int = typer.Option(7, "--max-stale-days", help="Without --date: refuse data whose last day is older."),
+    top: int = typer.Option(10, "--top", help="Rows of each horizon to print."),
+) -> None:
+    """Score one day's stocks with a final model: signals.parquet / .csv (date, code, horizon,
+    score, rank, percentile) and signals.json (hashes)."""
+    import datetime as dt
+
+    from kizashi.jobs.predict import predict_day
+
+    day = None
+    if date is not None:
+        try:
+            day = dt.date.fromisoformat(date)
+        except ValueError:
+            raise typer.BadParameter(f"not a YYYY-MM-DD date: {date!r}", param_hint="--date") from None
+    result = predict_day(model, data=data, sectors=sectors, date=day, out_dir=out, max_stale_days=max_stale_days)
+    for horizon in result.summary["horizons"]:
+        rows = result.signals.filter(result.signals["horizon"] == horizon).head(top)
+        table = Table(title=f"{result.date}: top {len(rows)} of {result.summary['n_stocks']} stocks, {horizon}d",
+                      title_justify="left")
+        for name in ("rank", "code", "score", "percentile"):
+            table.add_column(name, justify="left" if name == "code" else "right")
+        for row in rows.iter_rows(named=True):
+            table.add_row(str(row["rank"]), row["code"], f"{row['score']:+.4f}", f"{row['percentile']:.3f}")
+        console.print(table)
+    console.print(f"signals: {result.out_dir}")
 
 
 @app.command("ensemble")

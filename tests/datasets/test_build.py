@@ -240,3 +240,21 @@ def test_a_second_concurrent_build_into_the_same_out_is_refused(tmp_path):
     assert f"anotherwriter(pid{os.getpid()})" in _squeezed(second.output) and _squeezed(str(out)) in _squeezed(second.output)
     assert (out / "metadata.json").read_text() == "{}", "the first build's output, untouched"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "small.yaml"]
+
+
+@pytest.mark.parametrize("chunk_rows", [4000, 10_000_000])  # many chunks / one chunk in the full build
+def test_the_features_of_some_days_equal_a_full_build(tmp_path, chunk_rows):
+    """build_feature_rows (what `kizashi predict` builds: the days asked for, with warm-up)
+    gives the full build's rows of those days bit for bit, features and targets alike."""
+    from kizashi.datasets.build import build_feature_rows
+
+    config = config_from_dict(DataBuildConfig, {**SMALL, "output": {"chunk_rows": chunk_rows}})
+    full = scan_features(build_dataset(config, tmp_path / "full").out_dir).collect().sort("date", "code")
+    dates = full.get_column("date").unique().sort()
+    for first, last in [(dates[-1], dates[-1]), (dates[150], dates[152]), (dates[0], dates[0])]:
+        rows = build_feature_rows(config, first, last)
+        expected = full.filter(pl.col("date").is_between(first, last))
+        assert rows.frame.columns == expected.columns
+        assert rows.frame.equals(expected), f"{first} .. {last}"
+        assert rows.feature_columns == read_metadata(tmp_path / "full").feature_columns
+    assert build_feature_rows(config).frame.get_column("date").unique().to_list() == [dates[-1]]

@@ -27,7 +27,14 @@ from kizashi.datasets.store import (
     write_metadata,
     write_partitioned,
 )
-from kizashi.features.pipeline import context_tables, feature_context, iter_feature_chunks, prepare_base
+from kizashi.features.pipeline import (
+    ContextTables,
+    context_tables,
+    feature_chunk,
+    feature_context,
+    iter_feature_chunks,
+    prepare_base,
+)
 from kizashi.features.registry import resolve_specs
 from kizashi.features.spec import FeatureSpec
 from kizashi.features.expressions import IN_UNIVERSE
@@ -94,35 +101,12 @@ def build_dataset(
     started = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
     with atomic_path(out) as tmp:
-        inputs = load_inputs(config.input, config.synthetic)
+        inputs, prepared, written = _prepare(config)
         horizons = config.targets.horizons
-        log.info(
-            "inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique()
-        )
-        stage = time.perf_counter()
-        prepared = prepare_base(  # context tables are attached per chunk
-            inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
-        )
-        log.info("base panel and targets %s: %d rows (%.1fs)", list(horizons), prepared.height, time.perf_counter() - stage)
-        # The (code, date) keys written: the point-in-time universe's rows.
-        written = prepared.lazy().filter(pl.col(IN_UNIVERSE)).select("code", "date").collect()
         dates = written.get_column("date").unique().sort()
-        if dates.is_empty():
-            raise ConfigError(
-                f"input.min_history: no stock reaches {config.input.min_history} rows in {inputs.source}; "
-                "nothing would be written (lower input.min_history)"
-            )
         if check_calendar is not None:  # before the expensive work (graphs, features)
             check_calendar(dates)
-        # The graphs come first: the peers family reads their per-day neighbour aggregates.
-        sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
-        stage = time.perf_counter()
-        tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
-        log.info(
-            "context tables (market, sector%s) (%.1fs)",
-            f", correlation graphs: {tables.edges.height} edges" if tables.edges is not None else "",
-            time.perf_counter() - stage,
-        )
+        tables = _context(config, inputs, prepared)
         specs = feature_specs_for(inputs, config)
         calendar_days = prepared.get_column("date").n_unique()
         stocks_per_day = prepared.height / max(calendar_days, 1)
@@ -166,6 +150,81 @@ def build_dataset(
     )
 
 
+def _prepare(config: DataBuildConfig) -> tuple[LoadedInputs, pl.DataFrame, pl.DataFrame]:
+    """The inputs, the base panel with targets (:func:`prepare_base`; context tables are
+    attached per chunk) and the (code, date) keys written: the point-in-time universe's rows."""
+    inputs = load_inputs(config.input, config.synthetic)
+    log.info("inputs: %s (%d rows, %d codes)", inputs.source, inputs.panel.height, inputs.panel.get_column("code").n_unique())
+    stage = time.perf_counter()
+    horizons = config.targets.horizons
+    prepared = prepare_base(
+        inputs.panel, horizons, min_history=config.input.min_history, fill_end_days=config.targets.fill_end_days
+    )
+    log.info("base panel and targets %s: %d rows (%.1fs)", list(horizons), prepared.height, time.perf_counter() - stage)
+    written = prepared.lazy().filter(pl.col(IN_UNIVERSE)).select("code", "date").collect()
+    if written.is_empty():
+        raise ConfigError(
+            f"input.min_history: no stock reaches {config.input.min_history} rows in {inputs.source}; "
+            "nothing would be written (lower input.min_history)"
+        )
+    return inputs, prepared, written
+
+
+def _context(config: DataBuildConfig, inputs: LoadedInputs, prepared: pl.DataFrame) -> ContextTables:
+    """The per-date context tables of the whole panel; the graphs first, since the peers
+    family reads their per-day neighbour aggregates."""
+    sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
+    stage = time.perf_counter()
+    tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
+    log.info(
+        "context tables (market, sector%s) (%.1fs)",
+        f", correlation graphs: {tables.edges.height} edges" if tables.edges is not None else "",
+        time.perf_counter() - stage,
+    )
+    return tables
+
+
+@dataclass
+class FeatureRows:
+    """The rows of some dates as :func:`build_dataset` would write them.
+
+    frame: ``code, date, sector``, the feature columns (``feature_columns``, in order), the
+        targets (null where the future is not in the data yet); sorted by (date, code).
+    dates: every date of the data's point-in-time universe (sorted).
+    """
+
+    frame: pl.DataFrame
+    feature_columns: list[str]
+    dates: list[dt.date]
+    source: str
+    input_hashes: dict[str, str]
+
+
+def build_feature_rows(config: DataBuildConfig, first: dt.date | None = None, last: dt.date | None = None) -> FeatureRows:
+    """Features and targets of the dates ``first`` .. ``last`` only (default: the data's last
+    date), equal to those of a full :func:`build_dataset` of ``config``: the inputs, their
+    checks and adjustment and the per-date context tables (market, sectors, graphs) are
+    computed as in a build; the features of just those dates, with each stock's longest
+    lookback of earlier rows as warm-up (:func:`kizashi.features.pipeline.feature_chunk`)."""
+    inputs, prepared, written = _prepare(config)
+    dates = written.get_column("date").unique().sort().to_list()
+    last = last if last is not None else dates[-1]
+    first = first if first is not None else last
+    if last not in dates or first not in dates:
+        missing = last if last not in dates else first
+        raise ConfigError(
+            f"{inputs.source}: {missing} is not a date of the data's universe (its dates run {dates[0]} .. {dates[-1]})"
+        )
+    tables = _context(config, inputs, prepared)
+    specs = feature_specs_for(inputs, config)
+    frame = feature_chunk(
+        prepared, specs, config.targets.horizons, first, last, tables=tables,
+        normalization=config.normalization.method, clip=config.normalization.clip,
+        dtype=pl.Float32() if config.features.dtype == "float32" else pl.Float64(),
+    )
+    return FeatureRows(frame, [s.name for s in specs], dates, inputs.source, inputs.input_hashes)
+
+
 def _metadata(config, inputs, specs, prepared, written, n_rows, n_edges, horizons) -> DatasetMetadata:
     dates = written.get_column("date")
     return DatasetMetadata(**{
@@ -197,4 +256,13 @@ def _metadata(config, inputs, specs, prepared, written, n_rows, n_edges, horizon
     })
 
 
-__all__ = ["BuildResult", "build_dataset", "built_from", "column_table", "dataset_key", "feature_specs_for"]
+__all__ = [
+    "BuildResult",
+    "FeatureRows",
+    "build_dataset",
+    "build_feature_rows",
+    "built_from",
+    "column_table",
+    "dataset_key",
+    "feature_specs_for",
+]

@@ -286,14 +286,36 @@ def iter_feature_chunks(
     if chunk_days is None:
         yield evaluate_features(attached(prepared), specs, normalization=normalization, clip=clip, dtype=dtype).select(columns)
         return
-    warmup = max_lookback(specs)
     dates = prepared.get_column("date").unique().sort().to_list()
     for first, last in chunk_bounds(dates, chunk_days):
-        in_chunk = c("date").is_between(first, last)
-        start_row = c(ROW).filter(in_chunk).min().over("code")
-        window = attached(prepared.filter((c("date") <= last) & (c(ROW) >= start_row - warmup)))
-        built = evaluate_features(window, specs, normalization=normalization, clip=clip, dtype=dtype)
-        yield built.filter(in_chunk).select(columns)
+        yield feature_chunk(
+            prepared, specs, horizons, first, last, tables=tables, normalization=normalization, clip=clip, dtype=dtype
+        )
+
+
+def feature_chunk(
+    prepared: pl.DataFrame,
+    specs: Sequence[FeatureSpec],
+    horizons: Sequence[int],
+    first: dt.date,
+    last: dt.date,
+    *,
+    tables: ContextTables | None = None,
+    normalization: str = "zscore",
+    clip: float = 5.0,
+    dtype: pl.DataType = pl.Float32(),
+) -> pl.DataFrame:
+    """The output rows of the dates ``first`` .. ``last`` (columns of :func:`output_columns`,
+    sorted by (date, code)), computed from those dates' rows plus each stock's
+    :func:`max_lookback` earlier rows as warm-up: the same values as a build of every date
+    (the chunks of :func:`iter_feature_chunks`; ``kizashi predict`` builds only its days)."""
+    in_chunk = c("date").is_between(first, last)
+    start_row = c(ROW).filter(in_chunk).min().over("code")
+    window = prepared.filter((c("date") <= last) & (c(ROW) >= start_row - max_lookback(specs)))
+    if tables is not None:
+        window = attach_context(window, tables)
+    built = evaluate_features(window, specs, normalization=normalization, clip=clip, dtype=dtype)
+    return built.filter(in_chunk).select(output_columns(prepared, specs, horizons))
 
 
 def compute_features(

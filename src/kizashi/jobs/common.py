@@ -26,7 +26,7 @@ from kizashi.evaluation.run_dir import (
     RunInfo,
 )
 from kizashi.errors import ConfigError, KizashiError
-from kizashi.features.targets import target_reach, target_return_name
+from kizashi.features.targets import target_rank_name, target_reach, target_return_name
 from kizashi.datasets.build import build_dataset, built_from
 from kizashi.data.calendar import trading_calendar
 from kizashi.splits import Fold, fit_splits_to_calendar, walk_forward_folds
@@ -192,11 +192,28 @@ def oracle_reference(frame: pl.DataFrame, folds: list[Fold], horizons: list[int]
     return {"oracle_rank_ic_mean": oracle}
 
 
+def float_column(frame: pl.DataFrame, name: str) -> np.ndarray:
+    """A float64 column as numpy (NaN = null); all-NaN when the frame lacks it."""
+    if name not in frame.columns:
+        return np.full(frame.height, np.nan)
+    return frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def training_labels(frame: pl.DataFrame, horizon: int, kind: str) -> np.ndarray:
+    """LightGBM's training labels [N] for ``horizon``: the per-day percentile rank of the
+    forward return centred on 0 (``kind="rank"``), or the raw forward return."""
+    if kind == "rank":
+        return float_column(frame, target_rank_name(horizon)) - 0.5
+    return float_column(frame, target_return_name(horizon))
+
+
 __all__ = [
     "ORACLE_COLUMN",
     "SYNTHETIC_CAVEAT",
     "ensure_dataset",
+    "float_column",
     "job_folds",
+    "training_labels",
     "resolve_horizons",
     "fold_row",
     "oracle_reference",

@@ -76,11 +76,13 @@ from kizashi.log import progress
 from kizashi.jobs.common import (
     ORACLE_COLUMN,
     ensure_dataset,
+    float_column,
     fold_row,
     job_folds,
     oracle_reference,
     resolve_horizons,
     run_caveats,
+    training_labels,
     write_run,
 )
 from kizashi.splits import Fold
@@ -250,10 +252,10 @@ def _fit_all(
     x = frame.select(features).to_numpy().astype(np.float32, copy=False)  # [N, F], NaN = missing
     dates = frame.get_column("date").to_numpy().astype("datetime64[D]")
     day = frame.get_column("date").rank("dense").to_numpy().astype(np.int64)
-    forward_1d = _column(frame, target_return_name(1))
+    forward_1d = float_column(frame, target_return_name(1))
     horizons = sorted({h for _, h in todo})
-    labels_by_horizon = {h: _labels(frame, h, config.model.label) for h in horizons}
-    targets_by_horizon = {h: _column(frame, target_return_name(h)) for h in horizons}
+    labels_by_horizon = {h: training_labels(frame, h, config.model.label) for h in horizons}
+    targets_by_horizon = {h: float_column(frame, target_return_name(h)) for h in horizons}
     # Row masks of each fold's parts, shared by its horizons: [N] bool each.
     parts = {f.index: tuple(np.isin(dates, d) for d in (f.train_dates, f.val_dates, f.test_dates)) for f, _ in todo}
 
@@ -520,15 +522,3 @@ def _model_name(config: EvaluateConfig) -> str:
     return f"signal: {'-' if config.signal.sign < 0 else '+'}{config.signal.feature}"
 
 
-def _column(frame: pl.DataFrame, name: str) -> np.ndarray:
-    """A float64 column as numpy (NaN = null); all-NaN when the dataset lacks it."""
-    if name not in frame.columns:
-        return np.full(frame.height, np.nan)
-    return frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
-
-
-def _labels(frame: pl.DataFrame, horizon: int, kind: str) -> np.ndarray:
-    """Training labels [N] for ``horizon``: the centred per-day rank, or the raw return."""
-    if kind == "rank":
-        return _column(frame, target_rank_name(horizon)) - 0.5
-    return _column(frame, target_return_name(horizon))

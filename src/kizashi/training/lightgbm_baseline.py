@@ -23,7 +23,7 @@ from kizashi.errors import KizashiError
 log = logging.getLogger(__name__)
 
 
-def _lightgbm():
+def import_lightgbm():
     try:
         import lightgbm
     except OSError as err:  # the wheel links the system OpenMP runtime
@@ -123,7 +123,7 @@ def fit_booster(
     """Fit on ``train_x`` [N, F] / ``train_y`` [N]; early-stop on the validation slice
     ``valid_x`` [M, F] / ``valid_y`` [M] when one is given (otherwise train ``n_estimators``
     rounds): on the mean daily RankIC when ``valid_day`` [M] gives the rows' days, else L2."""
-    lgb = _lightgbm()
+    lgb = import_lightgbm()
     params = lightgbm_params(config, seed)
     train_set = lgb.Dataset(train_x, label=train_y, feature_name=feature_names, free_raw_data=True)
     callbacks = [lgb.log_evaluation(period=0)]

@@ -1,0 +1,95 @@
+"""`kizashi fit-final --run RUN_DIR`: refit a walk-forward run's LightGBM on every labelled
+day of its dataset and save it for ``kizashi predict`` (:mod:`kizashi.training.final_model`).
+
+    run.json (config, dataset, features) + folds.csv (best iteration per fold and horizon)
+    -> rounds per horizon = the median of the folds' best iterations (the walk-forward
+       chose them on its validation slices; nothing is chosen on test days)
+    -> one booster per horizon on every dataset row whose label is known
+       (the last h days of an h-day horizon have none yet), the run's seed and parameters
+    -> OUT (default RUN_DIR/final): final_model.json + lightgbm_{h}d.txt
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from kizashi.config import EvaluateConfig, config_from_dict
+from kizashi.datasets.store import read_metadata, scan_features
+from kizashi.errors import KizashiError
+from kizashi.evaluation.run_dir import FOLDS, read_run_info
+from kizashi.jobs.common import training_labels
+from kizashi.training.final_model import FinalModel, save_final_model
+from kizashi.training.lightgbm_baseline import fit_booster
+
+log = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+
+
+def final_rounds(folds: pl.DataFrame, horizons: list[int]) -> dict[int, int]:
+    """Boosting rounds per horizon: the median (rounded half up, at least 1) of the folds'
+    ``best_iteration`` for that horizon (``folds``: a run's folds.csv)."""
+    rounds = {}
+    for horizon in horizons:
+        best = folds.filter(pl.col("horizon") == horizon).get_column("best_iteration").drop_nulls().to_numpy()
+        if best.size == 0:
+            raise KizashiError(f"folds.csv has no best_iteration for the {horizon}d horizon")
+        rounds[horizon] = max(1, int(np.floor(np.median(best) + 0.5)))
+    return rounds
+
+
+def fit_final(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, FinalModel]:
+    """Refit the LightGBM of the evaluate run ``run_dir`` on all labelled days (module
+    docstring); returns the output folder and the model."""
+    started = time.perf_counter()
+    run = Path(run_dir)
+    info = read_run_info(run)
+    if info.model != "lightgbm":
+        raise KizashiError(
+            f"{run}: fit-final refits LightGBM runs of `kizashi evaluate`; this run's model is {info.model!r}"
+        )
+    if info.control:
+        raise KizashiError(f"{run}: a shuffled-target control run has no model worth refitting")
+    config = config_from_dict(EvaluateConfig, info.config, source=str(run / "run.json"))
+    dataset = Path(info.dataset)
+    metadata = read_metadata(dataset)
+    rounds = final_rounds(pl.read_csv(run / FOLDS), info.horizons)
+    features = list(info.features)
+    missing = sorted(set(features) - set(metadata.feature_columns))
+    if missing:
+        raise KizashiError(f"{dataset}: the run's features are not all in its dataset (e.g. {missing[:5]})")
+    frame = scan_features(dataset).sort("date", "code").collect()
+    x = frame.select(features).to_numpy().astype(np.float32, copy=False)  # [N, F]
+    boosters = {}
+    for horizon in info.horizons:
+        labels = training_labels(frame, horizon, config.model.label)
+        known = np.isfinite(labels)
+        model_config = config.model.model_copy(update={"n_estimators": rounds[horizon]})
+        fitted = fit_booster(x[known], labels[known], None, None, features, model_config, config.seed)
+        boosters[horizon] = fitted.booster
+        log.info("final %dd model: %d rounds on %s labelled rows", horizon, rounds[horizon], f"{int(known.sum()):,}")
+    per_day = frame.group_by("date").len().get_column("len")
+    model = FinalModel(
+        kind="lightgbm",
+        horizons=list(info.horizons),
+        features=features,
+        rounds=rounds,
+        label=config.model.label,
+        data_config=metadata.config,
+        input_hashes=dict(metadata.input_hashes),
+        train_first=metadata.date_min,
+        train_last=metadata.date_max,
+        train_rows=frame.height,
+        universe_median=int(per_day.median()),
+        run_dir=str(run),
+        boosters=boosters,
+    )
+    out = Path(out_dir) if out_dir is not None else run / FINAL_DIR
+    save_final_model(model, out)
+    log.info("wrote final model %s in %.1fs", out, time.perf_counter() - started)
+    return out, model
