@@ -15,6 +15,7 @@
     kizashi ensemble     RUN_DIR RUN_DIR... --out DIR [--weights W,W...]
     kizashi fit-final    --run RUN_DIR [--out DIR]
     kizashi predict      --model DIR [--data FILE] [--sectors FILE] [--date D] [--out DIR]
+    kizashi monitor      --model DIR --since D [--until D] [--data FILE] [--horizon H] [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR] [--resume]
     kizashi --version
@@ -663,16 +664,9 @@ def predict_command(
 ) -> None:
     """Score one day's stocks with a final model: signals.parquet / .csv (date, code, horizon,
     score, rank, percentile) and signals.json (hashes)."""
-    import datetime as dt
-
     from kizashi.jobs.predict import predict_day
 
-    day = None
-    if date is not None:
-        try:
-            day = dt.date.fromisoformat(date)
-        except ValueError:
-            raise typer.BadParameter(f"not a YYYY-MM-DD date: {date!r}", param_hint="--date") from None
+    day = _iso_date(date, "--date") if date is not None else None
     result = predict_day(model, data=data, sectors=sectors, date=day, out_dir=out, max_stale_days=max_stale_days)
     for horizon in result.summary["horizons"]:
         rows = result.signals.filter(result.signals["horizon"] == horizon).head(top)
@@ -684,6 +678,44 @@ def predict_command(
             table.add_row(str(row["rank"]), row["code"], f"{row['score']:+.4f}", f"{row['percentile']:.3f}")
         console.print(table)
     console.print(f"signals: {result.out_dir}")
+
+
+@app.command("monitor")
+@friendly_errors
+def monitor_command(
+    model: Path = typer.Option(..., "--model", "-m", help="A `kizashi fit-final` folder."),
+    since: str = typer.Option(..., "--since", help="The first day to watch, YYYY-MM-DD."),
+    until: Optional[str] = typer.Option(None, "--until", help="The last day (default: the data's last)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Quotes with the days to watch (default: the training file)."),
+    sectors: Optional[Path] = typer.Option(None, "--sectors", help="Sector table for --data."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="The model's horizon to watch (default: its first)."),
+    out: Path = typer.Option(Path("monitor"), "--out", "-o", help="Output folder for monitor.json / monitor.html."),
+    fail_on_alarm: bool = typer.Option(False, "--fail-on-alarm", help="Exit with code 3 when an alarm is active."),
+    settings: Optional[list[str]] = typer.Option(
+        None, "--set", help="A monitoring setting: --set psi_alarm=0.3 (kizashi.monitoring.MonitorSettings)."
+    ),
+) -> None:
+    """Watch a final model on new days: drift of its scores and top features, coverage, and
+    the realized RankIC with its band; monitor.json and monitor.html, alarms logged."""
+    from kizashi.config import parse_overrides
+    from kizashi.jobs.monitor import monitor_model
+
+    first, last = _iso_date(since, "--since"), _iso_date(until, "--until") if until else None
+    folder, result = monitor_model(model, first, until=last, data=data, sectors=sectors, horizon=horizon,
+                                   out_dir=out, settings=parse_overrides(settings))
+    status = result.status()
+    console.print(f"monitor status: {status} ({len(result.active_alarms())} active alarm(s)); {folder / 'monitor.html'}")
+    if fail_on_alarm and status == "alarm":
+        raise typer.Exit(3)
+
+
+def _iso_date(text: str, option: str) -> Any:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not a YYYY-MM-DD date: {text!r}", param_hint=option) from None
 
 
 @app.command("ensemble")

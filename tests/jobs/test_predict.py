@@ -132,3 +132,33 @@ def test_the_commands(final, tmp_path):
     assert f"{model.train_last}: top 3 of" in result.output and (tmp_path / "signals" / "signals.csv").is_file()
     result = runner.invoke(app, ["predict", "--model", str(tmp_path / "final"), "--date", "yesterday"])
     assert result.exit_code == 2 and "YYYY-MM-DD" in result.output
+
+
+def test_monitor_watches_the_final_model_on_later_days(final, tmp_path):
+    """fit-final writes a monitoring reference per horizon (stock-level features only); the
+    monitor scores the days asked for with the final model and writes its report."""
+    from kizashi.jobs.monitor import monitor_model
+    from kizashi.monitoring import MonitorReference
+
+    root, run, folder, model = final
+    reference = MonitorReference.load(folder / "monitor_reference_5d.json")
+    assert reference.features
+    rows = scan_features(root / "dataset").collect()
+    per_day = rows.group_by("date").agg(pl.len().alias("_n"), *(pl.col(f).n_unique() for f in reference.features))
+    for name in reference.features:  # stock-level features only: many values a day
+        assert per_day.get_column(name).median() >= per_day.get_column("_n").median() / 2, name
+    assert not {"sector_return_1d", "sector_return_5d", "sector_breadth"} & set(reference.features)
+    daily = pl.read_parquet(run.run_dir / "daily.parquet").filter(pl.col("horizon") == 5)
+    assert reference.rank_ic_mean == pytest.approx(daily.get_column("rank_ic").drop_nans().mean())
+
+    dates = scan_features(root / "dataset").select("date").unique().sort("date").collect().get_column("date")
+    since = dates[-120]
+    out, result = monitor_model(folder, since, horizon=5, out_dir=tmp_path / "monitor",
+                                settings={"psi_alarm": 5.0, "psi_warn": 4.0})
+    assert (out / "monitor.json").is_file() and (out / "monitor.html").is_file()
+    assert result.daily.get_column("date").min() == since and result.daily.height == 120
+    assert not [a for a in result.alarms if a.kind == "score_psi"], "thresholds set with settings are used"
+    report = json.loads((out / "monitor.json").read_text())
+    assert report["settings"]["rank_ic_nw_lags"] == 4  # 5-day returns overlap: h - 1 lags
+    with pytest.raises(KizashiError, match="no 10d model"):
+        monitor_model(folder, since, horizon=10, out_dir=tmp_path / "m2")

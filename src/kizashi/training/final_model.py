@@ -5,6 +5,7 @@ Folder layout::
 
     final_model.json          what the model is and what it was trained on (FinalModel fields)
     lightgbm_{h}d.txt         one LightGBM booster per horizon (its own text format)
+    monitor_reference_{h}d.json   what `kizashi monitor` compares new days with (kizashi.monitoring)
 
 ``final_model.json`` holds the model kind, the horizons, the feature columns in the order the
 boosters read them, the boosting rounds per horizon, the label, the data config the features
@@ -66,12 +67,14 @@ class FinalModel:
         return data
 
 
-def save_final_model(model: FinalModel, out: str | Path) -> Path:
+def save_final_model(model: FinalModel, out: str | Path, extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` to the folder ``out`` atomically (the old folder stays until the new
-    one is complete)."""
+    one is complete), with ``extra_files`` ({file name: text}, e.g. monitoring references)."""
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         for horizon in model.horizons:
             model.boosters[horizon].save_model(str(tmp / booster_file(horizon)))
         (tmp / MANIFEST).write_text(json.dumps(model.manifest(), indent=1, default=str), encoding="utf-8")
