@@ -1,5 +1,6 @@
 """The command line's shared options: ``--set`` dotted overrides (validated like the YAML,
-errors naming the key) and ``--print-config`` (the resolved config as YAML, nothing run)."""
+errors naming the key) and ``--print-config`` (the resolved config as YAML, nothing run); the
+demo end to end on a CSV."""
 
 from __future__ import annotations
 
@@ -76,3 +77,30 @@ def test_data_build_and_train_take_the_same_options(tmp_path):
     assert result.exit_code == 0, result.output
     resolved = yaml.safe_load(result.output)
     assert resolved["trainer"]["max_epochs"] == 1 and resolved["trainer"]["devices"] == 1
+
+
+@pytest.mark.slow
+def test_demo_on_a_csv_ends_with_strategies_and_signals(tmp_path):
+    """`kizashi demo --data`: the walk-forward table, the strategy overview on the test days
+    (its daily decile row is the run's own long-short book), the final model and the signals
+    of the data's last day."""
+    import polars as pl
+
+    from kizashi.data.synthetic import generate_market
+
+    market = generate_market(n_stocks=40, n_sectors=4, n_days=450, seed=2, split_probability=0.0)
+    market.quotes.select("date", "code", "open", "high", "low", "close", "volume").write_csv(tmp_path / "q.csv")
+    market.sectors.select("code", "sector").write_csv(tmp_path / "s.csv")
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "q.csv"), "--sectors", str(tmp_path / "s.csv"),
+                                      "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "on the test days" in text and "TopkDropout" in text and "signals for the day after" in text
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    decile = [line for line in result.output.splitlines() if "daily decile long-short" in line][0]
+    assert f"{summary['1']['ls_sharpe_net']:+.2f}" in decile
+    signals = pl.read_parquet(out / "signals" / "signals.parquet")
+    last = pl.read_csv(tmp_path / "q.csv", try_parse_dates=True).get_column("date").max()
+    assert signals.get_column("date").unique().to_list() == [last]
+    assert (out / "final" / "final_model.json").is_file()

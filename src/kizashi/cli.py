@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import logging
@@ -709,9 +710,7 @@ def monitor_command(
         raise typer.Exit(3)
 
 
-def _iso_date(text: str, option: str) -> Any:
-    import datetime as dt
-
+def _iso_date(text: str, option: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
@@ -795,11 +794,18 @@ def demo(
     out: Path = typer.Option(Path("artifacts/demo"), "--out", "-o", help="Output directory (dataset/ and run/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped demo from its finished fits."),
 ) -> None:
-    """The main job: data -> features -> LightGBM walk-forward -> summary table and report."""
+    """The main job: data -> features -> LightGBM walk-forward -> summary table and report ->
+    strategies on the test days -> the final model -> signals for the data's last day."""
+    import polars as pl
+
     from kizashi.config import EvaluateConfig
     from kizashi.data.panel.read import guess_preset
     from kizashi.evaluation.report import write_report
+    from kizashi.evaluation.run_dir import PREDICTIONS
     from kizashi.jobs.evaluate import run_walk_forward
+    from kizashi.jobs.fit_final import fit_final
+    from kizashi.jobs.predict import predict_day
+    from kizashi.portfolio import strategy_overview
 
     data_config = _build_config(None, data, sectors, out=out / "dataset")
     evaluate_config = EvaluateConfig(data=data_config)
@@ -810,6 +816,26 @@ def demo(
     result = run_walk_forward(evaluate_config, out_dir=out / "run", resume=resume)
     _print_run_summary(result)
     console.print(f"report: {write_report(result.run_dir)}")
+
+    horizon = result.info.horizons[0]
+    cost_bps = evaluate_config.metrics.long_short.cost_bps
+    overview = strategy_overview(pl.read_parquet(result.run_dir / PREDICTIONS), horizon, cost_bps)
+    table = Table(title=f"{horizon}d signal as a book, {cost_bps:g} bp costs, on the test days (a fixed set shown "
+                        "for information: none was chosen on these days)", title_justify="left")
+    for name in ("strategy", "gross Sharpe", "net Sharpe", "daily turnover", "holding days"):
+        table.add_column(name, justify="left" if name == "strategy" else "right")
+    for row in overview.iter_rows(named=True):
+        table.add_row(row["strategy"], _format(row["gross_sharpe"], "{:+.2f}"), _format(row["net_sharpe"], "{:+.2f}"),
+                      _format(row["turnover"], "{:.2f}"), _format(row["avg_holding_days"], "{:.1f}"))
+    console.print(table)
+
+    final, model = fit_final(result.run_dir, out / "final")
+    signals = predict_day(final, date=dt.date.fromisoformat(model.train_last), out_dir=out / "signals")
+    for horizon in model.horizons:
+        top = signals.signals.filter(pl.col("horizon") == horizon).head(5)
+        console.print(f"signals for the day after {signals.date}, {horizon}d, top 5 of {signals.summary['n_stocks']}: "
+                      + ", ".join(f"{r['code']} ({r['score']:+.4f})" for r in top.iter_rows(named=True)))
+    console.print(f"final model: {final}; signals: {signals.out_dir / 'signals.csv'}")
 
 
 SP500_CAVEAT = (

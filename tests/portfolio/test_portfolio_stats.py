@@ -109,3 +109,26 @@ def test_strategy_table_has_one_row_per_strategy_in_order():
         cheap["turnover"] * 50 / 1e4 * 252
     )
     assert dear["linear_cost_annual"] == pytest.approx(cheap["turnover"] * 50 / 1e4 * 252)
+
+
+def test_the_overview_runs_its_fixed_strategies_and_its_decile_row_is_the_backtest():
+    """strategy_overview: the fixed set plus TopkDropout sized to the universe; its decile row
+    is the evaluation backtest's long-short book (same net Sharpe)."""
+    from kizashi.config import LongShortConfig
+    from kizashi.evaluation.backtest import long_short_returns, portfolio_stats
+    from kizashi.portfolio import strategy_overview
+
+    rng = np.random.default_rng(0)
+    days, codes = 120, [f"S{i:02d}" for i in range(40)]
+    preds = pl.DataFrame({
+        "date": np.repeat(np.arange(days), len(codes)).astype("datetime64[D]").astype("datetime64[ms]"),
+        "code": codes * days,
+        "horizon": np.ones(days * len(codes), dtype=np.int32),
+        "prediction": rng.normal(size=days * len(codes)),
+    }).with_columns(pl.col("date").cast(pl.Date))
+    preds = preds.with_columns(forward_return_1d=pl.col("prediction") * 0.001 + pl.Series(rng.normal(0, 0.01, preds.height)))
+    table = strategy_overview(preds, 1, 10.0)
+    assert table.get_column("strategy").to_list()[0] == "daily decile long-short" and table.height == 5
+    book = long_short_returns(preds, LongShortConfig(quantile=0.1, cost_bps=10.0), by=("horizon",))
+    expected = portfolio_stats(book.get_column("net").to_numpy())["sharpe"]
+    assert table.row(0, named=True)["net_sharpe"] == pytest.approx(expected, rel=1e-9)

@@ -17,6 +17,7 @@ Modules (one responsibility each):
 
 from kizashi.portfolio.costs import capacity, impact_cost, linear_cost
 from kizashi.portfolio.market import market_frame
+from kizashi.portfolio.overview import strategy_overview
 from kizashi.portfolio.selection import Selection, select_by_validation
 from kizashi.portfolio.settings import (
     BetaNeutralStrategy,
@@ -40,6 +41,7 @@ from kizashi.portfolio.strategies import build_strategy
 from kizashi.portfolio.tradability import apply_tradability
 
 __all__ = [
+    "strategy_overview",
     "STAT_FIELDS",
     "BetaNeutralStrategy",
     "CostSettings",
