@@ -29,6 +29,7 @@ from kizashi.datasets.store import (
 )
 from kizashi.features.pipeline import (
     ContextTables,
+    chunk_window,
     context_tables,
     feature_chunk,
     feature_context,
@@ -170,12 +171,15 @@ def _prepare(config: DataBuildConfig) -> tuple[LoadedInputs, pl.DataFrame, pl.Da
     return inputs, prepared, written
 
 
-def _context(config: DataBuildConfig, inputs: LoadedInputs, prepared: pl.DataFrame) -> ContextTables:
-    """The per-date context tables of the whole panel; the graphs first, since the peers
-    family reads their per-day neighbour aggregates."""
+def _context(
+    config: DataBuildConfig, inputs: LoadedInputs, prepared: pl.DataFrame, graph_dates: Any = None
+) -> ContextTables:
+    """The per-date context tables of the whole panel (the graphs only of ``graph_dates``
+    when given); the graphs first, since the peers family reads their per-day neighbour
+    aggregates."""
     sectors = inputs.panel.select("code", "sector").unique()  # the configured sector level
     stage = time.perf_counter()
-    tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors)
+    tables = context_tables(prepared, inputs.margin, config.graph, sectors=sectors, graph_dates=graph_dates)
     log.info(
         "context tables (market, sector%s) (%.1fs)",
         f", correlation graphs: {tables.edges.height} edges" if tables.edges is not None else "",
@@ -204,8 +208,9 @@ def build_feature_rows(config: DataBuildConfig, first: dt.date | None = None, la
     """Features and targets of the dates ``first`` .. ``last`` only (default: the data's last
     date), equal to those of a full :func:`build_dataset` of ``config``: the inputs, their
     checks and adjustment and the per-date context tables (market, sectors, graphs) are
-    computed as in a build; the features of just those dates, with each stock's longest
-    lookback of earlier rows as warm-up (:func:`kizashi.features.pipeline.feature_chunk`)."""
+    computed as in a build (the graphs only of the days the features read); the features of
+    just those dates, with each stock's longest lookback of earlier rows as warm-up
+    (:func:`kizashi.features.pipeline.feature_chunk`)."""
     inputs, prepared, written = _prepare(config)
     dates = written.get_column("date").unique().sort().to_list()
     last = last if last is not None else dates[-1]
@@ -215,8 +220,10 @@ def build_feature_rows(config: DataBuildConfig, first: dt.date | None = None, la
         raise ConfigError(
             f"{inputs.source}: {missing} is not a date of the data's universe (its dates run {dates[0]} .. {dates[-1]})"
         )
-    tables = _context(config, inputs, prepared)
     specs = feature_specs_for(inputs, config)
+    # the graphs of the days the chunk reads only (its dates and their warm-up rows' dates)
+    read_dates = chunk_window(prepared, specs, first, last).get_column("date").unique()
+    tables = _context(config, inputs, prepared, graph_dates=read_dates)
     frame = feature_chunk(
         prepared, specs, config.targets.horizons, first, last, tables=tables,
         normalization=config.normalization.method, clip=config.normalization.clip,

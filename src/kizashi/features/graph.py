@@ -234,6 +234,7 @@ def correlation_graphs(
     matrix, calendar, codes = _pivot(returns, value, dtype)
     n_dates, n_codes = matrix.shape
     days = _target_days(calendar, config.every_n_days, dates) if n_dates else np.zeros(0, np.int64)
+    all_days = _target_days(calendar, config.every_n_days, None) if n_dates else np.zeros(0, np.int64)
     if n_codes < 2 or days.size == 0:
         logger.info("correlation graphs: nothing to build (%d codes, %d days)", n_codes, days.size)
         return empty
@@ -249,7 +250,12 @@ def correlation_graphs(
     is_node = np.isfinite(matrix) & (window_obs >= min_periods)  # [T, N]
 
     per_batch = max(1, min(batch_days, _BATCH_ELEMENTS // (n_codes * n_codes)))
-    batches = [days[i : i + per_batch] for i in range(0, days.size, per_batch)]
+    # Batches are cut from every graph day, whatever ``dates`` asks for, and a batch is built
+    # whole: a day's sums then have the same shapes (the batch's codes) and so the same
+    # rounding as in a build of every day. Only the batches holding a requested day run.
+    batches = [all_days[i : i + per_batch] for i in range(0, all_days.size, per_batch)]
+    if dates is not None:
+        batches = [batch for batch in batches if np.isin(batch, days).any()]
     n_workers = max(1, min(workers or _available_cpus(), len(batches)))
     local = threading.local()
 
@@ -289,6 +295,9 @@ def correlation_graphs(
     day_idx, dst_idx, src_idx, corr_values = (
         np.concatenate(column) for column in zip(*parts, strict=True)
     )
+    if dates is not None:  # the requested days only
+        keep = np.isin(day_idx, days)
+        day_idx, dst_idx, src_idx, corr_values = (a[keep] for a in (day_idx, dst_idx, src_idx, corr_values))
     code_series = pl.Series(CODE, codes, dtype=pl.Utf8)
     same = (sector_ids[src_idx] == sector_ids[dst_idx]) & (sector_ids[src_idx] >= 0)
     out = pl.DataFrame(

@@ -33,6 +33,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -135,6 +136,7 @@ def context_tables(
     margin: pl.DataFrame | None,
     graph: GraphConfig | None = None,
     sectors: pl.DataFrame | None = None,
+    graph_dates: Any = None,
 ) -> ContextTables:
     """The per-date tables of a whole base panel (:func:`prepare_base`). They are built
     from every stock in each date's universe, so they must come from the whole panel, never
@@ -142,7 +144,8 @@ def context_tables(
 
     With an enabled ``graph`` config the per-day correlation graphs are built too (from the
     base panel's daily returns; ``sectors``: ``code, sector`` for the same-sector flag,
-    default the panel's own sector column).
+    default the panel's own sector column). ``graph_dates`` restricts the graphs to those
+    days (each still from its full window of the whole panel: the same edges as without it).
     """
     calendar = base.select(pl.col("date").unique().sort())
     universe = base.lazy().filter(c(IN_UNIVERSE)).select("code", "date", "sector", RET).collect()
@@ -151,7 +154,7 @@ def context_tables(
         returns = universe.select("code", "date", c(RET).alias("return_1d"))
         if sectors is None:
             sectors = base.select("code", "sector").unique()
-        edges = correlation_graphs(returns, graph, sectors=sectors, dtype=graph.dtype)
+        edges = correlation_graphs(returns, graph, sectors=sectors, dates=graph_dates, dtype=graph.dtype)
         neighbors = neighbor_table(edges, returns)
     return ContextTables(
         market=market_table(universe, calendar),
@@ -293,6 +296,13 @@ def iter_feature_chunks(
         )
 
 
+def chunk_window(prepared: pl.DataFrame, specs: Sequence[FeatureSpec], first: dt.date, last: dt.date) -> pl.DataFrame:
+    """The rows the features of the dates ``first`` .. ``last`` read: those dates' rows and
+    each stock's :func:`max_lookback` rows before its first one (no later rows)."""
+    start_row = c(ROW).filter(c("date").is_between(first, last)).min().over("code")
+    return prepared.filter((c("date") <= last) & (c(ROW) >= start_row - max_lookback(specs)))
+
+
 def feature_chunk(
     prepared: pl.DataFrame,
     specs: Sequence[FeatureSpec],
@@ -310,8 +320,7 @@ def feature_chunk(
     :func:`max_lookback` earlier rows as warm-up: the same values as a build of every date
     (the chunks of :func:`iter_feature_chunks`; ``kizashi predict`` builds only its days)."""
     in_chunk = c("date").is_between(first, last)
-    start_row = c(ROW).filter(in_chunk).min().over("code")
-    window = prepared.filter((c("date") <= last) & (c(ROW) >= start_row - max_lookback(specs)))
+    window = chunk_window(prepared, specs, first, last)
     if tables is not None:
         window = attach_context(window, tables)
     built = evaluate_features(window, specs, normalization=normalization, clip=clip, dtype=dtype)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from kizashi.config import EvaluateConfig, config_from_dict
+from kizashi.config import DataBuildConfig, LightGBMConfig, anchor_paths, config_from_dict
 from kizashi.datasets.store import read_metadata, scan_features
 from kizashi.errors import KizashiError
 from kizashi.evaluation.run_dir import DAILY, FEATURE_IMPORTANCE, FOLDS, PREDICTIONS, read_run_info
@@ -98,7 +98,8 @@ def fit_final(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[P
         )
     if info.control:
         raise KizashiError(f"{run}: a shuffled-target control run has no model worth refitting")
-    config = config_from_dict(EvaluateConfig, info.config, source=str(run / "run.json"))
+    # Only the model section is needed (and read alone, so runs of older versions refit too).
+    lgb_config = config_from_dict(LightGBMConfig, info.config.get("model") or {}, source=f"{run / 'run.json'}: model")
     dataset = Path(info.dataset)
     metadata = read_metadata(dataset)
     rounds = final_rounds(pl.read_csv(run / FOLDS), info.horizons)
@@ -110,10 +111,10 @@ def fit_final(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[P
     x = frame.select(features).to_numpy().astype(np.float32, copy=False)  # [N, F]
     boosters = {}
     for horizon in info.horizons:
-        labels = training_labels(frame, horizon, config.model.label)
+        labels = training_labels(frame, horizon, lgb_config.label)
         known = np.isfinite(labels)
-        model_config = config.model.model_copy(update={"n_estimators": rounds[horizon]})
-        fitted = fit_booster(x[known], labels[known], None, None, features, model_config, config.seed)
+        model_config = lgb_config.model_copy(update={"n_estimators": rounds[horizon]})
+        fitted = fit_booster(x[known], labels[known], None, None, features, model_config, info.seed)
         boosters[horizon] = fitted.booster
         log.info("final %dd model: %d rounds on %s labelled rows", horizon, rounds[horizon], f"{int(known.sum()):,}")
     per_day = frame.group_by("date").len().get_column("len")
@@ -122,8 +123,8 @@ def fit_final(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[P
         horizons=list(info.horizons),
         features=features,
         rounds=rounds,
-        label=config.model.label,
-        data_config=metadata.config,
+        label=lgb_config.label,
+        data_config=anchor_paths(metadata.config, DataBuildConfig, Path.cwd()),  # older datasets kept cwd paths
         input_hashes=dict(metadata.input_hashes),
         train_first=metadata.date_min,
         train_last=metadata.date_max,
