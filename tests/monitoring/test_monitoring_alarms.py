@@ -1,4 +1,4 @@
-"""The alarm rules on synthetic markets (tests/monitoring/conftest.py): a flipped signal, a
+"""The alarm rules on synthetic markets (tests/monitoring/monitoring_cases.py): a flipped signal, a
 feature whose scale changes, shifted scores, a shrunken universe, and a stable market that
 must stay quiet; plus the rolling RankIC band against direct computations.
 
@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from kizashi.monitoring import MonitorSettings, rolling_rank_ic, run_monitor
+from monitoring_cases import reference_500, reference_factory, stream_factory  # noqa: F401 (fixtures)
 
 WINDOW = MonitorSettings().rank_ic_window  # 60 RankIC days
 

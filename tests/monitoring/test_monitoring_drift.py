@@ -26,6 +26,7 @@ from kizashi.monitoring import (
 )
 from kizashi.monitoring.drift import bin_shares, quantile_sketch
 from kizashi.monitoring.reference import distribution_reference
+from monitoring_cases import reference_factory, stream_factory  # noqa: F401 (fixtures)
 
 
 def _psi_by_hand(reference: np.ndarray, sample: np.ndarray, n_bins: int, eps: float) -> float:

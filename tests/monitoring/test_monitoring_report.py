@@ -18,6 +18,7 @@ from kizashi.monitoring import (
     write_monitor_report,
 )
 from kizashi.monitoring.page import MAX_ALARM_ROWS
+from monitoring_cases import reference_500, stream_factory  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
