@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kizashi.config import DataBuildConfig, config_from_dict
 from kizashi.datasets.build import build_feature_rows
 from kizashi.errors import KizashiError
 from kizashi.features.targets import target_return_name
 from kizashi.monitoring import MonitorReference, MonitorResult, MonitorSettings, run_monitor, write_monitor_report
-from kizashi.training.final_model import load_final_model
+from kizashi.training.final_model import MANIFEST, load_final_model
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +52,7 @@ def monitor_model(
     if not reference_path.is_file():
         raise KizashiError(f"{reference_path}: missing (refit with `kizashi fit-final`, which writes it)")
     reference = MonitorReference.load(reference_path)
-    raw = dict(model.data_config)
-    raw["input"] = dict(raw.get("input") or {})
-    if data is not None:
-        raw["input"]["path"] = str(Path(data).expanduser().absolute())
-    if sectors is not None:
-        raw["input"]["sectors"] = str(Path(sectors).expanduser().absolute())
-    config = config_from_dict(DataBuildConfig, raw, source=f"{model_dir}/final_model.json: data_config")
+    config = model.data_build_config(data, sectors, source=f"{model_dir}/{MANIFEST}: data_config")
     last_trained = dt.date.fromisoformat(model.train_last)
     if since <= last_trained:
         log.warning("monitoring from %s: the model was trained on days up to %s, so those days are in-sample",

@@ -34,10 +34,9 @@ import numpy as np
 import polars as pl
 
 from kizashi.atomic import atomic_path
-from kizashi.config import DataBuildConfig, config_from_dict
 from kizashi.datasets.build import build_feature_rows
 from kizashi.errors import KizashiError
-from kizashi.training.final_model import folder_digest, load_final_model
+from kizashi.training.final_model import MANIFEST, folder_digest, load_final_model
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +68,7 @@ def predict_day(
     ``out_dir`` atomically (module docstring)."""
     started = time.perf_counter()
     model = load_final_model(model_dir)
-    raw = dict(model.data_config)
-    raw["input"] = dict(raw.get("input") or {})
-    if data is not None:
-        raw["input"]["path"] = str(Path(data).expanduser().absolute())
-    if sectors is not None:
-        raw["input"]["sectors"] = str(Path(sectors).expanduser().absolute())
-    config = config_from_dict(DataBuildConfig, raw, source=f"{model_dir}/final_model.json: data_config")
+    config = model.data_build_config(data, sectors, source=f"{model_dir}/{MANIFEST}: data_config")
     source = config.input.path or "the synthetic market"
 
     rows = build_feature_rows(config, date, date)

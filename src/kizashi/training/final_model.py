@@ -26,6 +26,7 @@ import numpy as np
 
 from kizashi import __version__
 from kizashi.atomic import atomic_path
+from kizashi.config import DataBuildConfig, config_from_dict
 from kizashi.errors import KizashiError
 from kizashi.training.lightgbm_baseline import import_lightgbm
 
@@ -59,6 +60,19 @@ class FinalModel:
     def predict(self, x: np.ndarray) -> dict[int, np.ndarray]:
         """Scores per horizon: ``x`` [N, F] (columns = ``features``) -> {h: [N] float64}."""
         return {h: np.asarray(self.boosters[h].predict(x), dtype=np.float64) for h in self.horizons}
+
+    def data_build_config(
+        self, data: str | Path | None = None, sectors: str | Path | None = None, *, source: str = MANIFEST
+    ) -> DataBuildConfig:
+        """The data config the model's features are built with, reading ``data`` / ``sectors``
+        (relative to the working directory) instead of the training files when given."""
+        raw = dict(self.data_config)
+        raw["input"] = dict(raw.get("input") or {})
+        if data is not None:
+            raw["input"]["path"] = str(Path(data).expanduser().absolute())
+        if sectors is not None:
+            raw["input"]["sectors"] = str(Path(sectors).expanduser().absolute())
+        return config_from_dict(DataBuildConfig, raw, source=source)
 
     def manifest(self) -> dict[str, Any]:
         data = asdict(self)
