@@ -13,6 +13,7 @@
     kizashi report       RUN_DIR [--out DIR]
     kizashi runs compare RUN_DIR RUN_DIR... [--html FILE] [--json]
     kizashi ensemble     RUN_DIR RUN_DIR... --out DIR [--weights W,W...]
+    kizashi strategies   RUN_DIR [--horizon H]
     kizashi fit-final    --run RUN_DIR [--out DIR]
     kizashi predict      --model DIR [--data FILE] [--sectors FILE] [--date D] [--out DIR]
     kizashi monitor      --model DIR --since D [--until D] [--data FILE] [--horizon H] [--out DIR]
@@ -715,6 +716,36 @@ def _iso_date(text: str, option: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"not a YYYY-MM-DD date: {text!r}", param_hint=option) from None
+
+
+@app.command("strategies")
+@friendly_errors
+def strategies_command(
+    run_dir: Path = typer.Argument(..., help="An `evaluate` run directory."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="The horizon's predictions (default: the first)."),
+) -> None:
+    """Choose a book for the run's signal on its validation slices; every candidate's test
+    figures are shown beside the choice, not used for it (RUN_DIR/strategies.csv)."""
+    import polars as pl
+
+    from kizashi.jobs.strategies import STRATEGIES_FILE, WALK_FORWARD_CHOICE, choose_strategy
+
+    choice = choose_strategy(run_dir, horizon)
+    selection = choice.selection
+    table = Table(title=f"{choice.horizon}d books, {choice.cost_bps:g} bp costs: chosen on validation slices (best "
+                        "net Sharpe); each candidate's test figures shown, not used", title_justify="left")
+    for name in ("strategy", "part", "gross Sharpe", "net Sharpe", "turnover", "holding days", ""):
+        table.add_column(name, justify="left" if name in ("strategy", "part", "") else "right")
+    for row in selection.table.filter(pl.col("strategy") != WALK_FORWARD_CHOICE).iter_rows(named=True):
+        table.add_row(row["strategy"], row["part"], _format(row["gross_sharpe"], "{:+.2f}"),
+                      _format(row["net_sharpe"], "{:+.2f}"), _format(row["turnover"], "{:.2f}"),
+                      _format(row["avg_holding_days"], "{:.1f}"), "chosen" if row["selected"] else "")
+    console.print(table)
+    folds = ", ".join(f"fold {k}: {name}" for k, name in choice.per_fold.items())
+    console.print(f"walk-forward choice (each fold's test days with the book chosen on the slices up to it; {folds}): "
+                  f"net Sharpe {_format(choice.walk_forward.get('net_sharpe'), '{:+.2f}')}, gross "
+                  f"{_format(choice.walk_forward.get('gross_sharpe'), '{:+.2f}')}")
+    console.print(f"to trade from now on (chosen on every slice): {selection.selected}; {Path(run_dir) / STRATEGIES_FILE}")
 
 
 @app.command("ensemble")

@@ -44,6 +44,7 @@ from kizashi.errors import KizashiError
 
 RUN_INFO = "run.json"
 PREDICTIONS = "predictions.parquet"
+VALIDATION_PREDICTIONS = "validation_predictions.parquet"  # evaluate: each fit's validation slice
 DAILY = "daily.parquet"
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"

@@ -24,6 +24,11 @@ swapped in whole) in the run directory ``OUT``::
     OUT/fits/fold_{k}_h{h}/fit.json  fingerprint, best iteration, the folds.csv row
                           predictions.parquet  the fit's test rows (PREDICTION_SCHEMA)
                           importance.parquet   gain / split per feature (LightGBM only)
+                          validation.parquet   the fit's validation-slice rows (PREDICTION_SCHEMA)
+
+The run directory also gets ``validation_predictions.parquet``: every fit's predictions of
+its own validation slice (the early-stopping days, purged from training and from test), the
+days a strategy is chosen on (``kizashi strategies``) without reading the test days.
 
 ``run_walk_forward(..., resume=True)`` (``kizashi evaluate --resume``) reuses every stored
 fit whose fingerprint equals the current one and fits the others; the run directory it then
@@ -69,6 +74,7 @@ from kizashi.config import DATASET_NEUTRAL_KEYS, EvaluateConfig, dump_config
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.run_dir import (
     PREDICTION_SCHEMA,
+    VALIDATION_PREDICTIONS,
     RunInfo,
 )
 from kizashi.features.targets import target_rank_name, target_return_name
@@ -94,6 +100,7 @@ FITS_DIR = "fits"
 FIT_FILE = "fit.json"
 FIT_PREDICTIONS = "predictions.parquet"
 FIT_IMPORTANCE = "importance.parquet"
+FIT_VALIDATION = "validation.parquet"
 STATE_FILE = "state.json"
 #: Version of the stored fits' layout and fingerprint (a stored fit of another is refused).
 FIT_FORMAT = 1
@@ -149,6 +156,7 @@ class _Fit:
     fold: int
     horizon: int
     predictions: pl.DataFrame  # PREDICTION_SCHEMA rows of the fold's test days
+    validation: pl.DataFrame | None  # PREDICTION_SCHEMA rows of its validation slice (early stopping)
     importance: pl.DataFrame | None  # fold, horizon, feature, gain, split (LightGBM only)
     fold_row: dict[str, Any]  # its folds.csv row
     best_iteration: int
@@ -230,6 +238,10 @@ def run_walk_forward(
         [fit.fold_row for fit in ordered],
         pl.concat(importance) if importance else None,
     )
+    validation = [fit.validation for fit in ordered if fit.validation is not None]
+    if validation:  # what a strategy is chosen on (kizashi strategies), never the test days
+        with atomic_path(out / VALIDATION_PREDICTIONS) as tmp:
+            pl.concat(validation).write_parquet(tmp)
     _finish_fits(out, fingerprints)
     seconds = time.perf_counter() - started
     log.info("wrote run %s in %.1fs", out, seconds)
@@ -277,18 +289,22 @@ def _fit_all(
                 x[train], labels[train], x[valid] if valid.any() else None, labels[valid] if valid.any() else None,
                 features, config.model, config.seed + fold.index, valid_day=day[valid],
             )
-        predictions = pl.DataFrame(
-            {
-                "date": frame.get_column("date").filter(test),
-                "code": frame.get_column("code").filter(test),
-                "fold": np.full(int(test.sum()), fold.index, dtype=np.int32),
-                "horizon": np.full(int(test.sum()), horizon, dtype=np.int32),
-                "prediction": fitted.predict(x[test]),
-                "target": targets_by_horizon[horizon][test],
-                "forward_return_1d": forward_1d[test],
-            },
-            schema=PREDICTION_SCHEMA,
-        )
+        def prediction_rows(rows: np.ndarray) -> pl.DataFrame:
+            """PREDICTION_SCHEMA rows of the frame rows ``rows`` [N] bool."""
+            return pl.DataFrame(
+                {
+                    "date": frame.get_column("date").filter(rows),
+                    "code": frame.get_column("code").filter(rows),
+                    "fold": np.full(int(rows.sum()), fold.index, dtype=np.int32),
+                    "horizon": np.full(int(rows.sum()), horizon, dtype=np.int32),
+                    "prediction": fitted.predict(x[rows]),
+                    "target": targets_by_horizon[horizon][rows],
+                    "forward_return_1d": forward_1d[rows],
+                },
+                schema=PREDICTION_SCHEMA,
+            )
+
+        predictions = prediction_rows(test)
         importance = None
         if fitted.importance_gain is not None:
             importance = pl.DataFrame(
@@ -304,6 +320,7 @@ def _fit_all(
             fold=fold.index,
             horizon=horizon,
             predictions=predictions,
+            validation=prediction_rows(in_valid) if in_valid.any() else None,
             importance=importance,
             fold_row=fold_row(fold, horizon, fitted.best_iteration, predictions),
             best_iteration=fitted.best_iteration,
@@ -431,6 +448,7 @@ def _load_fit(out: Path, fold: int, horizon: int, fingerprint: dict[str, Any]) -
     try:
         stored = json.loads((folder / FIT_FILE).read_text(encoding="utf-8"))
         predictions = pl.read_parquet(folder / FIT_PREDICTIONS)
+        validation = pl.read_parquet(folder / FIT_VALIDATION) if (folder / FIT_VALIDATION).is_file() else None
         importance = pl.read_parquet(folder / FIT_IMPORTANCE) if (folder / FIT_IMPORTANCE).is_file() else None
         saved = stored["fingerprint"]
         row, best = stored["fold_row"], int(stored["best_iteration"])
@@ -445,8 +463,8 @@ def _load_fit(out: Path, fold: int, horizon: int, fingerprint: dict[str, Any]) -
             f"settings (differing: {shown}); run without --resume to start afresh (the saved fits are "
             "removed), or write to another --out"
         )
-    return _Fit(fold=fold, horizon=horizon, predictions=predictions, importance=importance, fold_row=row,
-                best_iteration=best)
+    return _Fit(fold=fold, horizon=horizon, predictions=predictions, validation=validation, importance=importance,
+                fold_row=row, best_iteration=best)
 
 
 def _save_fit(out: Path, fit: _Fit, fingerprint: dict[str, Any], rows: dict[str, int], seconds: float) -> None:
@@ -454,6 +472,8 @@ def _save_fit(out: Path, fit: _Fit, fingerprint: dict[str, Any], rows: dict[str,
     with atomic_path(fit_dir(out, fit.fold, fit.horizon)) as tmp:
         tmp.mkdir()
         fit.predictions.write_parquet(tmp / FIT_PREDICTIONS)
+        if fit.validation is not None:
+            fit.validation.write_parquet(tmp / FIT_VALIDATION)
         if fit.importance is not None:
             fit.importance.write_parquet(tmp / FIT_IMPORTANCE)
         record = {

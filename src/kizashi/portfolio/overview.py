@@ -29,6 +29,18 @@ OVERVIEW_STRATEGIES: dict[str, StrategySettings] = {
 TOPK_DROPOUT = "TopkDropout (10% held, 2% replaced a day)"
 
 
+def overview_strategies(universe: int) -> dict[str, StrategySettings]:
+    """:data:`OVERVIEW_STRATEGIES` then TopkDropout holding 10% of ``universe`` (the median
+    number of stocks a day) per leg and replacing at most a fifth of them a day."""
+    held = max(1, universe // 10)
+    return {**OVERVIEW_STRATEGIES, TOPK_DROPOUT: TopkDropoutStrategy(top_k=held, n_drop=max(1, held // 5))}
+
+
+def median_universe(predictions: pl.DataFrame) -> int:
+    """The median number of rows a day of a predictions frame."""
+    return int(predictions.group_by("date").len().get_column("len").median() or 0)
+
+
 def strategy_overview(predictions: pl.DataFrame, horizon: int, cost_bps: float) -> pl.DataFrame:
     """:data:`OVERVIEW_STRATEGIES` on the ``horizon`` rows of a predictions frame (``date,
     code, horizon, prediction, forward_return_1d``), ``cost_bps`` per unit of turnover, no
@@ -36,11 +48,8 @@ def strategy_overview(predictions: pl.DataFrame, horizon: int, cost_bps: float) 
     :func:`kizashi.portfolio.stats.strategy_table`), then TopkDropout holding 10% of the
     median daily universe per leg and replacing at most a fifth of them a day."""
     rows = predictions.filter(pl.col("horizon") == horizon)
-    universe = int(rows.group_by("date").len().get_column("len").median() or 0)
-    held = max(1, universe // 10)
-    strategies = {**OVERVIEW_STRATEGIES, TOPK_DROPOUT: TopkDropoutStrategy(top_k=held, n_drop=max(1, held // 5))}
-    run = run_strategies(rows, strategies, costs=CostSettings(cost_bps=cost_bps))
+    run = run_strategies(rows, overview_strategies(median_universe(rows)), costs=CostSettings(cost_bps=cost_bps))
     return strategy_table(run.daily)
 
 
-__all__ = ["OVERVIEW_STRATEGIES", "strategy_overview"]
+__all__ = ["OVERVIEW_STRATEGIES", "median_universe", "overview_strategies", "strategy_overview"]
