@@ -145,6 +145,7 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
     compare = next(v for k, v in outputs.items() if "runs compare" in k)
     assert "paired" in compare.stdout and "common days" in compare.stdout
     assert (desk / "compare.html").is_file()
+    assert (lightgbm / "strategies.csv").is_file() and (lightgbm / "validation_predictions.parquet").is_file()
     signals = (desk / "signals" / "signals.csv").read_text().splitlines()
     assert signals[0] == "date,code,horizon,score,rank,percentile"
     assert (len(signals) - 1) % 2 == 0 and len(signals) - 1 >= 2 * 50  # both horizons, the day's universe
