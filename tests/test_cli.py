@@ -81,9 +81,9 @@ def test_data_build_and_train_take_the_same_options(tmp_path):
 
 @pytest.mark.slow
 def test_demo_on_a_csv_ends_with_strategies_and_signals(tmp_path):
-    """`kizashi demo --data`: the walk-forward table, the strategy overview on the test days
-    (its daily decile row is the run's own long-short book), the final model and the signals
-    of the data's last day."""
+    """`kizashi demo --data`: the walk-forward table, the books chosen on validation slices
+    (the walk-forward choice first, each candidate's test row as strategies.csv has it), the
+    final model and the signals of the data's last day."""
     import polars as pl
 
     from kizashi.data.synthetic import generate_market
@@ -96,10 +96,12 @@ def test_demo_on_a_csv_ends_with_strategies_and_signals(tmp_path):
                                       "--out", str(out)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     text = flat(result.output)
-    assert "on the test days" in text and "TopkDropout" in text and "signals for the day after" in text
-    summary = json.loads((out / "run" / "summary.json").read_text())
-    decile = [line for line in result.output.splitlines() if "daily decile long-short" in line][0]
-    assert f"{summary['1']['ls_sharpe_net']:+.2f}" in decile
+    assert "chosen on validation slices" in text and "walk-forward choice" in text and "TopkDropout" in text
+    assert "signals for the day after" in text
+    books = pl.read_csv(out / "run" / "strategies.csv").filter(pl.col("horizon") == 1)
+    decile = books.filter((pl.col("strategy") == "daily decile long-short") & (pl.col("part") == "test")).row(0, named=True)
+    line = [row for row in result.output.splitlines() if "daily decile long-short" in row and " test " in row][0]
+    assert f"{decile['net_sharpe']:+.2f}" in line
     signals = pl.read_parquet(out / "signals" / "signals.parquet")
     last = pl.read_csv(tmp_path / "q.csv", try_parse_dates=True).get_column("date").max()
     assert signals.get_column("date").unique().to_list() == [last]

@@ -721,31 +721,51 @@ def _iso_date(text: str, option: str) -> dt.date:
 @app.command("strategies")
 @friendly_errors
 def strategies_command(
-    run_dir: Path = typer.Argument(..., help="An `evaluate` run directory."),
-    horizon: Optional[int] = typer.Option(None, "--horizon", help="The horizon's predictions (default: the first)."),
+    run_dir: Path = typer.Argument(..., help="An `evaluate` or `train` run directory."),
+    horizon: Optional[list[int]] = typer.Option(None, "--horizon", help="A horizon to (re)do; repeat it; default: all."),
+    settings: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override the run's portfolio settings, e.g. --set portfolio.costs.cost_bps=5."
+    ),
 ) -> None:
-    """Choose a book for the run's signal on its validation slices; every candidate's test
-    figures are shown beside the choice, not used for it (RUN_DIR/strategies.csv)."""
+    """Choose a book for the run's signal on its validation slices, fold by fold; every
+    candidate's test figures are shown beside the choice, not used for it
+    (RUN_DIR/strategies.csv, RUN_DIR/strategy_daily.parquet). `evaluate` and `train` do this
+    at the end of a run."""
+    from kizashi.config import parse_overrides
+    from kizashi.jobs.strategies import choose_strategies
+
+    overrides = parse_overrides(settings)
+    unknown = sorted(set(overrides) - {"portfolio"})
+    if unknown:
+        raise ConfigError(f"--set {', '.join(unknown)}: only `portfolio.*` keys can be set here")
+    choices = choose_strategies(run_dir, horizon or None, overrides.get("portfolio"))
+    for choice in choices:
+        _print_strategy_table(choice.table, choice.horizon)
+    console.print("to trade from now on (chosen on every slice): "
+                  + ", ".join(f"{c.horizon}d {c.selection.selected}" for c in choices)
+                  + f"; {Path(run_dir) / 'strategies.csv'}")
+
+
+def _print_strategy_table(table: Any, horizon: int) -> None:
+    """The terminal table of one horizon's rows of ``strategies.csv``
+    (:mod:`kizashi.portfolio.walk_forward`): the walk-forward choice, then every candidate."""
     import polars as pl
 
-    from kizashi.jobs.strategies import STRATEGIES_FILE, WALK_FORWARD_CHOICE, choose_strategy
+    from kizashi.evaluation.run_dir import WALK_FORWARD_CHOICE
 
-    choice = choose_strategy(run_dir, horizon)
-    selection = choice.selection
-    table = Table(title=f"{choice.horizon}d books, {choice.cost_bps:g} bp costs: chosen on validation slices (best "
-                        "net Sharpe); each candidate's test figures shown, not used", title_justify="left")
+    rows = table.filter(pl.col("horizon") == horizon)
+    chosen = rows.filter(pl.col("strategy") == WALK_FORWARD_CHOICE).row(0, named=True)
+    out = Table(title=f"{horizon}d books chosen on validation slices, fold by fold; each candidate's test figures "
+                      "shown, not used for the choice", title_justify="left")
     for name in ("strategy", "part", "gross Sharpe", "net Sharpe", "turnover", "holding days", ""):
-        table.add_column(name, justify="left" if name in ("strategy", "part", "") else "right")
-    for row in selection.table.filter(pl.col("strategy") != WALK_FORWARD_CHOICE).iter_rows(named=True):
-        table.add_row(row["strategy"], row["part"], _format(row["gross_sharpe"], "{:+.2f}"),
-                      _format(row["net_sharpe"], "{:+.2f}"), _format(row["turnover"], "{:.2f}"),
-                      _format(row["avg_holding_days"], "{:.1f}"), "chosen" if row["selected"] else "")
-    console.print(table)
-    folds = ", ".join(f"fold {k}: {name}" for k, name in choice.per_fold.items())
-    console.print(f"walk-forward choice (each fold's test days with the book chosen on the slices up to it; {folds}): "
-                  f"net Sharpe {_format(choice.walk_forward.get('net_sharpe'), '{:+.2f}')}, gross "
-                  f"{_format(choice.walk_forward.get('gross_sharpe'), '{:+.2f}')}")
-    console.print(f"to trade from now on (chosen on every slice): {selection.selected}; {Path(run_dir) / STRATEGIES_FILE}")
+        out.add_column(name, justify="left" if name in ("strategy", "part", "") else "right")
+    for row in [chosen, *rows.filter(pl.col("strategy") != WALK_FORWARD_CHOICE).iter_rows(named=True)]:
+        mark = "the figure to quote" if row is chosen else ("chosen" if row["selected"] else "")
+        out.add_row(row["strategy"], row["part"], _format(row["gross_sharpe"], "{:+.2f}"),
+                    _format(row["net_sharpe"], "{:+.2f}"), _format(row["turnover"], "{:.2f}"),
+                    _format(row["avg_holding_days"], "{:.1f}"), mark)
+    console.print(out)
+    console.print(f"{horizon}d: {chosen['note']}")
 
 
 @app.command("ensemble")
@@ -826,17 +846,16 @@ def demo(
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped demo from its finished fits."),
 ) -> None:
     """The main job: data -> features -> LightGBM walk-forward -> summary table and report ->
-    strategies on the test days -> the final model -> signals for the data's last day."""
+    books chosen on validation slices -> the final model -> signals for the data's last day."""
     import polars as pl
 
     from kizashi.config import EvaluateConfig
     from kizashi.data.panel.read import guess_preset
     from kizashi.evaluation.report import write_report
-    from kizashi.evaluation.run_dir import PREDICTIONS
+    from kizashi.evaluation.run_dir import STRATEGIES
     from kizashi.jobs.evaluate import run_walk_forward
     from kizashi.jobs.fit_final import fit_final
     from kizashi.jobs.predict import predict_day
-    from kizashi.portfolio import strategy_overview
 
     data_config = _build_config(None, data, sectors, out=out / "dataset")
     evaluate_config = EvaluateConfig(data=data_config)
@@ -848,17 +867,10 @@ def demo(
     _print_run_summary(result)
     console.print(f"report: {write_report(result.run_dir)}")
 
-    horizon = result.info.horizons[0]
-    cost_bps = evaluate_config.metrics.long_short.cost_bps
-    overview = strategy_overview(pl.read_parquet(result.run_dir / PREDICTIONS), horizon, cost_bps)
-    table = Table(title=f"{horizon}d signal as a book, {cost_bps:g} bp costs, on the test days (a fixed set shown "
-                        "for information: none was chosen on these days)", title_justify="left")
-    for name in ("strategy", "gross Sharpe", "net Sharpe", "daily turnover", "holding days"):
-        table.add_column(name, justify="left" if name == "strategy" else "right")
-    for row in overview.iter_rows(named=True):
-        table.add_row(row["strategy"], _format(row["gross_sharpe"], "{:+.2f}"), _format(row["net_sharpe"], "{:+.2f}"),
-                      _format(row["turnover"], "{:.2f}"), _format(row["avg_holding_days"], "{:.1f}"))
-    console.print(table)
+    if (result.run_dir / STRATEGIES).is_file():
+        _print_strategy_table(pl.read_csv(result.run_dir / STRATEGIES), result.info.horizons[0])
+    else:
+        console.print("no books chosen: the splits have no validation slices (splits.val_days = 0)")
 
     final, model = fit_final(result.run_dir, out / "final")
     signals = predict_day(final, date=dt.date.fromisoformat(model.train_last), out_dir=out / "signals")

@@ -16,7 +16,7 @@ import math
 import os
 from pathlib import Path
 import types
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -281,18 +281,226 @@ class LightGBMConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="extra LightGBM parameters, passed through")
 
 
-class LongShortConfig(StrictModel):
-    """Daily-rebalanced, equal-weight long-short portfolio on the predictions."""
+class LongShortLegsConfig(StrictModel):
+    """The legs of the daily-rebalanced, equal-weight long-short book of a run's metrics."""
 
     top_k: int | None = Field(None, ge=1, description="names per leg; null = use quantile")
     quantile: float = Field(0.1, gt=0, le=0.5, description="share of the day's stocks per leg")
+
+
+class LongShortConfig(LongShortLegsConfig):
+    """The daily long-short book with its linear cost (:mod:`kizashi.evaluation.backtest`).
+    In a job config the legs live in ``metrics.long_short`` and the cost in
+    ``portfolio.costs.cost_bps`` (one home for the cost of every book)."""
+
     cost_bps: float = Field(10.0, ge=0, description="one-way cost per unit of turnover, basis points")
 
 
 class MetricsConfig(StrictModel):
     n_quantiles: int = Field(10, ge=2)
-    long_short: LongShortConfig = Field(default_factory=LongShortConfig)
+    long_short: LongShortLegsConfig = Field(default_factory=LongShortLegsConfig)
     periods_per_year: int = Field(252, ge=1)
+
+    @field_validator("long_short", mode="before")
+    @classmethod
+    def _cost_has_one_home(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "cost_bps" in value:
+            raise ValueError(
+                "cost_bps moved to `portfolio.costs.cost_bps` (one home for the cost of every book, "
+                "the metrics' long-short included); delete it here and set it there"
+            )
+        return value
+
+
+# ---------------------------------------------------------------- portfolio (kizashi.portfolio)
+# A strategy is one block with a ``kind`` discriminator::
+#
+#     portfolio:
+#       strategies:
+#         daily_decile: {kind: decile}
+#         weekly:       {kind: rebalance_every, every: 5}
+#         sticky:       {kind: hysteresis, enter_quantile: 0.1, exit_quantile: 0.2}
+#         smooth:       {kind: ema, halflife: 5}
+#         qlib:         {kind: topk_dropout, top_k: 50, n_drop: 5}
+#         long_only:    {kind: long_only_topk, top_k: 50}
+#         by_sector:    {kind: sector_neutral}
+#         hedged:       {kind: beta_neutral}
+#
+# Leg sizes follow kizashi.evaluation.backtest: ``top_k`` names if set, else
+# ``max(1, floor(quantile * n))`` of the day's ``n`` eligible names, capped at ``n // 2`` for a
+# long-short book (at ``n`` for a long-only one).
+
+Side = Literal["long_short", "long_only"]
+
+
+class _Legs(StrictModel):
+    """Leg size: ``top_k`` names per leg, else ``quantile`` of the day's eligible names."""
+
+    top_k: int | None = Field(None, ge=1, description="names per leg; null = use quantile")
+    quantile: float = Field(
+        0.1, gt=0, le=0.5, description="share of the day's eligible names per leg"
+    )
+
+
+class DecileStrategy(_Legs):
+    """Today's daily-rebalanced equal-weight top/bottom long-short (evaluation.backtest)."""
+
+    kind: Literal["decile"] = "decile"
+
+
+class RebalanceEveryStrategy(_Legs):
+    """The decile book chosen every ``every`` portfolio days and held in between."""
+
+    kind: Literal["rebalance_every"] = "rebalance_every"
+    every: int = Field(5, ge=1, description="portfolio days between rebalances")
+    offset: int = Field(0, ge=0, description="first rebalance on portfolio day `offset % every`")
+    side: Side = "long_short"
+
+
+class HysteresisStrategy(StrictModel):
+    """Rank buffer: a name enters a leg in the top ``enter_quantile``, leaves below ``exit_quantile``."""
+
+    kind: Literal["hysteresis"] = "hysteresis"
+    enter_quantile: float = Field(0.1, gt=0, le=0.5)
+    exit_quantile: float = Field(0.2, gt=0, le=0.5)
+    side: Side = "long_short"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HysteresisStrategy:
+        if self.exit_quantile < self.enter_quantile:
+            raise ValueError(
+                f"exit_quantile ({self.exit_quantile}) must be >= enter_quantile ({self.enter_quantile})"
+            )
+        return self
+
+
+class EmaStrategy(_Legs):
+    """The decile book on an exponential moving average of each name's (normalized) score."""
+
+    kind: Literal["ema"] = "ema"
+    halflife: float = Field(5.0, gt=0, description="portfolio days for a score's weight to halve")
+    normalize: Literal["rank", "zscore", "none"] = Field(
+        "rank", description="per-day transform of the predictions before smoothing"
+    )
+    side: Side = "long_short"
+
+
+class TopkDropoutStrategy(StrictModel):
+    """Qlib's TopkDropout: hold ``top_k`` names per leg, replace at most ``n_drop`` per day."""
+
+    kind: Literal["topk_dropout"] = "topk_dropout"
+    top_k: int = Field(50, ge=1)
+    n_drop: int = Field(5, ge=0)
+    side: Side = "long_short"
+
+
+class LongOnlyTopkStrategy(_Legs):
+    """Daily equal-weight long-only top names; judged against the equal-weight universe (IR)."""
+
+    kind: Literal["long_only_topk"] = "long_only_topk"
+    top_k: int | None = Field(50, ge=1, description="names held; null = use quantile")
+
+
+class SectorNeutralStrategy(StrictModel):
+    """Long top / short bottom ``quantile`` within each sector; sector budgets ~ sector size."""
+
+    kind: Literal["sector_neutral"] = "sector_neutral"
+    quantile: float = Field(0.1, gt=0, le=0.5)
+
+
+class BetaNeutralStrategy(_Legs):
+    """The decile book with its legs scaled so that ``sum_i w_i * beta_i = 0`` (gross kept at 2)."""
+
+    kind: Literal["beta_neutral"] = "beta_neutral"
+
+
+StrategySettings = Annotated[
+    DecileStrategy
+    | RebalanceEveryStrategy
+    | HysteresisStrategy
+    | EmaStrategy
+    | TopkDropoutStrategy
+    | LongOnlyTopkStrategy
+    | SectorNeutralStrategy
+    | BetaNeutralStrategy,
+    Field(discriminator="kind"),
+]
+
+
+class ImpactSettings(StrictModel):
+    """Square-root market impact (see :mod:`kizashi.portfolio.costs`)."""
+
+    book_size: float = Field(
+        1e8, gt=0, description="capital of the book, currency units (a long leg of 1 = book_size)"
+    )
+    coefficient: float = Field(1.0, ge=0, description="Y of cost = Y * sigma * sqrt(participation)")
+    volatility: float | None = Field(
+        None,
+        gt=0,
+        description="daily volatility for every name; null = the market's `volatility` column",
+    )
+
+
+class CostSettings(StrictModel):
+    """Linear cost per unit of turnover plus an optional square-root impact term."""
+
+    cost_bps: float = Field(
+        10.0, ge=0, description="one-way cost per unit of turnover, basis points"
+    )
+    impact: ImpactSettings | None = None
+
+
+class TradabilitySettings(StrictModel):
+    """Whether blocked trades are refused (see :mod:`kizashi.portfolio.tradability`)."""
+
+    enforce: bool = Field(True, description="refuse trades the market frame marks as impossible")
+
+
+class MarketSettings(StrictModel):
+    """How :func:`kizashi.portfolio.market.market_frame` derives the market columns from a panel."""
+
+    dollar_volume_window: int = Field(
+        20, ge=1, description="sessions in the average daily dollar volume"
+    )
+    volatility_window: int = Field(20, ge=2, description="sessions in the daily-return volatility")
+    beta_window: int = Field(
+        60, ge=2, description="sessions in the beta against the equal-weight market"
+    )
+    daily_limit: float | None = Field(
+        None,
+        gt=0,
+        description="price limit as a fraction (0.1 = +-10 %) when no limit flags are given",
+    )
+    upper_limit_column: str = Field(
+        "upper_limit", description="flag column: closed at the upper limit"
+    )
+    lower_limit_column: str = Field(
+        "lower_limit", description="flag column: closed at the lower limit"
+    )
+
+
+SelectionMetric = Literal["net_sharpe", "net_annual_return", "information_ratio"]
+
+
+class PortfolioSettings(StrictModel):
+    """Everything the portfolio library needs: named strategies, costs, tradability, market data."""
+
+    strategies: dict[str, StrategySettings] | None = Field(
+        None,
+        description="the candidate books, by name; null = the standard set "
+        "(kizashi.portfolio.overview: daily decile, rebalance every 5 days, hysteresis 10/20 %, "
+        "EMA of scores, TopkDropout holding 10 % of the median universe)",
+    )
+    costs: CostSettings = Field(default_factory=CostSettings)
+    tradability: TradabilitySettings = Field(default_factory=TradabilitySettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
+    selection_metric: SelectionMetric = "net_sharpe"
+
+    @model_validator(mode="after")
+    def _some_strategy(self) -> PortfolioSettings:
+        if self.strategies is not None and not self.strategies:
+            raise ValueError("strategies: name at least one strategy (or null for the standard set)")
+        return self
 
 
 class SignalConfig(StrictModel):
@@ -321,6 +529,10 @@ class EvaluateConfig(StrictModel):
     model: LightGBMConfig = Field(default_factory=LightGBMConfig)
     signal: SignalConfig | None = Field(None, description="set: evaluate sign x feature instead of LightGBM")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    portfolio: PortfolioSettings = Field(
+        default_factory=PortfolioSettings,
+        description="books on the predictions, chosen on validation slices; the cost of every book",
+    )
     seed: int = 0
     output: RunOutputConfig = Field(default_factory=RunOutputConfig)
     caveats: list[str] = Field(default_factory=list, description="data caveats shown in reports")
@@ -392,6 +604,10 @@ class TrainConfig(StrictModel):
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    portfolio: PortfolioSettings = Field(
+        default_factory=PortfolioSettings,
+        description="books on the predictions, chosen on validation slices; the cost of every book",
+    )
     seed: int = 0
     output: RunOutputConfig = Field(default_factory=lambda: RunOutputConfig(dir=Path("artifacts/runs/atft_gat_fan")))
     caveats: list[str] = Field(default_factory=list)

@@ -36,10 +36,19 @@ def test_strategy_blocks_are_parsed_by_kind():
     assert settings.tradability.enforce is True and settings.selection_metric == "net_sharpe"
 
 
-def test_the_default_is_todays_decile_book():
+def test_the_default_is_the_standard_candidate_set():
+    import polars as pl
+
+    from kizashi.portfolio.walk_forward import candidate_strategies
+
     settings = PortfolioSettings()
-    assert [s.kind for s in settings.strategies.values()] == ["decile"]
+    assert settings.strategies is None
     assert settings.costs.cost_bps == 10.0 and settings.costs.impact is None
+    # null = the overview set, TopkDropout sized to the median daily universe (here 40 names)
+    test = pl.DataFrame({"date": [1] * 40 + [2] * 40, "code": [str(i) for i in range(40)] * 2})
+    kinds = [s.kind for s in candidate_strategies(settings, test).values()]
+    assert kinds == ["decile", "rebalance_every", "hysteresis", "ema", "topk_dropout"]
+    assert candidate_strategies(settings, test)["TopkDropout (10% held, 2% replaced a day)"].top_k == 4
 
 
 @pytest.mark.parametrize(

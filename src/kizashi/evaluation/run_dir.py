@@ -14,6 +14,10 @@ A run directory (``artifacts/runs/<name>``) holds, all written atomically::
                                                        (target_return_{h}d, not normalized)
                                forward_return_1d: Float64   next day's return, used by the
                                                        daily-rebalanced long-short portfolio
+    validation_predictions.parquet   the same columns for each fold's validation slice (the
+                             early-stopping days, purged from training and test; ``fold``
+                             = the fold whose model predicted them): evaluate, train and
+                             ensemble write it, ``kizashi strategies`` chooses on it
     daily.parquet            one row per (horizon, date):
                                horizon: Int32, date: Date, n: Int32, ic: Float64,
                                rank_ic: Float64, long_short_gross: Float64,
@@ -24,6 +28,23 @@ A run directory (``artifacts/runs/<name>``) holds, all written atomically::
                              valid_start, valid_end, test_start, test_end, best_iteration,
                              n_test_days, ic_mean, rank_ic_mean
     feature_importance.csv   fold, horizon, feature, gain, split (absent for models without one)
+    strategies.csv           written by ``kizashi strategies RUN_DIR`` (absent before): books for
+                             the signal chosen on the validation slices, per horizon:
+                               horizon: Int, strategy: Utf8, part ("validation" | "test"),
+                               used_for_selection: Boolean, selected: Boolean, note: Utf8,
+                               then the statistics of kizashi.portfolio.stats.STAT_FIELDS
+                               (any may be empty);
+                             two rows per candidate (validation, then test; ``selected`` on both
+                             rows of the candidate with the best validation net Sharpe), then
+                             one row ``strategy == WALK_FORWARD_CHOICE``, part "test", neither
+                             used for selection nor selected: each fold's test days traded
+                             with the candidate chosen on the validation slices of the folds up
+                             to it, the figure to quote; its note lists the per-fold choices
+    strategy_daily.parquet   written with strategies.csv: the daily test-period returns of
+                             every candidate and of WALK_FORWARD_CHOICE, one row per
+                             (horizon, strategy, date):
+                               horizon: Int32, strategy: Utf8, date: Date, gross: Float64,
+                               net: Float64, turnover: Float64
     report/index.html        written by ``kizashi report RUN_DIR`` (+ report/*.png)
 
 Every table is long (a ``horizon`` column), so one reader serves every horizon.
@@ -44,13 +65,21 @@ from kizashi.errors import KizashiError
 
 RUN_INFO = "run.json"
 PREDICTIONS = "predictions.parquet"
-VALIDATION_PREDICTIONS = "validation_predictions.parquet"  # evaluate: each fit's validation slice
+# Each fold's (fit's) predictions of its own validation slice, PREDICTION_SCHEMA: written by
+# `kizashi evaluate` (every fit), `kizashi train` (every fold) and `kizashi ensemble` (when every
+# member has one); read by `kizashi strategies`.
+VALIDATION_PREDICTIONS = "validation_predictions.parquet"
 DAILY = "daily.parquet"
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 DECILES = "deciles.csv"
 FOLDS = "folds.csv"
 FEATURE_IMPORTANCE = "feature_importance.csv"
+STRATEGIES = "strategies.csv"  # strategies: every candidate's validation and test statistics
+STRATEGY_DAILY = "strategy_daily.parquet"  # strategies: daily test returns of every book
+# The strategies row (and strategy_daily series) of each fold's test days traded with the
+# candidate chosen on the validation slices up to that fold.
+WALK_FORWARD_CHOICE = "walk-forward choice"
 REPORT_DIR = "report"
 
 PREDICTION_SCHEMA = {

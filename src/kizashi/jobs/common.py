@@ -11,7 +11,14 @@ import numpy as np
 import polars as pl
 
 from kizashi.atomic import atomic_path, write_json_atomic
-from kizashi.config import DataBuildConfig, EvaluateConfig, MetricsConfig, TrainConfig, config_source
+from kizashi.config import (
+    DataBuildConfig,
+    EvaluateConfig,
+    LongShortConfig,
+    MetricsConfig,
+    TrainConfig,
+    config_source,
+)
 from kizashi.datasets.store import DatasetMetadata, read_metadata
 from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
 from kizashi.evaluation.run_dir import (
@@ -131,15 +138,17 @@ def write_run(
     *,
     fold_rows: list[dict[str, Any]],
     importance: pl.DataFrame | None = None,
+    cost_bps: float = 10.0,
 ) -> dict[int, dict[str, Any]]:
     """Evaluate ``predictions`` (PREDICTION_SCHEMA rows of every fold and horizon) and write
-    the run directory ``out`` atomically (see ``kizashi.evaluation.run_dir``). Returns the
+    the run directory ``out`` atomically (see ``kizashi.evaluation.run_dir``); the metrics'
+    long-short book pays ``cost_bps`` (the job's ``portfolio.costs.cost_bps``). Returns the
     per-horizon summary. Shared by every model's walk-forward job."""
     predictions = predictions.sort("horizon", "date", "code")
     evaluation = evaluate_predictions(
         predictions,
         n_quantiles=metrics.n_quantiles,
-        long_short=metrics.long_short,
+        long_short=LongShortConfig(**metrics.long_short.model_dump(), cost_bps=cost_bps),
         periods_per_year=metrics.periods_per_year,
     )
     with atomic_path(out) as tmp:

@@ -28,13 +28,15 @@ swapped in whole) in the run directory ``OUT``::
 
 The run directory also gets ``validation_predictions.parquet``: every fit's predictions of
 its own validation slice (the early-stopping days, purged from training and from test), the
-days a strategy is chosen on (``kizashi strategies``) without reading the test days.
+days a book is chosen on without reading the test days: the run ends with that choice,
+fold by fold, for every horizon (``strategies.csv``, ``strategy_daily.parquet``;
+:mod:`kizashi.portfolio.run_books`, ``config.portfolio``), except for a control run.
 
 ``run_walk_forward(..., resume=True)`` (``kizashi evaluate --resume``) reuses every stored
 fit whose fingerprint equals the current one and fits the others; the run directory it then
 writes is identical to an uninterrupted run's (same predictions, metrics, folds.csv, feature
 importance; only ``run.json``'s ``created`` differs). The fingerprint is what decides a fit:
-the config without the keys that do not (``output``, ``metrics``, ``caveats``; ``data``,
+the config without the keys that do not (``output``, ``metrics``, ``portfolio``, ``caveats``; ``data``,
 ``splits``, ``horizons`` and ``features`` are recorded in resolved form instead: the
 dataset's key (build settings + input hashes), the fold's dates, the horizon, the feature
 list), plus the control flag. A stored fit whose fingerprint differs is refused with an
@@ -45,7 +47,7 @@ Without ``resume`` a previous ``fits/`` is removed first.
 
 ``fits/`` stays in the finished run directory (like ``kizashi train``'s ``checkpoints/``):
 ``resume`` on a finished run refits nothing, so a change of ``metrics`` re-evaluates in
-seconds. ``fits/state.json`` says ``running`` from the start of a run until its run
+seconds, and a change of ``portfolio`` re-chooses the books. ``fits/state.json`` says ``running`` from the start of a run until its run
 directory is written (a killed run leaves it so: the other files in ``OUT``, if any, are
 then the previous run's), ``complete`` after. While ``write_run`` replaces ``OUT``,
 ``fits/`` waits beside it as ``.{OUT name}.fits/`` and is put back by the next run if the
@@ -91,6 +93,7 @@ from kizashi.jobs.common import (
     training_labels,
     write_run,
 )
+from kizashi.portfolio.run_books import write_run_strategies
 from kizashi.splits import Fold
 from kizashi.training.lightgbm_baseline import fit_booster
 
@@ -105,9 +108,9 @@ STATE_FILE = "state.json"
 #: Version of the stored fits' layout and fingerprint (a stored fit of another is refused).
 FIT_FORMAT = 1
 #: Config keys left out of a fit's fingerprint: they do not change a fit (output, metrics,
-#: caveats, data_config), or the fingerprint holds what they resolve to (data -> the
+#: portfolio, caveats, data_config), or the fingerprint holds what they resolve to (data -> the
 #: dataset's key, splits / horizons -> the fold's dates and the horizon, features -> the list).
-FIT_NEUTRAL_KEYS = ("output", "metrics", "caveats", "data_config", "data", "splits", "horizons", "features")
+FIT_NEUTRAL_KEYS = ("output", "metrics", "portfolio", "caveats", "data_config", "data", "splits", "horizons", "features")
 
 
 @dataclass
@@ -239,9 +242,11 @@ def run_walk_forward(
         pl.concat(importance) if importance else None,
     )
     validation = [fit.validation for fit in ordered if fit.validation is not None]
-    if validation:  # what a strategy is chosen on (kizashi strategies), never the test days
+    if validation:  # what a book is chosen on, never the test days
         with atomic_path(out / VALIDATION_PREDICTIONS) as tmp:
             pl.concat(validation).write_parquet(tmp)
+        if not control:
+            write_run_strategies(out, config.portfolio)
     _finish_fits(out, fingerprints)
     seconds = time.perf_counter() - started
     log.info("wrote run %s in %.1fs", out, seconds)
@@ -501,7 +506,8 @@ def _write_run_keeping_fits(
     if (out / FITS_DIR).is_dir():
         os.replace(out / FITS_DIR, staged)
     try:
-        return write_run(out, predictions, info, config.metrics, fold_rows=fold_rows, importance=importance)
+        return write_run(out, predictions, info, config.metrics, fold_rows=fold_rows, importance=importance,
+                         cost_bps=config.portfolio.costs.cost_bps)
     finally:
         _restore_staged_fits(out, left_by_a_kill=False)
 
