@@ -170,6 +170,25 @@ def test_jquants_export_loads_with_the_preset(tmp_path: Path) -> None:
     assert jpx.get_column("close").to_list() == pytest.approx([2005.0, 2020.0, 2030.0])
 
 
+def test_jquants_limit_flags_reach_the_market_frame(tmp_path: Path) -> None:
+    """UpperLimit / LowerLimit are carried through validation and adjustment unchanged, and
+    a book cannot buy on an upper-limit day or sell on a lower-limit day."""
+    from kizashi.portfolio import market_frame
+
+    text = JQUANTS_CSV.replace("2023-01-05,86970,2005,2030,2000,2020,0,0,", "2023-01-05,86970,2005,2030,2000,2020,1,0,")
+    text = text.replace("2023-01-06,13010,301,305,299,304,0,0,", "2023-01-06,13010,301,305,299,304,0,1,")
+    path = write_csv(tmp_path / "daily_quotes.csv", text)
+    raw, _ = read_panel(path, preset="jquants")
+    clean, _ = validate_panel(raw, str(path), InputConfig(preset="jquants"))
+    adjusted, _ = adjust_prices(clean)
+    assert adjusted.schema["upper_limit"] == pl.Float64 and adjusted.get_column("upper_limit").sum() == 1
+    market = market_frame(adjusted).sort("code", "date")
+    blocked_buy = market.filter(~pl.col("can_buy")).select("code", "date").rows()
+    blocked_sell = market.filter(~pl.col("can_sell")).select("code", "date").rows()
+    assert blocked_buy == [("86970", dt.date(2023, 1, 5))]
+    assert blocked_sell == [("13010", dt.date(2023, 1, 6))]
+
+
 def test_dates_as_yyyymmdd_strings_integers_and_datetimes() -> None:
     base = make_panel(("A",), 3)
     expected = base.get_column("date").to_list()

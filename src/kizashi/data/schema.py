@@ -6,6 +6,10 @@ Daily panel (one row per stock and trading day)::
     optional: turnover_value (currency traded, unadjusted)
               adjustment_factor (J-Quants convention: 0.5 on the ex-date of a 2-for-1 split)
               adjusted_close, split_coefficient, dividend_amount (S&P 500 / AlphaVantage layout)
+              upper_limit, lower_limit (1 = the day closed at its upper / lower daily price
+                limit, else 0; J-Quants UpperLimit / LowerLimit): carried to the adjusted panel
+                unchanged, read by kizashi.portfolio.market (a book cannot buy at the upper
+                limit or sell at the lower one)
               oracle_* (synthetic markets only: the planted signal; never read by features)
 
 Sector table: ``code`` plus one or more level columns (``sector`` first; e.g. ``sector_2``).
@@ -26,7 +30,10 @@ OPTIONAL_PANEL_COLUMNS = (
     "adjusted_close",
     "split_coefficient",
     "dividend_amount",
+    "upper_limit",
+    "lower_limit",
 )
+LIMIT_FLAG_COLUMNS = ("upper_limit", "lower_limit")
 ORACLE_PREFIX = "oracle_"
 TARGET_PREFIX = "target_"
 
@@ -62,6 +69,8 @@ COLUMN_PRESETS: dict[str, dict[str, str]] = {
         "Volume": "volume",
         "TurnoverValue": "turnover_value",
         "AdjustmentFactor": "adjustment_factor",
+        "UpperLimit": "upper_limit",
+        "LowerLimit": "lower_limit",
     },
     "sp500": {
         "timestamp": DATE,

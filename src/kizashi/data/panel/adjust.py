@@ -33,7 +33,7 @@ import logging
 
 import polars as pl
 
-from kizashi.data.schema import CODE, DATE, ORACLE_PREFIX, PRICE_COLUMNS
+from kizashi.data.schema import CODE, DATE, LIMIT_FLAG_COLUMNS, ORACLE_PREFIX, PRICE_COLUMNS
 from kizashi.data.report import ValidationIssue, format_examples
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ ADJUSTMENT_INPUT_COLUMNS = (
     "split_coefficient",
     "dividend_amount",
 )
-OUTPUT_COLUMNS = (CODE, DATE, *PRICE_COLUMNS, "volume", "turnover_value")
+OUTPUT_COLUMNS = (CODE, DATE, *PRICE_COLUMNS, "volume", "turnover_value", *LIMIT_FLAG_COLUMNS)
 
 
 def _issue(
@@ -73,7 +73,8 @@ def adjust_prices(df: pl.DataFrame) -> tuple[pl.DataFrame, list[ValidationIssue]
 
     Returns ``(frame, issues)``; the frame has code, date, open, high, low, close, volume
     (adjusted), turnover_value (raw currency traded: kept, or raw close x raw volume), the
-    ``oracle_*`` columns and ``adjustment_multiplier`` (the ``C_t`` applied to prices).
+    limit flags ``upper_limit`` / ``lower_limit`` when given (unchanged), the ``oracle_*``
+    columns and ``adjustment_multiplier`` (the ``C_t`` applied to prices).
     """
     issues: list[ValidationIssue] = []
     columns = df.columns
@@ -221,6 +222,7 @@ def adjust_prices(df: pl.DataFrame) -> tuple[pl.DataFrame, list[ValidationIssue]
         *[(pl.col(c) * pl.col(MULTIPLIER)).alias(c) for c in PRICE_COLUMNS],
         (pl.col("volume") / pl.col("__volume_divisor")).alias("volume"),
         turnover.cast(pl.Float64).alias("turnover_value"),
+        *[pl.col(c) for c in LIMIT_FLAG_COLUMNS if c in columns],  # flags of the day: not adjusted
         *oracle,
         pl.col(MULTIPLIER).cast(pl.Float64),
     )

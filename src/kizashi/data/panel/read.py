@@ -465,6 +465,7 @@ COLUMN_ALIASES: dict[str, str] = {
     "code": CODE, "ticker": CODE, "symbol": CODE, "instrument": CODE, "secid": CODE, "stock": CODE,
     "open": "open", "high": "high", "low": "low", "close": "close",
     "volume": "volume", "vol": "volume", "turnovervalue": "turnover_value",
+    "upperlimit": "upper_limit", "lowerlimit": "lower_limit",
 }
 
 
