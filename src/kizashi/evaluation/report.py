@@ -19,7 +19,17 @@ and one PNG per plot and horizon:
 * ``long_short_h{h}.png``           compounded long-short return, gross and net, with drawdown
 * ``turnover_h{h}.png``             daily turnover of the long-short book and its rolling mean
                                     over ``TURNOVER_WINDOW`` trading days
+* ``strategies_h{h}.png``           compounded net return of every candidate book of
+                                    ``strategy_daily.parquet`` over the test days (thin lines)
+                                    and of the walk-forward choice (thick line; its gross
+                                    return dashed)
 * ``feature_importance_h{h}.png``   top 30 features by mean gain over folds (if recorded)
+
+Each horizon also gets a "Portfolio strategies" table from ``strategies.csv`` (written by
+``kizashi strategies RUN_DIR``; :func:`strategy_comparison`): the walk-forward choice first,
+then every candidate with its validation net Sharpe (the default selection metric) beside its
+test figures, which were not used for the choice. Runs without ``strategies.csv`` /
+``strategy_daily.parquet`` get a note saying how to make them.
 
 Tables are sized to fit the page (``max-width: 1100px``) without a horizontal scrollbar: wide
 tables (``WIDE_TABLE_COLUMNS`` columns or more) get ``table-layout: fixed``, full width, a
@@ -60,7 +70,10 @@ from kizashi.evaluation.run_dir import (
     FOLDS,
     PREDICTIONS,
     REPORT_DIR,
+    STRATEGIES,
+    STRATEGY_DAILY,
     SUMMARY_FIELDS,
+    WALK_FORWARD_CHOICE,
     RunInfo,
     read_run_info,
     read_summary,
@@ -93,6 +106,27 @@ NO_CAVEATS = (
 DAILY_COLUMNS = ("horizon", "date", "rank_ic", "ic", "long_short_gross", "long_short_net")
 DECILE_COLUMNS = ("horizon", "decile", "mean_return")
 IMPORTANCE_COLUMNS = ("fold", "horizon", "feature", "gain")
+STRATEGY_COLUMNS = ("horizon", "strategy", "part", "selected")
+STRATEGY_DAILY_COLUMNS = ("horizon", "strategy", "date", "gross", "net")
+# The strategies table after the strategy's name: (part of strategies.csv, statistic, header).
+STRATEGY_TABLE_FIELDS = (
+    ("validation", "net_sharpe", "validation: net Sharpe"),
+    ("test", "gross_sharpe", "test: gross Sharpe"),
+    ("test", "net_sharpe", "test: net Sharpe"),
+    ("test", "net_annual_return", "test: net annual return"),
+    ("test", "max_drawdown", "test: max drawdown"),
+    ("test", "turnover", "test: daily turnover"),
+    ("test", "avg_holding_days", "test: avg holding days"),
+    ("test", "information_ratio", "test: IR"),
+    ("test", "capacity", "test: capacity"),
+)
+# Shown only when some row of the horizon has a value (it needs an impact model).
+OPTIONAL_STRATEGY_FIELDS = {"capacity"}
+SELECTED_MARK = " ✔ chosen on validation"
+STRATEGIES_HINT = (
+    "run `kizashi strategies RUN_DIR` to choose a book for the signal on the validation "
+    "slices and show every candidate here"
+)
 
 # How summary metrics are shown: percentages for returns and rates, few decimals for ratios.
 _PERCENT_FIELDS = {
@@ -103,8 +137,33 @@ _PERCENT_FIELDS = {
     "ls_max_drawdown",
     "ls_turnover",
     "ls_annual_return_net",
+    # strategies.csv (kizashi.portfolio.stats.STAT_FIELDS)
+    "gross_annual_return",
+    "net_annual_return",
+    "net_annual_volatility",
+    "max_drawdown",
+    "active_annual_return",
+    "turnover",
+    "linear_cost_annual",
+    "impact_cost_annual",
+    "blocked_share",
+    "participation_mean",
+    "participation_max",
 }
-_RATIO_FIELDS = {"icir", "ic_tstat", "rank_icir", "rank_ic_tstat", "ls_sharpe", "ls_sharpe_net"}
+_RATIO_FIELDS = {
+    "icir",
+    "ic_tstat",
+    "rank_icir",
+    "rank_ic_tstat",
+    "ls_sharpe",
+    "ls_sharpe_net",
+    "gross_sharpe",
+    "net_sharpe",
+    "information_ratio",
+}
+_COUNT_FIELDS = {"n_days", "n_blocked_buy", "n_blocked_sell", "n_stale", "n_unpriced"}
+# Thousands suffixes of a compact currency amount (capacity).
+_AMOUNT_SUFFIXES = ((1e12, "tn"), (1e9, "bn"), (1e6, "m"), (1e3, "k"))
 METRIC_LABELS = {
     "n_days": "days",
     "ic_mean": "IC mean",
@@ -129,14 +188,16 @@ METRIC_LABELS = {
 
 @dataclass
 class _Section:
-    """One plot (or a note saying why it is missing) in the report, with optional HTML after it
-    (``body``: already escaped, e.g. a table of the plotted values)."""
+    """One plot (or, without ``image``, a heading with the ``note`` saying why it is missing) in
+    the report, with optional HTML after it (``body``: already escaped, e.g. a table of the
+    plotted values; a section without image whose ``body`` is a table needs no ``note``)."""
 
     title: str
     image: str | None = None
     alt: str = ""
     note: str = ""
     body: str = ""
+    anchor: str = ""  # id of the section's heading (or figure)
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -154,6 +215,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     deciles = _read_optional(run / DECILES, DECILE_COLUMNS)
     folds = _read_optional(run / FOLDS, ("fold", "horizon"))
     importance = _read_optional(run / FEATURE_IMPORTANCE, IMPORTANCE_COLUMNS)
+    strategies = _read_optional(run / STRATEGIES, STRATEGY_COLUMNS)
+    strategy_daily = _read_optional(run / STRATEGY_DAILY, STRATEGY_DAILY_COLUMNS)
     horizons = [int(h) for h in info.horizons] or sorted(summary)
     decay = ic_decay_table(daily, horizons)
     cross, cross_note = _cross_horizon_or_note(run / PREDICTIONS, horizons)
@@ -171,6 +234,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 _plot_deciles(tmp, h, deciles),
                 _plot_long_short(tmp, h, day),
                 _plot_turnover(tmp, h, day),
+                *_strategy_sections(tmp, h, strategies, strategy_daily),
                 _plot_feature_importance(tmp, h, importance),
             ]
         page = _render_html(info, horizons, summary, folds, decay_section, sections)
@@ -329,6 +393,88 @@ def rolling_turnover(day: pl.DataFrame, window: int = TURNOVER_WINDOW) -> pl.Dat
         .with_columns(
             pl.col("turnover").rolling_mean(window_size=window, min_samples=window).alias("rolling")
         )
+    )
+
+
+def strategy_comparison(strategies: pl.DataFrame, horizon: int) -> pl.DataFrame:
+    """One row per book of ``horizon`` in ``strategies.csv``, as the report's table shows it.
+
+    Args:
+        strategies: ``strategies.csv`` (see :mod:`kizashi.evaluation.run_dir`) with at least
+            ``horizon, strategy, part, selected``; an absent or empty statistic reads as null,
+            and ``selected`` may be Boolean or the text ``true`` / ``false``.
+        horizon: the horizon to show.
+
+    Returns:
+        ``[books]`` frame ``strategy (Utf8), walk_forward, selected (Boolean), note (Utf8)``
+        and, per entry ``(part, field, _)`` of ``STRATEGY_TABLE_FIELDS``, ``{part}_{field}``
+        (Float64: the statistic on the book's row of that part; null without one). The
+        ``WALK_FORWARD_CHOICE`` book comes first, then the candidates in file order;
+        ``selected`` is true for a candidate any of whose rows is marked selected (never for
+        the walk-forward choice); ``note`` is the note of the book's test row.
+    """
+    fields = list(dict.fromkeys(f for _, f, _ in STRATEGY_TABLE_FIELDS))
+    columns = strategies.columns
+    rows = (
+        strategies.filter(pl.col("horizon") == horizon)
+        .with_row_index("_order")
+        .select(
+            "_order",
+            pl.col("strategy").cast(pl.Utf8),
+            pl.col("part").cast(pl.Utf8),
+            _flag("selected"),
+            pl.col("note").cast(pl.Utf8)
+            if "note" in columns
+            else pl.lit(None, pl.Utf8).alias("note"),
+            *(
+                pl.col(f).cast(pl.Float64, strict=False)
+                if f in columns
+                else pl.lit(None, pl.Float64).alias(f)
+                for f in fields
+            ),
+        )
+    )
+    walk_forward = pl.col("strategy") == WALK_FORWARD_CHOICE
+    books = (
+        rows.group_by("strategy")
+        .agg(
+            pl.col("_order").min(),
+            pl.col("selected").any(),
+            pl.col("note").filter(pl.col("part") == "test").first(),
+        )
+        .with_columns(
+            walk_forward.alias("walk_forward"),
+            (pl.col("selected") & ~walk_forward).alias("selected"),
+        )
+        .sort(~walk_forward, "_order")
+    )
+    for part in ("validation", "test"):
+        wanted = [f for p, f, _ in STRATEGY_TABLE_FIELDS if p == part]
+        side = (
+            rows.filter(pl.col("part") == part)
+            .sort("_order")
+            .unique("strategy", keep="first", maintain_order=True)
+            .select("strategy", *(pl.col(f).alias(f"{part}_{f}") for f in wanted))
+        )
+        books = books.join(side, on="strategy", how="left", maintain_order="left")
+    return books.select(
+        "strategy",
+        "walk_forward",
+        "selected",
+        "note",
+        *(f"{p}_{f}" for p, f, _ in STRATEGY_TABLE_FIELDS),
+    )
+
+
+def _flag(column: str) -> pl.Expr:
+    """A Boolean column of a CSV as read (Boolean, or text such as ``true``), null as false."""
+    return (
+        pl.col(column)
+        .cast(pl.Utf8)
+        .str.to_lowercase()
+        .is_in(["true", "1"])
+        .fill_null(False)
+        .alias(column)
     )
 
 
@@ -658,6 +804,103 @@ def _plot_turnover(out: Path, h: int, day: pl.DataFrame) -> _Section:
     )
 
 
+def _strategy_sections(
+    out: Path, h: int, strategies: pl.DataFrame | None, strategy_daily: pl.DataFrame | None
+) -> list[_Section]:
+    """The "Portfolio strategies" table of horizon ``h`` and the plot of its books' equity
+    curves, or one note when the run has neither ``strategies.csv`` nor
+    ``strategy_daily.parquet``."""
+    title = f"Portfolio strategies — {h}d"
+    anchor = f"strategies-h{h}"
+    if strategies is None and strategy_daily is None:
+        return [
+            _Section(
+                title,
+                note=f"{STRATEGIES} and {STRATEGY_DAILY} not found: {STRATEGIES_HINT}",
+                anchor=anchor,
+            )
+        ]
+    selected: set[str] = set()
+    if strategies is None:
+        table = _Section(title, note=f"{STRATEGIES} not found: {STRATEGIES_HINT}", anchor=anchor)
+    else:
+        books = strategy_comparison(strategies, h)
+        selected = set(books.filter(pl.col("selected"))["strategy"].to_list())
+        if books.is_empty():
+            table = _Section(
+                title,
+                note=f"no rows for horizon {h} in {STRATEGIES}: run `kizashi strategies RUN_DIR --horizon {h}`",
+                anchor=anchor,
+            )
+        else:
+            table = _Section(title, body=_strategies_html(h, books), anchor=anchor)
+    return [table, _plot_strategy_equity(out, h, strategy_daily, selected)]
+
+
+def _compounded(returns: pl.Series) -> np.ndarray:
+    """Compounded cumulative return of daily returns (missing days earn 0), in %."""
+    return (np.cumprod(1.0 + np.nan_to_num(_finite(returns), nan=0.0)) - 1.0) * 100.0
+
+
+def _plot_strategy_equity(
+    out: Path, h: int, strategy_daily: pl.DataFrame | None, selected: set[str]
+) -> _Section:
+    title = f"Strategies: compounded cumulative net return over the test days — {h}d signal"
+    if strategy_daily is None:
+        return _Section(title, note=f"{STRATEGY_DAILY} not found: {STRATEGIES_HINT}")
+    rows = strategy_daily.filter(pl.col("horizon") == h)
+    if rows.is_empty():
+        return _Section(
+            title,
+            note=f"no rows for horizon {h} in {STRATEGY_DAILY}: run `kizashi strategies RUN_DIR --horizon {h}`",
+        )
+    names = rows["strategy"].cast(pl.Utf8).unique(maintain_order=True).to_list()
+    candidates = [n for n in names if n != WALK_FORWARD_CHOICE]
+    name = f"strategies_h{h}.png"
+    with _figure(out / name, height=4.8) as (fig, (ax,)):
+        for i, strategy in enumerate(candidates):
+            series = rows.filter(pl.col("strategy") == strategy).sort("date")
+            label = strategy + (" (chosen on validation)" if strategy in selected else "")
+            ax.plot(
+                series["date"].to_numpy(),
+                _compounded(series["net"]),
+                color=f"C{i % 10}",
+                linewidth=0.9,
+                alpha=0.85,
+                label=label,
+            )
+        if WALK_FORWARD_CHOICE in names:
+            series = rows.filter(pl.col("strategy") == WALK_FORWARD_CHOICE).sort("date")
+            dates = series["date"].to_numpy()
+            ax.plot(
+                dates,
+                _compounded(series["net"]),
+                color="black",
+                linewidth=2.4,
+                label=f"{WALK_FORWARD_CHOICE} (net)",
+            )
+            ax.plot(
+                dates,
+                _compounded(series["gross"]),
+                color="black",
+                linewidth=1.3,
+                linestyle="--",
+                label=f"{WALK_FORWARD_CHOICE} (gross)",
+            )
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(title)
+        ax.set_ylabel("cumulative return (%)")
+        ax.grid(alpha=0.3)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    return _Section(
+        title + " (the product of (1 + daily net return) minus 1; thin lines: every candidate; "
+        "thick black line: the walk-forward choice, dashed: its gross return)",
+        name,
+        f"Compounded cumulative net return of {len(candidates)} candidate books and of the "
+        f"walk-forward choice over the test days, {h}-day signal",
+    )
+
+
 def _plot_feature_importance(out: Path, h: int, importance: pl.DataFrame | None) -> _Section:
     title = f"Feature importance (top {TOP_FEATURES}, mean gain over folds) — {h}d"
     if importance is None:
@@ -707,6 +950,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 table.wide { table-layout: fixed; width: 100%; font-size: .8rem; }
 table.wide th, table.wide td, table.wide td.num { padding: .2rem .35rem; white-space: normal; }
 td.diag { font-weight: bold; }
+td.choice { font-weight: bold; background: #e8f0fb; }
+td.selected { font-weight: bold; }
+.strategies-caption { font-size: .9rem; }
 .banner { background: #fff3cd; border: 2px solid #d9a400; color: #5c4500; padding: .7rem 1rem;
           font-weight: bold; margin: 1rem 0; }
 .caveats { background: #fdf0f0; border-left: 4px solid #b23a3a; padding: .5rem 1rem; }
@@ -744,21 +990,36 @@ def _esc(value: object) -> str:
 
 
 def format_metric(field: str, value: object) -> str:
-    """A summary metric as the report shows it: percentages for returns and rates, two
-    decimals for ratios, four otherwise; ``—`` for a missing or non-finite value."""
+    """A summary metric (or a strategy statistic of ``strategies.csv``) as the report shows
+    it: percentages for returns and rates, two decimals for ratios, whole numbers for counts,
+    one decimal for ``avg_holding_days``, three significant digits with a thousands suffix
+    (k, m, bn, tn) for ``capacity``, four decimals otherwise; ``—`` for a missing or
+    non-finite value."""
     if value is None:
         return "—"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if not math.isfinite(value):
         return "—"
-    if field == "n_days":
+    if field in _COUNT_FIELDS:
         return f"{int(value):,}"
     if field in _PERCENT_FIELDS:
         return f"{value * 100:.2f}%"
     if field in _RATIO_FIELDS:
         return f"{value:.2f}"
+    if field == "avg_holding_days":
+        return f"{value:.1f}"
+    if field == "capacity":
+        return _amount(value)
     return f"{value:.4f}"
+
+
+def _amount(value: float) -> str:
+    """A currency amount in three significant digits: ``1.23 bn``, ``456 m``, ``7.5 k``."""
+    for scale, suffix in _AMOUNT_SUFFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {suffix}"
+    return f"{value:.3g}"
 
 
 def _format_cell(value: object, column: str = "") -> str:
@@ -1012,12 +1273,76 @@ def _turnover_html(series: pl.DataFrame) -> str:
     return f'<p class="turnover">{_esc(text)}</p>'
 
 
+def _strategies_html(h: int, books: pl.DataFrame) -> str:
+    """The caption, table and walk-forward note of :func:`strategy_comparison`'s ``books``."""
+    shown = [
+        (part, field, header)
+        for part, field, header in STRATEGY_TABLE_FIELDS
+        if field not in OPTIONAL_STRATEGY_FIELDS
+        or books[f"{part}_{field}"].fill_nan(None).is_not_null().any()
+    ]
+    rows = []
+    for book in books.iter_rows(named=True):
+        if book["walk_forward"]:
+            css = "choice"
+            name = HtmlCell(book["strategy"], title=book["note"] or "", css=css)
+        elif book["selected"]:
+            css = "selected"
+            name = HtmlCell(
+                book["strategy"] + SELECTED_MARK,
+                title="best validation value of the selection metric",
+                css=css,
+            )
+        else:
+            css = ""
+            name = HtmlCell(book["strategy"])
+        row = [name]
+        for part, field, _ in shown:
+            cell_css = css if css == "choice" or part == "validation" else ""
+            row.append(
+                HtmlCell(format_metric(field, book[f"{part}_{field}"]), num=True, css=cell_css)
+            )
+        rows.append(row)
+    caption = (
+        f'<p class="strategies-caption">Books for the {_esc(h)}-day signal '
+        f"(<code>kizashi strategies</code>, {_esc(STRATEGIES)}). Candidates are judged on the "
+        "walk-forward&#x27;s validation slices only, by the selection metric "
+        "(<code>portfolio.selection_metric</code>, net Sharpe unless set otherwise); the best "
+        f"over all folds&#x27; slices is marked “{_esc(SELECTED_MARK.strip())}”: the book to "
+        f"trade from now on. <b>{_esc(WALK_FORWARD_CHOICE)}</b> (first row): each fold&#x27;s "
+        "test days traded with the candidate chosen on the validation slices of the folds up "
+        "to it, the figure to quote. <b>The candidates&#x27; test figures were not used for "
+        "selection.</b></p>"
+    )
+    parts = [
+        caption,
+        html_table(
+            ["strategy", *(header for _, _, header in shown)],
+            rows,
+            weights=[2.6] + [1.0] * len(shown),
+            table_id=f"strategies-h{h}-table",
+        ),
+    ]
+    notes = books.filter(pl.col("walk_forward"))["note"].drop_nulls().to_list()
+    if notes and notes[0].strip():
+        parts.append(f'<p class="note">{_esc(WALK_FORWARD_CHOICE)}: {_esc(notes[0])}</p>')
+    parts.append(
+        '<p class="note">Sharpe ratios and returns are annualized; daily turnover is the mean '
+        "sum of absolute weight changes (200% = the whole book replaced); IR is the Sharpe ratio "
+        "of the return over the universe (the net Sharpe for a long-short book).</p>"
+    )
+    return "\n".join(parts)
+
+
 def _section_html(section: _Section) -> str:
+    anchor = f' id="{_esc(section.anchor)}"' if section.anchor else ""
     if section.image is None:
-        head = f'<h3>{_esc(section.title)}</h3>\n<p class="note">{_esc(section.note)}</p>'
+        head = f"<h3{anchor}>{_esc(section.title)}</h3>"
+        if section.note:
+            head += f'\n<p class="note">{_esc(section.note)}</p>'
     else:
         head = (
-            f'<figure><img src="{_esc(section.image)}" alt="{_esc(section.alt)}">'
+            f'<figure{anchor}><img src="{_esc(section.image)}" alt="{_esc(section.alt)}">'
             f"<figcaption>{_esc(section.title)}</figcaption></figure>"
         )
     return f"{head}\n{section.body}" if section.body else head
