@@ -1,6 +1,7 @@
-"""`kizashi ensemble`: the per-day rank average of several runs' predictions, written as a run
-directory. Members are written by hand through ``write_run`` (known predictions) and, for
-the file list and the report, by small real walk-forward runs."""
+"""`kizashi ensemble`: the per-day rank average of several runs' predictions (and of their
+validation slices), written as a run directory. Members are written by hand through
+``write_run`` (known predictions) and, for the file list, the report and the books chosen on
+validation slices, by small real walk-forward runs."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from kizashi.evaluation.run_dir import (
     PREDICTION_SCHEMA,
     PREDICTIONS,
     RUN_INFO,
+    STRATEGIES,
+    STRATEGY_DAILY,
+    VALIDATION_PREDICTIONS,
+    WALK_FORWARD_CHOICE,
     RunInfo,
     read_run_info,
     read_summary,
@@ -34,6 +39,7 @@ from kizashi.evaluation.run_dir import (
 from kizashi.jobs.common import fold_row, write_run
 from kizashi.jobs.ensemble import run_ensemble
 from kizashi.jobs.evaluate import run_walk_forward
+from kizashi.jobs.strategies import choose_strategies
 from kizashi.splits import Fold
 
 N_DAYS = 300
@@ -106,8 +112,10 @@ def write_member(
     caveats: list[str] | None = None,
     references: dict[str, dict[str, float]] | None = None,
     seed: int = 0,
+    validation: pl.DataFrame | None = None,
 ) -> Path:
-    """A run directory of ``predictions`` (PREDICTION_SCHEMA columns), written as a job does."""
+    """A run directory of ``predictions`` (PREDICTION_SCHEMA columns), written as a job does;
+    with ``validation`` (the same columns) its validation slices too."""
     folds = folds if folds is not None else _folds()
     predictions = predictions.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA)
     horizons = sorted(predictions.get_column("horizon").unique().to_list())
@@ -131,7 +139,34 @@ def write_member(
         references={"oracle_rank_ic_mean": {"1": 0.2, "5": 0.1}} if references is None else references,
     )
     write_run(path, predictions, info, MetricsConfig(), fold_rows=rows)
+    if validation is not None:
+        validation.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA).write_parquet(path / VALIDATION_PREDICTIONS)
     return path
+
+
+def _validation_market(seed: int = 5) -> pl.DataFrame:
+    """Validation-slice rows of both folds of :func:`_folds` (days 85-94 and 185-194) at
+    HORIZONS with the labels; ``s1`` a signal of the target."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for fold, days in ((0, DATES[85:95]), (1, DATES[185:195])):
+        n = len(days) * N_CODES
+        s1, next_day = rng.normal(size=n), 0.02 * rng.normal(size=n)
+        for h in HORIZONS:
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "date": np.repeat(np.array(days, dtype="datetime64[D]"), N_CODES),
+                        "code": CODES * len(days),
+                        "fold": np.full(n, fold, dtype=np.int32),
+                        "horizon": np.full(n, h, dtype=np.int32),
+                        "s1": s1,
+                        "target": 0.01 * (s1 + rng.normal(size=n)),
+                        "forward_return_1d": next_day,
+                    }
+                ).with_columns(pl.col("date").cast(pl.Date))
+            )
+    return pl.concat(frames)
 
 
 def _noisy(market: pl.DataFrame, signal: pl.Expr, scale: float, seed: int) -> pl.DataFrame:
@@ -329,6 +364,119 @@ def test_references_that_differ_between_members_are_left_out(tmp_path, market, c
 
 
 # --------------------------------------------------------------------------------------
+# validation slices
+# --------------------------------------------------------------------------------------
+
+
+def test_validation_slices_are_rank_averaged_per_fold_day_and_horizon(tmp_path, market, caplog):
+    """The slices are combined as the test rows are, by hand on one day of each fold: b has
+    ties and lacks one stock on one day (left out of the ranks of every member there)."""
+    slices = _validation_market()
+    a = write_member(tmp_path / "a", _noisy(market, pl.col("s1"), 0.5, 1),
+                     validation=_noisy(slices, pl.col("s1"), 0.5, 11))
+    hole = (pl.col("date") == DATES[90]) & (pl.col("code") == CODES[5])
+    b_slices = _noisy(slices, 100 * pl.col("s1"), 80.0, 12).with_columns((pl.col("prediction") / 10).round() * 10)
+    b = write_member(tmp_path / "b", _noisy(market, pl.col("s2"), 0.5, 2), validation=b_slices.filter(~hole),
+                     model="atft_gat_fan:small")
+    weights = np.array([1.0, 3.0]) / 4
+    with caplog.at_level(logging.INFO, logger="kizashi.jobs.ensemble"):
+        result = run_ensemble([a, b], tmp_path / "ens", weights=[1, 3])
+    ensemble = pl.read_parquet(result.run_dir / VALIDATION_PREDICTIONS)
+    assert ensemble.schema == pl.Schema(PREDICTION_SCHEMA)
+    assert ensemble.height == slices.height - len(HORIZONS)  # b's missing stock-day, at both horizons
+    assert f"{a}: {ensemble.height:,} of its {slices.height:,} validation-slice rows" in caplog.text
+
+    members = [pl.read_parquet(m / VALIDATION_PREDICTIONS) for m in (a, b)]
+    for fold, day, horizon in ((0, DATES[90], 5), (0, DATES[91], 1), (1, DATES[188], 5)):
+        common = [c for c in CODES if not (day == DATES[90] and c == CODES[5])]
+        expected = np.zeros(len(common))
+        for weight, rows in zip(weights, members):
+            rows = rows.filter(
+                (pl.col("fold") == fold) & (pl.col("date") == day) & (pl.col("horizon") == horizon)
+                & pl.col("code").is_in(common)
+            ).sort("code")
+            assert rows.get_column("code").to_list() == sorted(common)
+            values = rows.get_column("prediction").to_numpy()
+            expected += weight * rankdata(values, method="average") / len(values)
+        got = ensemble.filter(
+            (pl.col("fold") == fold) & (pl.col("date") == day) & (pl.col("horizon") == horizon)
+        ).sort("code")
+        assert got.get_column("code").to_list() == sorted(common)
+        np.testing.assert_allclose(got.get_column("prediction").to_numpy(), expected, rtol=0, atol=1e-12)
+    # b's ties are exercised; labels and folds are the members'
+    assert b_slices.filter((pl.col("date") == DATES[188]) & (pl.col("horizon") == 5)).get_column(
+        "prediction").n_unique() < N_CODES
+    keys = ["fold", "horizon", "date", "code"]
+    labels = ["date", "code", "fold", "horizon", "target", "forward_return_1d"]
+    assert ensemble.sort(keys).select(labels).equals(
+        members[0].join(members[1].select(keys), on=keys).sort(keys).select(labels)
+    )
+    # the ensemble ends with books chosen on those slices, and the command reads it as any run
+    written = pl.read_csv(result.run_dir / STRATEGIES)
+    assert set(written.get_column("horizon")) == set(HORIZONS)
+    assert (result.run_dir / STRATEGY_DAILY).is_file()
+    assert read_run_info(result.run_dir).config["portfolio"]["costs"]["cost_bps"] == 10.0
+    (choice, _) = choose_strategies(result.run_dir)
+    assert sorted(choice.per_fold) == [0, 1]
+
+
+def test_no_validation_slices_when_a_member_lacks_them(tmp_path, market, caplog):
+    slices = _validation_market()
+    a = write_member(tmp_path / "a", _noisy(market, pl.col("s1"), 0.5, 1),
+                     validation=_noisy(slices, pl.col("s1"), 0.5, 11))
+    b = write_member(tmp_path / "b", _noisy(market, pl.col("s2"), 0.5, 2))
+    with caplog.at_level(logging.WARNING, logger="kizashi.jobs.ensemble"):
+        result = run_ensemble([a, b], tmp_path / "ens")
+    written = set(os.listdir(result.run_dir))
+    assert not written & {VALIDATION_PREDICTIONS, STRATEGIES, STRATEGY_DAILY}
+    said = [r.getMessage() for r in caplog.records if VALIDATION_PREDICTIONS in r.getMessage()]
+    assert said == [f"ensemble: no {VALIDATION_PREDICTIONS} written: {b} has none (an ensemble combines "
+                    "validation slices only when every member has them)"]
+    assert read_summary(result.run_dir)  # the test rows are combined all the same
+    with pytest.raises(KizashiError, match="validation-slice predictions"):
+        choose_strategies(result.run_dir)
+
+
+def test_no_validation_slices_when_they_disagree_with_the_folds(tmp_path, market, caplog):
+    slices = _validation_market()
+    a = write_member(tmp_path / "a", _noisy(market, pl.col("s1"), 0.5, 1),
+                     validation=_noisy(slices, pl.col("s1"), 0.5, 11))
+    # b kept no slice of fold 1
+    b = write_member(tmp_path / "b", _noisy(market, pl.col("s2"), 0.5, 2),
+                     validation=_noisy(slices, pl.col("s1"), 0.5, 12).filter(pl.col("fold") == 0))
+    # c's fold-0 rows reach into the fold's test window
+    late = slices.with_columns(
+        pl.when(pl.col("date") == DATES[94]).then(pl.lit(DATES[100])).otherwise("date").alias("date")
+    )
+    c = write_member(tmp_path / "c", _noisy(market, pl.col("s2"), 0.5, 3), validation=_noisy(late, pl.col("s1"), 0.5, 13))
+    with caplog.at_level(logging.WARNING, logger="kizashi.jobs.ensemble"):
+        result = run_ensemble([a, b], tmp_path / "ab")
+    assert not (result.run_dir / VALIDATION_PREDICTIONS).exists()
+    assert f"{b} and {a} have validation slices of different (fold, horizon)s" in caplog.text
+    assert "only in " + str(a) + ": [(1, 1), (1, 5)]" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kizashi.jobs.ensemble"):
+        result = run_ensemble([a, c], tmp_path / "ac")
+    assert not (result.run_dir / VALIDATION_PREDICTIONS).exists()
+    assert (f"{c}'s validation rows of fold 0 ({DATES[85]} .. {DATES[100]}) are not inside the fold's validation "
+            f"days ({DATES[85]} .. {DATES[94]}") in caplog.text
+
+
+def test_validation_slices_with_other_labels_are_refused(tmp_path, market):
+    slices = _validation_market()
+    a = write_member(tmp_path / "a", _noisy(market, pl.col("s1"), 0.5, 1),
+                     validation=_noisy(slices, pl.col("s1"), 0.5, 11))
+    moved = (pl.col("date") == DATES[187]) & (pl.col("code") == CODES[2]) & (pl.col("horizon") == 1)
+    other = _noisy(slices, pl.col("s1"), 0.5, 12).with_columns(
+        pl.when(moved).then(pl.col("target") + 1e-3).otherwise("target").alias("target")
+    )
+    b = write_member(tmp_path / "b", _noisy(market, pl.col("s2"), 0.5, 2), validation=other)
+    with pytest.raises(KizashiError, match="different `target` on 1 common rows") as err:
+        run_ensemble([a, b], tmp_path / "ens")
+    assert f"date {DATES[187]}, code {CODES[2]}, horizon 1d" in str(err.value)
+
+
+# --------------------------------------------------------------------------------------
 # what is refused
 # --------------------------------------------------------------------------------------
 
@@ -462,9 +610,9 @@ def real_runs(tmp_path_factory):
     return tmp, lightgbm.run_dir, signal.run_dir, control.run_dir
 
 
-# Written by a member's own job only. validation_predictions.parquet: an ensemble does not
-# combine its members' validation slices yet (docs/decisions.md, "Not done yet").
-MODEL_SPECIFIC = {FEATURE_IMPORTANCE, "fits", "checkpoints", "logs", "validation_predictions.parquet"}
+# Written by a member's own job only (an ensemble writes validation_predictions.parquet and
+# the books chosen on it when every member has validation slices, as these members do).
+MODEL_SPECIFIC = {FEATURE_IMPORTANCE, "fits", "checkpoints", "logs"}
 
 
 def test_ensemble_of_real_runs_is_a_complete_run_directory(real_runs):
@@ -486,6 +634,23 @@ def test_ensemble_of_real_runs_is_a_complete_run_directory(real_runs):
     # the report reads it as any run (no feature importance: that part says so)
     index = write_report(result.run_dir)
     assert index.is_file() and "ensemble(lightgbm, signal: -return_5d)" in index.read_text(encoding="utf-8")
+
+
+def test_books_are_chosen_on_the_validation_slices_of_an_ensemble_of_real_runs(real_runs):
+    tmp, lightgbm, signal, _ = real_runs
+    result = run_ensemble([lightgbm, signal], tmp / "ensemble_books")
+    ensemble = pl.read_parquet(result.run_dir / VALIDATION_PREDICTIONS)
+    member = pl.read_parquet(lightgbm / VALIDATION_PREDICTIONS)
+    keys = ["fold", "horizon", "date", "code"]
+    assert ensemble.select(keys).sort(keys).equals(member.select(keys).sort(keys))  # same slices, every row
+    for fold in result.info.folds:
+        dates = ensemble.filter(pl.col("fold") == fold["index"]).get_column("date")
+        assert (str(dates.min()), str(dates.max())) == (fold["val_first"], fold["val_last"])
+    written = pl.read_csv(result.run_dir / STRATEGIES)
+    choices = choose_strategies(result.run_dir)
+    assert [c.horizon for c in choices] == [1, 5]
+    assert all(sorted(c.per_fold) == [0, 1] for c in choices)
+    assert WALK_FORWARD_CHOICE in written.get_column("strategy").to_list()
 
 
 def test_real_control_run_is_not_mixed_in(real_runs):

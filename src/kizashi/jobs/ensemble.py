@@ -6,6 +6,10 @@ several runs' predictions (e.g. LightGBM + ATFT-GAT-FAN, several seeds).
       per (date, horizon): each member's prediction as a percentile rank in (0, 1] ->
       (weighted) mean of the ranks = the ensemble prediction -> write_run (summary, daily,
       deciles, folds, run.json), so ``kizashi report`` / ``compare`` read it like any run
+    -> validation_predictions.parquet of each member (when every member has one) -> the
+      same combination per (fold, date, horizon) -> the ensemble's validation slices -> books
+      chosen on them fold by fold (strategies.csv, strategy_daily.parquet), as an evaluate
+      or train run ends, so ``kizashi strategies`` treats the ensemble as any run
 
 Combining. Members are combined on the (date, code, horizon) rows that every member has
 (an inner join); how many rows each member loses to the join is logged and recorded as a
@@ -37,13 +41,31 @@ members (the others are logged); the first member's folds and seed; the union of
 features; the caveats of every member, de-duplicated, plus the ensemble's own (rows lost to
 the join; member choice and weights chosen after seeing the test results are fitted to the
 test windows); the references on which all members that record them agree; ``config``
-records each member (run directory, model, seed, weight), the combination and the metrics
-settings (the first member's ``metrics``; members that differ are logged). ``folds.csv`` has
+records each member (run directory, model, seed, weight), the combination, the metrics
+settings (the first member's ``metrics``; members that differ are logged) and the portfolio
+settings (the first member's ``portfolio``, read as ``kizashi strategies`` reads a run's; members
+that differ are logged): their ``costs.cost_bps`` is the cost of the metrics' long-short book
+and of the books chosen on the validation slices. ``folds.csv`` has
 one row per (fold, horizon) with the fold's spans from ``run.json``, ``best_iteration`` 0 (an
 ensemble fits nothing; 0 as for the one-feature signal baseline, so the column stays an
 integer column) and the ensemble's mean daily IC / RankIC on the fold's test days.
 Model-specific files of the members (``feature_importance.csv``, ``fits/``, ``checkpoints/``)
 have no ensemble counterpart and are not written.
+
+Validation slices. ``validation_predictions.parquet`` (each fold's predictions of its own
+validation slice: ``kizashi evaluate`` and ``kizashi train`` write it) is combined like the
+test rows, with the fold in the key: members are joined on (fold, date, code, horizon) at the
+common horizons (rows lost to the join are logged), and on each (fold, date, horizon) a
+member's prediction becomes its percentile rank among that day's common rows of the fold; the
+ensemble prediction is the same weighted mean (null where a member's prediction is missing),
+with the first member's labels, checked equal to every member's as for the test rows (a
+difference is a :class:`KizashiError`). The file is written only when every member has one
+and the members' slices agree with the folds: the same (fold, horizon) pairs in every member,
+each fold's rows inside its validation days (``run.json`` ``folds``, the same for all members);
+otherwise no slice is written and one log line says why (``kizashi strategies`` then refuses
+the ensemble, naming the missing file). With slices, the ensemble ends with the books chosen
+on them (:func:`kizashi.portfolio.run_books.write_run_strategies`; not for an ensemble of
+controls, as ``kizashi evaluate`` does not choose books for a control run).
 """
 
 from __future__ import annotations
@@ -60,19 +82,22 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kizashi.config import MetricsConfig, config_from_dict, dump_config
+from kizashi.atomic import atomic_path
+from kizashi.config import MetricsConfig, PortfolioSettings, config_from_dict, dump_config
 from kizashi.errors import KizashiError
 from kizashi.evaluation.metrics import daily_ic
 from kizashi.evaluation.run_dir import (
     PREDICTION_SCHEMA,
     PREDICTIONS,
     RUN_INFO,
+    VALIDATION_PREDICTIONS,
     RunInfo,
     read_run_info,
     require_columns,
     require_run_dir,
 )
 from kizashi.jobs.common import write_run
+from kizashi.portfolio.run_books import run_portfolio_settings, write_run_strategies
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +106,8 @@ TARGET_TOLERANCE = 1e-9
 #: How the members' predictions are combined (recorded in ``run.json``'s config).
 COMBINE = "mean of per-day percentile ranks (average rank of ties / n)"
 KEY = ("date", "code", "horizon")
+#: The key of a validation-slice row: slices of different folds may share days.
+VALIDATION_KEY = ("fold", "date", "code", "horizon")
 LABEL_COLUMNS = ("target", "forward_return_1d")
 SELECTION_CAVEAT = (
     "Ensemble: if its members or weights were chosen after looking at their test-window results, "
@@ -136,9 +163,11 @@ def run_ensemble(
     joined, lost = _join(members, horizons)
     _check_agreement(members, joined)
     predictions = _ensemble_predictions(members, joined)
+    validation = _ensemble_validation(members, horizons)
 
     first = members[0]
     metrics = _metrics(members)
+    portfolio = _portfolio(members)
     fold_rows = [
         _fold_row(fold, h, predictions.filter((pl.col("fold") == fold["index"]) & (pl.col("horizon") == h)))
         for fold in first.info.folds
@@ -163,6 +192,7 @@ def run_ensemble(
                 "combine": COMBINE,
             },
             "metrics": dump_config(metrics),
+            "portfolio": dump_config(portfolio),
             "output": {"dir": str(out)},
         },
         caveats=_caveats(members, joined.height, lost),
@@ -170,7 +200,12 @@ def run_ensemble(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         references=_references(members, horizons),
     )
-    summary = write_run(out, predictions, info, metrics, fold_rows=fold_rows)
+    summary = write_run(out, predictions, info, metrics, fold_rows=fold_rows, cost_bps=portfolio.costs.cost_bps)
+    if validation is not None:  # what a book is chosen on, never the test days
+        with atomic_path(out / VALIDATION_PREDICTIONS) as tmp:
+            validation.write_parquet(tmp)
+        if not info.control:
+            write_run_strategies(out, portfolio)
     seconds = time.perf_counter() - started
     log.info(
         "wrote ensemble run %s (%d members, %s rows) in %.1fs", out, len(members), f"{predictions.height:,}", seconds
@@ -252,33 +287,48 @@ def _common_horizons(members: list[_Member]) -> list[int]:
     return horizons
 
 
-def _read_predictions(member: _Member, horizons: list[int], index: int) -> pl.DataFrame:
-    path = member.run / PREDICTIONS
+def _read_predictions(
+    member: _Member, horizons: list[int], index: int, name: str = PREDICTIONS, key: tuple[str, ...] = KEY
+) -> pl.DataFrame:
+    """The member's file ``name`` (PREDICTION_SCHEMA) at ``horizons``, unique on ``key``; the
+    columns outside ``key`` (of fold, prediction, target, forward_return_1d) suffixed ``_{index}``."""
+    path = member.run / name
     frame = pl.read_parquet(path)
     require_columns(frame, list(PREDICTION_SCHEMA), str(path))
     frame = frame.select(
         [pl.col(c).cast(t) for c, t in PREDICTION_SCHEMA.items()]
     ).filter(pl.col("horizon").is_in(horizons))
-    duplicated = frame.filter(pl.struct(*KEY).is_duplicated())
+    duplicated = frame.filter(pl.struct(*key).is_duplicated())
     if duplicated.height:
-        example = duplicated.sort(*KEY).row(0, named=True)
-        raise KizashiError(f"{path}: {duplicated.height} rows share a (date, code, horizon) key, e.g. {_row(example)}")
-    return frame.rename({c: f"{c}_{index}" for c in ("fold", "prediction", *LABEL_COLUMNS)})
+        example = duplicated.sort(*key).row(0, named=True)
+        raise KizashiError(
+            f"{path}: {duplicated.height} rows share a ({', '.join(key)}) key, e.g. {_row(example)}"
+        )
+    return frame.rename({c: f"{c}_{index}" for c in ("fold", "prediction", *LABEL_COLUMNS) if c not in key})
+
+
+def _inner_join(
+    members: list[_Member], frames: list[pl.DataFrame], horizons: list[int], key: tuple[str, ...], what: str
+) -> pl.DataFrame:
+    """The rows of ``frames`` (one per member, from :func:`_read_predictions`) common to all,
+    on ``key``, sorted by it; how many rows each member loses is logged (``what`` names them)."""
+    joined = frames[0]
+    for frame in frames[1:]:
+        joined = joined.join(frame, on=list(key), how="inner")
+    for member, frame in zip(members, frames):
+        lost = frame.height - joined.height
+        log.info(
+            "ensemble: %s: %s of its %s %s at horizon(s) %s are common to all, %s left out",
+            member.run, f"{joined.height:,}", f"{frame.height:,}", what, horizons, f"{lost:,}",
+        )
+    return joined.sort(*key)
 
 
 def _join(members: list[_Member], horizons: list[int]) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
     """One row per (date, code, horizon) of every member: ``fold_i``, ``prediction_i``,
     ``target_i``, ``forward_return_1d_i`` of member ``i``; and (rows left out, rows) per member."""
     frames = [_read_predictions(m, horizons, i) for i, m in enumerate(members)]
-    joined = frames[0]
-    for frame in frames[1:]:
-        joined = joined.join(frame, on=list(KEY), how="inner")
-    for member, frame in zip(members, frames):
-        lost = frame.height - joined.height
-        log.info(
-            "ensemble: %s: %s of its %s rows at horizon(s) %s are common to all, %s left out",
-            member.run, f"{joined.height:,}", f"{frame.height:,}", horizons, f"{lost:,}",
-        )
+    joined = _inner_join(members, frames, horizons, KEY, "rows")
     if joined.height == 0:
         spans = "; ".join(
             f"{m.run}: {f.height:,} rows"
@@ -286,7 +336,7 @@ def _join(members: list[_Member], horizons: list[int]) -> tuple[pl.DataFrame, li
             for m, f in zip(members, frames)
         )
         raise KizashiError(f"ensemble: the runs share no (date, code, horizon) row at horizons {horizons} ({spans})")
-    return joined.sort(*KEY), [(f.height - joined.height, f.height) for f in frames]
+    return joined, [(f.height - joined.height, f.height) for f in frames]
 
 
 def _missing(column: str) -> pl.Expr:
@@ -294,10 +344,12 @@ def _missing(column: str) -> pl.Expr:
 
 
 def _check_agreement(members: list[_Member], joined: pl.DataFrame) -> None:
-    """The fold column and the labels of every common row are the same in every member."""
+    """The fold column (when not part of the key) and the labels of every common row are the
+    same in every member."""
     first = members[0]
     for i, member in enumerate(members[1:], start=1):
-        wrong = joined.filter(pl.col(f"fold_{i}") != pl.col("fold_0"))
+        fold_in_key = "fold_0" not in joined.columns
+        wrong = joined.clear() if fold_in_key else joined.filter(pl.col(f"fold_{i}") != pl.col("fold_0"))
         if wrong.height:
             example = wrong.row(0, named=True)
             raise KizashiError(
@@ -326,18 +378,21 @@ def _check_agreement(members: list[_Member], joined: pl.DataFrame) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _percentile_rank(column: str) -> pl.Expr:
-    """``column``'s average rank / n among the day's finite values, in (0, 1]; null where not finite."""
+def _percentile_rank(column: str, group: tuple[str, ...] = ("date", "horizon")) -> pl.Expr:
+    """``column``'s average rank / n among the finite values of its ``group`` (a day, at one
+    horizon), in (0, 1]; null where not finite."""
     finite = pl.col(column).is_finite().fill_null(False)
-    ranks = pl.when(finite).then(pl.col(column)).rank("average").over("date", "horizon")
-    return ranks / finite.sum().over("date", "horizon")
+    ranks = pl.when(finite).then(pl.col(column)).rank("average").over(*group)
+    return ranks / finite.sum().over(*group)
 
 
-def _ensemble_predictions(members: list[_Member], joined: pl.DataFrame) -> pl.DataFrame:
-    """PREDICTION_SCHEMA rows: the weighted mean of the members' per-day percentile ranks; the
-    first member's fold and labels (checked equal to every member's)."""
+def _ensemble_predictions(
+    members: list[_Member], joined: pl.DataFrame, group: tuple[str, ...] = ("date", "horizon"), what: str = "common rows"
+) -> pl.DataFrame:
+    """PREDICTION_SCHEMA rows: the weighted mean of the members' percentile ranks within each
+    ``group``; the first member's fold and labels (checked equal to every member's)."""
     combined = pl.sum_horizontal(
-        [_percentile_rank(f"prediction_{i}") * m.weight for i, m in enumerate(members)]
+        [_percentile_rank(f"prediction_{i}", group) * m.weight for i, m in enumerate(members)]
     )
     # sum_horizontal skips nulls: a row where any member has no rank has no ensemble prediction.
     incomplete = pl.any_horizontal(
@@ -346,7 +401,7 @@ def _ensemble_predictions(members: list[_Member], joined: pl.DataFrame) -> pl.Da
     frame = joined.select(
         "date",
         "code",
-        pl.col("fold_0").alias("fold"),
+        pl.col("fold_0" if "fold_0" in joined.columns else "fold").alias("fold"),
         "horizon",
         pl.when(incomplete).then(None).otherwise(combined).alias("prediction"),
         pl.col("target_0").alias("target"),
@@ -355,10 +410,63 @@ def _ensemble_predictions(members: list[_Member], joined: pl.DataFrame) -> pl.Da
     missing = frame.get_column("prediction").null_count()
     if missing:
         log.warning(
-            "ensemble: %s of %s common rows have no ensemble prediction (a member's prediction is missing there)",
-            f"{missing:,}", f"{frame.height:,}",
+            "ensemble: %s of %s %s have no ensemble prediction (a member's prediction is missing there)",
+            f"{missing:,}", f"{frame.height:,}", what,
         )
     return frame
+
+
+def _ensemble_validation(members: list[_Member], horizons: list[int]) -> pl.DataFrame | None:
+    """The ensemble's validation-slice rows (PREDICTION_SCHEMA; module docstring), or None
+    with one log line saying why there are none."""
+    lacking = [m.run for m in members if not (m.run / VALIDATION_PREDICTIONS).is_file()]
+    if lacking:
+        log.warning(
+            "ensemble: no %s written: %s %s none (an ensemble combines validation slices only when every "
+            "member has them)", VALIDATION_PREDICTIONS, _names(lacking), "has" if len(lacking) == 1 else "have",
+        )
+        return None
+    frames = [_read_predictions(m, horizons, i, VALIDATION_PREDICTIONS, VALIDATION_KEY) for i, m in enumerate(members)]
+    reason = _validation_disagreement(members, frames)
+    if reason is None:
+        joined = _inner_join(members, frames, horizons, VALIDATION_KEY, "validation-slice rows")
+        if joined.height == 0:
+            reason = f"the members share no (fold, date, code, horizon) validation-slice row at horizons {horizons}"
+    if reason is not None:
+        log.warning("ensemble: no %s written: %s", VALIDATION_PREDICTIONS, reason)
+        return None
+    _check_agreement(members, joined)
+    return _ensemble_predictions(members, joined, ("fold", "date", "horizon"), "common validation-slice rows")
+
+
+def _validation_disagreement(members: list[_Member], frames: list[pl.DataFrame]) -> str | None:
+    """Why the members' validation slices (``frames``, from :func:`_read_predictions`) cannot
+    be combined, or None: a member's rows of a fold outside that fold's validation days
+    (``run.json``, the same for all members), or members with slices of other (fold, horizon)s."""
+    spans = {
+        f["index"]: (dt.date.fromisoformat(f["val_first"]), dt.date.fromisoformat(f["val_last"]))
+        for f in members[0].info.folds
+        if f.get("val_first") and f.get("val_last")
+    }
+    pairs = []
+    for member, frame in zip(members, frames):
+        per_fold = frame.group_by("fold").agg(first=pl.col("date").min(), last=pl.col("date").max()).sort("fold")
+        for fold, first, last in per_fold.iter_rows():
+            val_first, val_last = spans.get(fold, (None, None))
+            if val_first is None or first < val_first or last > val_last:
+                return (
+                    f"{member.run}'s validation rows of fold {fold} ({first} .. {last}) are not inside the fold's "
+                    f"validation days ({val_first} .. {val_last}, {RUN_INFO} `folds`)"
+                )
+        pairs.append(set(frame.select("fold", "horizon").unique().iter_rows()))
+    for member, theirs in zip(members[1:], pairs[1:]):
+        if theirs != pairs[0]:
+            only_first, only_theirs = sorted(pairs[0] - theirs), sorted(theirs - pairs[0])
+            return (
+                f"{member.run} and {members[0].run} have validation slices of different (fold, horizon)s "
+                f"(only in {members[0].run}: {only_first}; only in {member.run}: {only_theirs})"
+            )
+    return None
 
 
 def _fold_row(fold: dict[str, Any], horizon: int, predictions: pl.DataFrame) -> dict[str, Any]:
@@ -399,6 +507,18 @@ def _metrics(members: list[_Member]) -> MetricsConfig:
         log.info("ensemble: %s records no `metrics` settings; using the defaults", first.run)
         return MetricsConfig()
     return config_from_dict(MetricsConfig, raw[0], f"{first.run / RUN_INFO} (config.metrics)")
+
+
+def _portfolio(members: list[_Member]) -> PortfolioSettings:
+    """The first member's portfolio settings (as ``kizashi strategies`` reads a run's)."""
+    settings = [run_portfolio_settings(m.info, str(m.run / RUN_INFO)) for m in members]
+    for member, theirs in zip(members[1:], settings[1:]):
+        if theirs != settings[0]:
+            log.warning(
+                "ensemble: %s has other `portfolio` settings (%s) than %s (%s); using the latter",
+                member.run, dump_config(theirs), members[0].run, dump_config(settings[0]),
+            )
+    return settings[0]
 
 
 def _caveats(members: list[_Member], common_rows: int, lost: list[tuple[int, int]]) -> list[str]:

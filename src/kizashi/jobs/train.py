@@ -12,17 +12,30 @@ Lightning, written as a run directory that ``kizashi evaluate`` / ``kizashi repo
                  -> Lightning Trainer + callbacks (gradient audit, NaN guard, EMA, OOM
                     recovery, early stopping + best checkpoint on val RankIC@first horizon,
                     signal checkpoint) -> fit
-                 -> predict the test days with the best checkpoint (its EMA weights when
-                    the EMA is on) -> PREDICTION_SCHEMA rows; those weights saved as a
-                    pretrained folder (checkpoints/fold_{k}/model/)
+                 -> predict the test days and the validation days (the early-stopping
+                    slice, purged from training and from test) in one ``Trainer.predict``
+                    with the best checkpoint (its EMA weights when the EMA is on)
+                    -> PREDICTION_SCHEMA rows of each; those weights saved as a pretrained
+                    folder (checkpoints/fold_{k}/model/)
       -> write_run (metrics, folds.csv, run.json with the oracle reference)
+      -> validation_predictions.parquet: every fold's validation-slice rows -> books chosen
+         on them fold by fold for every horizon (strategies.csv, strategy_daily.parquet;
+         kizashi.portfolio.run_books, ``config.portfolio``), as ``kizashi evaluate`` does
 
 Run directory ``OUT`` (``output.dir``)::
 
-    run.json, predictions.parquet, daily.parquet, summary.*, deciles.csv, folds.csv
+    run.json, predictions.parquet, daily.parquet, summary.*, deciles.csv, folds.csv,
+    strategies.csv, strategy_daily.parquet (when the run has validation slices)
+    validation_predictions.parquet   every fold's predictions of its own validation slice
+                            (PREDICTION_SCHEMA, ``fold`` = the fold whose model predicted
+                            them; written when at least one fold has validation days): the
+                            days the books are chosen on (here and by ``kizashi strategies``)
     checkpoints/fold_{k}/   last.ckpt (latest training state), best.ckpt (best validation
                             RankIC), feature_stats.json, fit.json (written when the fold's
                             fit is complete), predictions.parquet (the fold's test rows),
+                            validation_predictions.parquet (the fold's validation-slice rows,
+                            predicted by the same weights as its test rows; no rows when the
+                            fold has no validation days),
                             model/ (the weights that predicted the test rows, EMA when on, as
                             a pretrained folder: config.json + model.safetensors, loaded by
                             ATFTGATFAN.from_pretrained / kizashi.models.load_pretrained_model;
@@ -37,9 +50,18 @@ and continues the others from ``last.ckpt`` (optimizer, schedulers, EMA, early-s
 state, loop position; the interrupted epoch continues with the days not yet trained, in the
 same shuffled order). Without ``resume`` a fold's old checkpoints are removed first.
 
+A predicted fold with validation days but no saved ``validation_predictions.parquet`` (a run
+directory written before folds kept their slices) is predicted again on ``--resume``, without
+refitting: its test days and validation slice together from its saved ``best.ckpt``, the
+checkpoint that predicted its test rows (so those come out the same and the slice comes from
+exactly their weights); a forward pass over a few dozen days. When that checkpoint is gone (or
+the fit had none), the saved test rows are reused and the fold's slice is left out, with a
+warning: a slice from other weights would not be the one the test rows were predicted with.
+
 Multi-GPU: ``trainer.devices > 1`` runs Lightning DDP (``strategy="ddp"``) with no other
 change: the training sampler shards each epoch's day order over the ranks, validation and
-prediction run every day on every rank (the RankIC sums are reduced; only rank 0 writes).
+prediction (test days and validation slice alike) run every day on every rank (the RankIC
+sums are reduced; only rank 0 writes).
 bf16: ``trainer.precision: auto`` is ``bf16-mixed`` on CUDA (autocast; fp32 weights and
 optimizer), ``32-true`` on CPU.
 """
@@ -84,10 +106,11 @@ from kizashi.datasets import (
     panel_bytes,
 )
 from kizashi.errors import ConfigError, KizashiError
-from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, RunInfo
+from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, VALIDATION_PREDICTIONS, RunInfo
 from kizashi.features.targets import target_return_name
 from kizashi.models import create_model
 from kizashi.models.losses import LossConfig
+from kizashi.portfolio.run_books import write_run_strategies
 from kizashi.splits import Fold
 from kizashi.training.callbacks import (
     LAST_CHECKPOINT,
@@ -125,6 +148,7 @@ LOGS_DIR = "logs"
 BEST_NAME = "best"
 FIT_FILE = "fit.json"
 FOLD_PREDICTIONS = "predictions.parquet"
+FOLD_VALIDATION = VALIDATION_PREDICTIONS  # the fold's validation-slice rows, beside its test rows
 MODEL_DIR = "model"
 STATS_FILE = "feature_stats.json"
 CONFIG_FILE = "config.json"
@@ -266,11 +290,16 @@ def run_training(
 
     panel = _feature_panel(config, cache)
     frames: list[pl.DataFrame] = []
+    validation: list[pl.DataFrame] = []
     fold_rows: list[dict[str, Any]] = []
     fold_results: list[FoldResult] = []
     for fold in selected:
-        frame, fold_result = _run_fold(config, cache, fold, horizons, loss, out, resume, callbacks, panel)
+        frame, fold_validation, fold_result = _run_fold(
+            config, cache, fold, horizons, loss, out, resume, callbacks, panel
+        )
         frames.append(frame)
+        if fold_validation.height:
+            validation.append(fold_validation)
         fold_results.append(fold_result)
         for h in horizons:
             fold_rows.append(fold_row(fold, h, fold_result.best_epoch, frame.filter(pl.col("horizon") == h)))
@@ -295,6 +324,10 @@ def run_training(
         references=_oracle(dataset_dir, metadata, selected, horizons),
     )
     summary = _write_run_keeping(out, predictions, info, config, fold_rows)
+    if validation:  # what a book is chosen on, never the test days
+        with atomic_path(out / VALIDATION_PREDICTIONS) as tmp:
+            pl.concat(validation).write_parquet(tmp)
+        write_run_strategies(out, config.portfolio)
     seconds = time.perf_counter() - started
     log.info("wrote run %s in %.1fs", out, seconds)
     return TrainingResult(run_dir=out, info=info, summary=summary, folds=fold_results, seconds=seconds)
@@ -354,15 +387,34 @@ def _run_fold(
     resume: bool,
     extra_callbacks: Sequence[Callback],
     panel: DeviceFeaturePanel | None = None,
-) -> tuple[pl.DataFrame, FoldResult]:
-    """Fit (or continue, or reuse) one fold and predict its test days."""
+) -> tuple[pl.DataFrame, pl.DataFrame, FoldResult]:
+    """Fit (or continue, or reuse) one fold and predict its test days and its validation
+    slice: (test rows, validation-slice rows (none when the fold has no validation days or
+    a resumed fold's slice cannot be recovered: module docstring), what the fit did)."""
     started = time.perf_counter()
     fold_dir = fold_checkpoint_dir(out, fold.index)
     fit_file, predictions_file, last = fold_dir / FIT_FILE, fold_dir / FOLD_PREDICTIONS, fold_dir / LAST_CHECKPOINT
+    validation_file = fold_dir / FOLD_VALIDATION
     if resume and fit_file.is_file() and predictions_file.is_file():
-        log.info("fold %d: already trained and predicted (%s), reusing", fold.index, fold_dir)
         fit = json.loads(fit_file.read_text(encoding="utf-8"))
-        return pl.read_parquet(predictions_file), _fold_result(fold, fit, resumed=True, seconds=0.0)
+        best_file = _best_checkpoint_file(fit, fold_dir)
+        if validation_file.is_file() or len(fold.val_dates) == 0 or best_file is None:
+            log.info("fold %d: already trained and predicted (%s), reusing", fold.index, fold_dir)
+            if validation_file.is_file():
+                validation = pl.read_parquet(validation_file)
+            else:
+                validation = pl.DataFrame(schema=PREDICTION_SCHEMA)
+                if len(fold.val_dates):
+                    log.warning(
+                        "fold %d: predicted by a run that kept no validation slice, and its best checkpoint is "
+                        "gone; its validation slice is left out of %s", fold.index, VALIDATION_PREDICTIONS,
+                    )
+            return (pl.read_parquet(predictions_file), validation,
+                    _fold_result(fold, fit, resumed=True, seconds=0.0))
+        log.info(
+            "fold %d: predicted by a run that kept no validation slice; predicting its test days and "
+            "validation slice again from %s (no refit)", fold.index, best_file,
+        )
     if not resume and _is_global_zero() and fold_dir.exists() and any(fold_dir.iterdir()):
         log.warning("fold %d: a fresh run (no --resume) removes the previous checkpoints in %s", fold.index, fold_dir)
         shutil.rmtree(fold_dir)
@@ -423,27 +475,58 @@ def _run_fold(
     # state: in memory, or last.ckpt when only the prediction was left to do
     best = fit.get("best_checkpoint")
     predict_from = str(fold_dir / Path(best).name) if best else (str(last) if fit_done and last.is_file() else None)
-    with _fit_warnings_filtered():
-        outputs = trainer.predict(
-            module, test_loader, ckpt_path=predict_from, return_predictions=True, weights_only=False
-        )
-    frame = _prediction_frame(cache, fold.index, horizons, outputs or [])
+    test_outputs, val_outputs = _predict(trainer, module, test_loader, val_loader, predict_from)
+    frame = _prediction_frame(cache, fold.index, horizons, test_outputs)
+    validation = _prediction_frame(cache, fold.index, horizons, val_outputs)
     if trainer.is_global_zero:
         _save_fold_model(module, trainer, fold_dir / MODEL_DIR, {
             "fold": fold.index, "best_epoch": fit.get("best_epoch"), "best_score": fit.get("best_score"),
             "horizons": list(horizons), "features": list(cache.feature_columns), "target": config.target,
             "ema": config.trainer.ema_decay is not None, "feature_stats": f"../{STATS_FILE}",
         })
-        with atomic_path(predictions_file) as tmp:
+        with atomic_path(validation_file) as tmp:
+            validation.write_parquet(tmp)
+        with atomic_path(predictions_file) as tmp:  # last: its presence marks the fold as predicted
             frame.write_parquet(tmp)
     seconds = time.perf_counter() - started
     result = _fold_result(fold, fit, resumed=ckpt_path is not None, seconds=seconds)
     log.info(
-        "fold %d: %d optimizer steps, %d epochs, test days predicted by epoch %d%s (%.1fs)",
-        fold.index, result.global_step, result.epochs, result.best_epoch,
-        " (EMA weights)" if config.trainer.ema_decay is not None else "", seconds,
+        "fold %d: %d optimizer steps, %d epochs, test days%s predicted by epoch %d%s (%.1fs)",
+        fold.index, result.global_step, result.epochs, " and validation slice" if validation.height else "",
+        result.best_epoch, " (EMA weights)" if config.trainer.ema_decay is not None else "", seconds,
     )
-    return frame, result
+    return frame, validation, result
+
+
+def _predict(
+    trainer: L.Trainer,
+    module: ForecastModule,
+    test_loader: DataLoader,
+    val_loader: DataLoader | None,
+    ckpt_path: str | None,
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """The predicted batches of the test loader and of the validation loader (none without
+    one), both from one ``Trainer.predict``: one checkpoint load, one EMA swap, so the two are
+    predicted by the same weights."""
+    loaders = test_loader if val_loader is None else [test_loader, val_loader]
+    with _fit_warnings_filtered():
+        outputs = trainer.predict(module, loaders, ckpt_path=ckpt_path, return_predictions=True, weights_only=False)
+    outputs = list(outputs or [])
+    if val_loader is None:
+        return outputs, []
+    if len(outputs) != 2:
+        raise KizashiError(f"prediction returned {len(outputs)} output lists for 2 loaders (test, validation)")
+    return list(outputs[0] or []), list(outputs[1] or [])
+
+
+def _best_checkpoint_file(fit: dict[str, Any], fold_dir: Path) -> Path | None:
+    """The fold's saved best checkpoint (``fit.json``'s ``best_checkpoint``, looked up in
+    ``fold_dir``), None when the fit had none or the file is gone."""
+    best = fit.get("best_checkpoint")
+    if not best:
+        return None
+    path = fold_dir / Path(best).name
+    return path if path.is_file() else None
 
 
 def _save_fold_model(module: ForecastModule, trainer: L.Trainer, folder: Path, metadata: dict[str, Any]) -> None:
@@ -703,7 +786,8 @@ def _write_run_keeping(
         if (out / name).exists():
             os.replace(out / name, staging / name)
     try:
-        return write_run(out, predictions, info, config.metrics, fold_rows=fold_rows)
+        return write_run(out, predictions, info, config.metrics, fold_rows=fold_rows,
+                         cost_bps=config.portfolio.costs.cost_bps)
     finally:
         _restore_kept(out)
 
