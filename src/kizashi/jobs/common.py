@@ -137,8 +137,8 @@ def write_run(
     metrics: MetricsConfig,
     *,
     fold_rows: list[dict[str, Any]],
+    cost_bps: float,
     importance: pl.DataFrame | None = None,
-    cost_bps: float = 10.0,
 ) -> dict[int, dict[str, Any]]:
     """Evaluate ``predictions`` (PREDICTION_SCHEMA rows of every fold and horizon) and write
     the run directory ``out`` atomically (see ``kizashi.evaluation.run_dir``); the metrics'
