@@ -82,8 +82,12 @@ def test_run_dir_holds_every_folds_validation_slice(trained, cache):
         days = fold_day_indices(cache, fold).val
         assert rows.height == int(cache.alive[days].sum()) * len(HORIZONS)
         # the fold's own file beside its checkpoints holds the same rows
+        # (its targets are the day-panel cache's float32 copies; the run's are the dataset's)
         saved = pl.read_parquet(fold_checkpoint_dir(run, fold.index) / VALIDATION_PREDICTIONS).sort(KEYS)
-        assert saved.equals(rows)
+        assert saved.drop("target", "forward_return_1d").equals(rows.drop("target", "forward_return_1d"))
+        for column in ("target", "forward_return_1d"):
+            np.testing.assert_allclose(saved.get_column(column).to_numpy(), rows.get_column(column).to_numpy(),
+                                       rtol=1e-6, atol=1e-9)
     assert slices.get_column("prediction").is_finite().all()
     assert slices.select(pl.struct(KEYS).is_unique().all()).item()
     # target = the raw forward return over the horizon; forward_return_1d = the 1-day one
@@ -171,3 +175,24 @@ def test_books_are_chosen_on_the_slices_of_a_train_run(trained):
         assert WALK_FORWARD_CHOICE in choice.table.get_column("strategy").to_list()
     again = pl.read_csv(result.run_dir / STRATEGIES)
     assert again.equals(written)
+
+
+def test_targets_are_the_datasets_own_float64_returns(trained, dataset_dir):  # noqa: F811
+    """Test and validation rows carry the dataset's forward returns exactly (not the day-panel
+    cache's float32 copies), so a train run and an evaluate run on one dataset agree on every
+    target and can be ensembled."""
+    from kizashi.datasets.store import scan_features
+
+    _, result = trained
+    exact = scan_features(dataset_dir).select("date", "code", "target_return_1d", "target_return_5d").collect()
+    for name in (PREDICTIONS, VALIDATION_PREDICTIONS):
+        rows = pl.read_parquet(result.run_dir / name).join(exact, on=["date", "code"], how="inner")
+        assert rows.height > 0
+        for h in HORIZONS:
+            part = rows.filter((pl.col("horizon") == h) & pl.col(f"target_return_{h}d").is_finite())
+            assert part.height > 0
+            np.testing.assert_array_equal(part.get_column("target").to_numpy(),
+                                          part.get_column(f"target_return_{h}d").cast(pl.Float64).to_numpy())
+        known = rows.filter(pl.col("target_return_1d").is_finite())
+        np.testing.assert_array_equal(known.get_column("forward_return_1d").to_numpy(),
+                                      known.get_column("target_return_1d").cast(pl.Float64).to_numpy())

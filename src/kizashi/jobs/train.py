@@ -35,7 +35,8 @@ Run directory ``OUT`` (``output.dir``)::
                             fit is complete), predictions.parquet (the fold's test rows),
                             validation_predictions.parquet (the fold's validation-slice rows,
                             predicted by the same weights as its test rows; no rows when the
-                            fold has no validation days),
+                            fold has no validation days; both files with the day-panel cache's
+                            float32 targets, the run directory's with the dataset's own),
                             model/ (the weights that predicted the test rows, EMA when on, as
                             a pretrained folder: config.json + model.safetensors, loaded by
                             ATFTGATFAN.from_pretrained / kizashi.models.load_pretrained_model;
@@ -304,7 +305,7 @@ def run_training(
         for h in horizons:
             fold_rows.append(fold_row(fold, h, fold_result.best_epoch, frame.filter(pl.col("horizon") == h)))
 
-    predictions = pl.concat(frames)
+    predictions = exact_targets(pl.concat(frames), dataset_dir)
     if not _is_global_zero():  # under DDP the other ranks trained along; rank 0 writes
         return TrainingResult(run_dir=out, info=RunInfo(model=config.model.name, dataset=str(dataset_dir),
                               horizons=list(horizons), seed=config.seed), summary={}, folds=fold_results,
@@ -326,7 +327,7 @@ def run_training(
     summary = _write_run_keeping(out, predictions, info, config, fold_rows)
     if validation:  # what a book is chosen on, never the test days
         with atomic_path(out / VALIDATION_PREDICTIONS) as tmp:
-            pl.concat(validation).write_parquet(tmp)
+            exact_targets(pl.concat(validation), dataset_dir).write_parquet(tmp)
         write_run_strategies(out, config.portfolio)
     seconds = time.perf_counter() - started
     log.info("wrote run %s in %.1fs", out, seconds)
@@ -741,6 +742,32 @@ def _prediction_frame(
             )
         )
     return pl.concat(frames)
+
+
+def exact_targets(frame: pl.DataFrame, dataset_dir: Path) -> pl.DataFrame:
+    """PREDICTION_SCHEMA rows with ``target`` and ``forward_return_1d`` taken from the
+    dataset's own (float64) forward returns where it has them, in place of the day-panel
+    cache's float32 copies: the run then carries the same targets as ``kizashi evaluate`` on
+    the same dataset (its metrics are computed on the same numbers, and runs of both can be
+    ensembled). Rows the dataset has no finite value for keep the cache's."""
+    available = set(scan_features(dataset_dir).collect_schema().names())
+    horizons = sorted(int(h) for h in frame.get_column("horizon").unique())
+    names = {h: target_return_name(h) for h in {*horizons, 1} if target_return_name(h) in available}
+    if not names:
+        return frame
+    exact = scan_features(dataset_dir).select("date", "code", *names.values()).collect()
+    joined = frame.join(exact, on=["date", "code"], how="left")
+
+    def finite_or(column: str, fallback: pl.Expr) -> pl.Expr:
+        value = pl.col(column).cast(pl.Float64)
+        return pl.when(value.is_not_null() & value.is_finite()).then(value).otherwise(fallback)
+
+    target = pl.col("target")
+    for h, name in names.items():
+        if h in horizons:
+            target = pl.when(pl.col("horizon") == h).then(finite_or(name, pl.col("target"))).otherwise(target)
+    forward = finite_or(names[1], pl.col("forward_return_1d")) if 1 in names else pl.col("forward_return_1d")
+    return joined.with_columns(target=target, forward_return_1d=forward).select(list(PREDICTION_SCHEMA))
 
 
 def _oracle(dataset_dir: Path, metadata: DatasetMetadata, folds: list[Fold], horizons: list[int]) -> dict[str, Any]:
