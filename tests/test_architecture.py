@@ -134,8 +134,9 @@ def test_test_folders_mirror_the_package():
     tests = Path(__file__).resolve().parent
     folders = sorted(p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    stray = [name for name in folders if name not in packages | {"benchmarks"}]
-    assert not stray, f"tests/ folders that are not kizashi packages (or benchmarks): {stray}"
+    # benchmarks: tests of benchmarks/; peers: opt-in agreement tests against the `.[peers]` extra
+    stray = [name for name in folders if name not in packages | {"benchmarks", "peers"}]
+    assert not stray, f"tests/ folders that are not kizashi packages (or benchmarks, peers): {stray}"
     loose = sorted(p.stem.removeprefix("test_") for p in tests.glob("test_*.py"))
     modules = {p.stem for p in PACKAGE.glob("*.py")} | {"architecture", "config_errors", "install", "quickstart"}
     assert set(loose) <= modules, f"tests/ top-level files that test no top-level module: {sorted(set(loose) - modules)}"

@@ -13,7 +13,8 @@
     kizashi report       RUN_DIR [--out DIR]
     kizashi runs compare RUN_DIR RUN_DIR... [--html FILE] [--json]
     kizashi ensemble     RUN_DIR RUN_DIR... --out DIR [--weights W,W...]
-    kizashi strategies   RUN_DIR [--horizon H]
+    kizashi strategies   RUN_DIR [--horizon H] [--set portfolio.KEY=VALUE]
+    kizashi export alphalens RUN_DIR [--out DIR] [--horizon H]
     kizashi fit-final    --run RUN_DIR [--out DIR]
     kizashi predict      --model DIR [--data FILE] [--sectors FILE] [--date D] [--out DIR]
     kizashi monitor      --model DIR --since D [--until D] [--data FILE] [--horizon H] [--out DIR]
@@ -812,6 +813,25 @@ def runs_compare(
     for table in comparison_tables(comparison):
         console.print(table)
     console.print(f"comparison page: {page}")
+
+
+export_app = typer.Typer(help="Export a run directory to the tools users open it in.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("alphalens")
+@friendly_errors
+def export_alphalens_command(
+    run_dir: Path = typer.Argument(..., help="A run directory (evaluate / train / ensemble)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/alphalens)."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="The predictions' horizon (default: the shortest)."),
+) -> None:
+    """Write the run's factor (predictions) and prices frames as alphalens reads them, with
+    alphalens.md: the lines of Python that open a tear sheet."""
+    from kizashi.jobs.export import GUIDE, export_alphalens
+
+    folder = export_alphalens(run_dir, out, horizon)
+    console.print(f"alphalens frames: {folder}  (open a tear sheet: {folder / GUIDE})")
 
 
 models_app = typer.Typer(help="Models in the registry (kizashi.models.create_model).", no_args_is_help=True)
