@@ -17,10 +17,11 @@ import polars as pl
 
 from kizashi import __version__
 from kizashi.atomic import atomic_path
-from kizashi.config import DATASET_NEUTRAL_KEYS, DataBuildConfig, dump_config
+from kizashi.config import DATASET_NEUTRAL_KEYS, DataBuildConfig, anchor_paths, config_from_dict, dump_config
 from kizashi.errors import ConfigError
 from kizashi.data.inputs import LoadedInputs, input_hashes, load_inputs
 from kizashi.datasets.store import (
+    read_metadata,
     FEATURES_DIR,
     GRAPHS_DIR,
     DatasetMetadata,
@@ -230,6 +231,25 @@ def build_feature_rows(config: DataBuildConfig, first: dt.date | None = None, la
         dtype=pl.Float32() if config.features.dtype == "float32" else pl.Float64(),
     )
     return FeatureRows(frame, [s.name for s in specs], dates, inputs.source, inputs.input_hashes)
+
+
+def dataset_build_config(dataset_dir: str | Path) -> DataBuildConfig:
+    """The settings a dataset was built from (its ``metadata.json``), input paths absolute;
+    paths of older datasets, kept relative to the working directory, are anchored there."""
+    metadata = read_metadata(Path(dataset_dir))
+    return config_from_dict(
+        DataBuildConfig,
+        anchor_paths(metadata.config, DataBuildConfig, Path.cwd()),
+        source=f"{dataset_dir}: metadata config",
+    )
+
+
+def reload_inputs(dataset_dir: str | Path) -> LoadedInputs:
+    """The inputs a dataset was built from, read, validated and adjusted again (e.g. the
+    prices and volumes behind a run's predictions). Raises FileNotFoundError / KizashiError
+    when the dataset's metadata or its inputs are gone."""
+    config = dataset_build_config(dataset_dir)
+    return load_inputs(config.input, config.synthetic)
 
 
 def _metadata(config, inputs, specs, prepared, written, n_rows, n_edges, horizons) -> DatasetMetadata:

@@ -36,10 +36,8 @@ from pathlib import Path
 import polars as pl
 
 from kizashi.atomic import atomic_path, write_text_atomic
-from kizashi.config import DataBuildConfig, anchor_paths, config_from_dict
-from kizashi.data.inputs import load_inputs
 from kizashi.data.schema import CODE, DATE
-from kizashi.datasets.store import read_metadata
+from kizashi.datasets.build import reload_inputs
 from kizashi.errors import KizashiError
 from kizashi.evaluation.run_dir import PREDICTIONS, RUN_INFO, RunInfo, read_run_info
 
@@ -82,13 +80,7 @@ def _run_info(run: Path) -> RunInfo:
 def _input_close(run: Path, info: RunInfo) -> pl.DataFrame:
     """``code, date, close`` of the run's input panel (the adjusted close of its targets)."""
     try:
-        metadata = read_metadata(Path(info.dataset))
-        config = config_from_dict(
-            DataBuildConfig,
-            anchor_paths(metadata.config, DataBuildConfig, Path.cwd()),  # older datasets kept cwd paths
-            source=f"{info.dataset}: metadata config",
-        )
-        inputs = load_inputs(config.input, config.synthetic)
+        inputs = reload_inputs(info.dataset)
     except (FileNotFoundError, KizashiError) as err:
         raise KizashiError(
             f"{run}: the prices cannot be read again from the run's dataset {info.dataset}: {err}"

@@ -23,9 +23,8 @@ from pathlib import Path
 import polars as pl
 
 from kizashi.atomic import atomic_path
-from kizashi.config import DataBuildConfig, PortfolioSettings, anchor_paths, config_from_dict
-from kizashi.data.inputs import load_inputs
-from kizashi.datasets.store import read_metadata
+from kizashi.config import PortfolioSettings, config_from_dict
+from kizashi.datasets.build import reload_inputs
 from kizashi.errors import KizashiError
 from kizashi.evaluation.run_dir import (
     PREDICTIONS,
@@ -58,13 +57,7 @@ def run_market(info: RunInfo, settings: PortfolioSettings) -> pl.DataFrame | Non
     """The market frame of the run's input panel (module docstring), or None with a warning
     when the inputs cannot be read again."""
     try:
-        metadata = read_metadata(Path(info.dataset))
-        config = config_from_dict(
-            DataBuildConfig,
-            anchor_paths(metadata.config, DataBuildConfig, Path.cwd()),  # older datasets kept cwd paths
-            source=f"{info.dataset}: metadata config",
-        )
-        inputs = load_inputs(config.input, config.synthetic)
+        inputs = reload_inputs(info.dataset)
     except (FileNotFoundError, KizashiError) as err:
         if settings.costs.impact is not None:
             raise KizashiError(
