@@ -16,7 +16,7 @@
     kizashi strategies   RUN_DIR [--horizon H] [--set portfolio.KEY=VALUE]
     kizashi export alphalens RUN_DIR [--out DIR] [--horizon H]
     kizashi fit-final    --run RUN_DIR [--out DIR]
-    kizashi predict      --model DIR [--data FILE] [--sectors FILE] [--date D] [--out DIR]
+    kizashi predict      --model DIR [--data FILE] [--sectors FILE] [--date D] [--out DIR] [--device DEV]
     kizashi monitor      --model DIR --since D [--until D] [--data FILE] [--horizon H] [--out DIR]
     kizashi models list  [--n-features N]
     kizashi demo         [--data FILE --sectors FILE] [--out DIR] [--resume]
@@ -640,16 +640,18 @@ def report(
 @app.command("fit-final")
 @friendly_errors
 def fit_final_command(
-    run: Path = typer.Option(..., "--run", help="An `evaluate` run directory (LightGBM)."),
+    run: Path = typer.Option(..., "--run", help="An `evaluate` run directory (LightGBM) or a `train` run "
+                             "directory (ATFT-GAT-FAN)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The final model folder (default RUN/final)."),
 ) -> None:
-    """Refit the run's LightGBM on every labelled day, with the walk-forward's median best
-    iteration per horizon, and save it for `kizashi predict`."""
+    """Refit the run's LightGBM (or ATFT-GAT-FAN) on every labelled day, with the walk-forward's
+    median best iteration per horizon (or best epoch), and save it for `kizashi predict`."""
     from kizashi.jobs.fit_final import fit_final
 
     folder, model = fit_final(run, out)
     rounds = ", ".join(f"{h}d: {n}" for h, n in model.rounds.items())
-    console.print(f"final model: {folder}  ({len(model.features)} features, rounds {rounds}, "
+    length = f"epochs {model.epochs}" if model.epochs is not None else f"rounds {rounds}"
+    console.print(f"final model: {folder}  ({len(model.features)} features, {length}, "
                   f"trained {model.train_first} .. {model.train_last})")
 
 
@@ -664,13 +666,16 @@ def predict_command(
     out: Path = typer.Option(Path("signals"), "--out", "-o", help="Output folder for signals.parquet/.csv/.json."),
     max_stale_days: int = typer.Option(7, "--max-stale-days", help="Without --date: refuse data whose last day is older."),
     top: int = typer.Option(10, "--top", help="Rows of each horizon to print."),
+    device: Optional[str] = typer.Option(None, "--device", help="ATFT-GAT-FAN: cpu, cuda, cuda:1 ... (default: "
+                                         "CUDA when available, else the CPU)."),
 ) -> None:
     """Score one day's stocks with a final model: signals.parquet / .csv (date, code, horizon,
     score, rank, percentile) and signals.json (hashes)."""
     from kizashi.jobs.predict import predict_day
 
     day = _iso_date(date, "--date") if date is not None else None
-    result = predict_day(model, data=data, sectors=sectors, date=day, out_dir=out, max_stale_days=max_stale_days)
+    result = predict_day(model, data=data, sectors=sectors, date=day, out_dir=out, max_stale_days=max_stale_days,
+                         device=device)
     for horizon in result.summary["horizons"]:
         rows = result.signals.filter(result.signals["horizon"] == horizon).head(top)
         table = Table(title=f"{result.date}: top {len(rows)} of {result.summary['n_stocks']} stocks, {horizon}d",

@@ -2,7 +2,10 @@
 trained (:mod:`kizashi.monitoring`).
 
     final_model.json (data config) + QUOTES -> the features of the days since D (warm-up
-    only before them: kizashi.datasets.build.build_feature_rows) -> the final model's scores
+    only before them: kizashi.datasets.build.build_feature_rows; for an ATFT-GAT-FAN model
+    also the window - 1 trading days before D and the graphs of the days watched:
+    kizashi.training.window_panel) -> the final model's scores (an ATFT-GAT-FAN network on
+    ``device``: CUDA when available, else the CPU)
     -> against monitor_reference_{h}d.json (written by fit-final): drift of the scores (PSI,
        KS) and of the watched features, coverage of the universe, and the realized RankIC
        over a rolling window with its band, where the forward returns are in the data
@@ -26,7 +29,8 @@ from kizashi.datasets.build import build_feature_rows
 from kizashi.errors import KizashiError
 from kizashi.features.targets import target_return_name
 from kizashi.monitoring import MonitorReference, MonitorResult, MonitorSettings, run_monitor, write_monitor_report
-from kizashi.training.final_model import MANIFEST, load_final_model
+from kizashi.training.final_model import ATFT, MANIFEST, load_final_model
+from kizashi.training.window_panel import window_inputs
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,11 @@ def monitor_model(
     horizon: int | None = None,
     out_dir: str | Path = "monitor",
     settings: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> tuple[Path, MonitorResult]:
     """Monitor the final model of ``model_dir`` on the data's days ``since`` .. ``until``
     (default: its last day) for ``horizon`` (default: the model's first); module docstring."""
-    model = load_final_model(model_dir)
+    model = load_final_model(model_dir, map_location=device)
     horizon = horizon if horizon is not None else model.horizons[0]
     if horizon not in model.horizons:
         raise KizashiError(f"{model_dir}: no {horizon}d model (its horizons: {model.horizons})")
@@ -57,13 +62,21 @@ def monitor_model(
     if since <= last_trained:
         log.warning("monitoring from %s: the model was trained on days up to %s, so those days are in-sample",
                     since, last_trained)
-    rows = build_feature_rows(config, since, until)
-    if rows.feature_columns != model.features:
+    if model.kind == ATFT:
+        inputs = window_inputs(config, since, until, int(model.window), model.horizons)
+        feature_columns, frame = inputs.rows.feature_columns, inputs.day_rows()
+    else:
+        rows = build_feature_rows(config, since, until)
+        feature_columns, frame = rows.feature_columns, rows.frame
+    if feature_columns != model.features:
         raise KizashiError(f"{config.input.path}: the features built from this data differ from the model's")
-    frame = rows.frame
-    x = frame.select(model.features).to_numpy().astype(np.float32, copy=False)  # [N, F]
+    if model.kind == ATFT:
+        scored = model.score_days(inputs.panel, inputs.day_indices, model.device())
+        signals = scored.keys.with_columns(score=pl.Series(scored.scores[horizon]))
+    else:
+        x = frame.select(model.features).to_numpy().astype(np.float32, copy=False)  # [N, F]
+        signals = frame.select("date", "code").with_columns(score=pl.Series(model.boosters[horizon].predict(x)))
     keys = frame.select("date", "code")
-    signals = keys.with_columns(score=pl.Series(model.boosters[horizon].predict(x)))
     watched = list(reference.features)
     features = frame.select("date", "code", *watched) if watched else None
     target = target_return_name(horizon)

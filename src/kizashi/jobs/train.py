@@ -22,6 +22,9 @@ Lightning, written as a run directory that ``kizashi evaluate`` / ``kizashi repo
          on them fold by fold for every horizon (strategies.csv, strategy_daily.parquet;
          kizashi.portfolio.run_books, ``config.portfolio``), as ``kizashi evaluate`` does
 
+The model, loss, loaders, callbacks, Lightning Trainer and the saving of the predicting
+weights come from :mod:`kizashi.training.neural_fit`, which ``kizashi fit-final`` uses too.
+
 Run directory ``OUT`` (``output.dir``)::
 
     run.json, predictions.parquet, daily.parquet, summary.*, deciles.csv, folds.csv,
@@ -76,10 +79,8 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,46 +89,45 @@ import lightning as L
 import numpy as np
 import polars as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from kizashi.atomic import atomic_path, write_json_atomic
 from kizashi.datasets.store import DatasetMetadata, read_metadata, scan_features
 from kizashi.config import TrainConfig, dump_config
-from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.datasets import (
     DayPanelCache,
     DayPanelDataset,
     DeviceFeaturePanel,
     FeatureStats,
-    collate_days,
     fold_day_indices,
-    panel_bytes,
 )
 from kizashi.errors import ConfigError, KizashiError
 from kizashi.evaluation.run_dir import PREDICTION_SCHEMA, VALIDATION_PREDICTIONS, RunInfo
 from kizashi.features.targets import target_return_name
-from kizashi.models import create_model
 from kizashi.models.losses import LossConfig
 from kizashi.portfolio.run_books import write_run_strategies
 from kizashi.splits import Fold
-from kizashi.training.callbacks import (
-    LAST_CHECKPOINT,
-    EMACallback,
-    GradientFlowAudit,
-    NonFiniteGuard,
-    OOMRecovery,
-    SignalCheckpoint,
-)
-from kizashi.training.checkpoint_io import AtomicCheckpointIO
+from kizashi.training.callbacks import LAST_CHECKPOINT, SignalCheckpoint
 from kizashi.training.module import ForecastModule
 from kizashi.datasets.samplers import EpochShuffleSampler
+from kizashi.training.neural_fit import (
+    HorizonTargets,
+    build_model,
+    build_trainer,
+    day_batch_loader,
+    feature_panel,
+    fit_warnings_filtered,
+    forecast_module,
+    is_global_zero,
+    loss_config,
+    save_predicting_weights,
+    training_callbacks,
+)
 from kizashi.training.runtime import (
     TrainingInterrupted,
     checkpoint_position,
-    log_every_n_steps,
     make_logger,
     resolve_precision,
 )
@@ -179,76 +179,6 @@ class TrainingResult:
     seconds: float
 
 
-# --------------------------------------------------------------------------------------
-# data feeding
-# --------------------------------------------------------------------------------------
-
-
-class HorizonTargets:
-    """Collate function: :func:`~kizashi.datasets.collate_days`, then ``y`` / ``y_mask``
-    cut to the model's horizons (``columns`` of the cache's ``H``), and with
-    ``centre_ranks`` the per-day percentile ranks (in [0, 1]) centred on 0 (``rank - 0.5``,
-    invalid entries stay 0). Picklable (DataLoader workers)."""
-
-    def __init__(self, columns: Sequence[int], centre_ranks: bool) -> None:
-        self.columns = [int(c) for c in columns]
-        self.centre_ranks = centre_ranks
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        batch = collate_days(items)
-        index = torch.tensor(self.columns, dtype=torch.int64)
-        y, y_mask = batch["y"].index_select(1, index), batch["y_mask"].index_select(1, index)
-        if self.centre_ranks:
-            y = torch.where(y_mask, y - 0.5, torch.zeros_like(y))
-        return {**batch, "y": y, "y_mask": y_mask}
-
-
-def _loader(
-    dataset: DayPanelDataset,
-    days_per_batch: int,
-    collate: HorizonTargets,
-    num_workers: int,
-    sampler: Sampler[int] | None = None,
-    persistent: bool = False,
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=days_per_batch,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=persistent and num_workers > 0,
-        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# trainer pieces
-# --------------------------------------------------------------------------------------
-
-
-def _multi_device(devices: int | str) -> bool:
-    if isinstance(devices, int):
-        return devices > 1 or devices == -1
-    text = str(devices).strip()
-    if text.lstrip("-").isdigit():
-        return int(text) > 1 or int(text) == -1
-    return "," in text  # a device list "0,1"; "auto" lets Lightning decide
-
-
-def _is_global_zero() -> bool:
-    """Whether this process is rank 0 (Lightning reads the rank from the environment that
-    its DDP launcher sets for the other ranks)."""
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def _val_check_interval(value: float) -> float | int:
-    """Lightning reads a float as a share of the epoch and an int as a number of batches."""
-    return int(value) if value > 1 and float(value).is_integer() else value
-
-
 def _checkpoint_epoch(path: str | Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
 
@@ -276,11 +206,11 @@ def run_training(
     metadata = read_metadata(dataset_dir)
     cache = DayPanelCache(dataset_dir)
     horizons = resolve_horizons(config.horizons, cache.horizons)
-    loss = _loss_config(config, horizons)
+    loss = loss_config(config, horizons)
     folds = job_folds(config, cache.dates, metadata.target_reach(horizons))
     selected = _select_folds(folds, config.folds)
     out = Path(out_dir) if out_dir is not None else Path(config.output.dir)
-    if _is_global_zero():
+    if is_global_zero():
         _restore_kept(out)
         _check_resume_config(out, config, resume)
     log.info(
@@ -289,7 +219,7 @@ def run_training(
         config.window, config.target, " (resuming)" if resume else "",
     )
 
-    panel = _feature_panel(config, cache)
+    panel = feature_panel(config, cache)
     frames: list[pl.DataFrame] = []
     validation: list[pl.DataFrame] = []
     fold_rows: list[dict[str, Any]] = []
@@ -306,7 +236,7 @@ def run_training(
             fold_rows.append(fold_row(fold, h, fold_result.best_epoch, frame.filter(pl.col("horizon") == h)))
 
     predictions = exact_targets(pl.concat(frames), dataset_dir)
-    if not _is_global_zero():  # under DDP the other ranks trained along; rank 0 writes
+    if not is_global_zero():  # under DDP the other ranks trained along; rank 0 writes
         return TrainingResult(run_dir=out, info=RunInfo(model=config.model.name, dataset=str(dataset_dir),
                               horizons=list(horizons), seed=config.seed), summary={}, folds=fold_results,
                               seconds=time.perf_counter() - started)
@@ -334,23 +264,6 @@ def run_training(
     return TrainingResult(run_dir=out, info=info, summary=summary, folds=fold_results, seconds=seconds)
 
 
-def _loss_config(config: TrainConfig, horizons: list[int]) -> LossConfig:
-    weights = config.loss.horizon_weights
-    if weights is not None and len(weights) != len(horizons):
-        raise ConfigError(
-            f"loss.horizon_weights has {len(weights)} entries for {len(horizons)} horizons {horizons}"
-        )
-    try:
-        return LossConfig(
-            huber_delta=config.loss.huber_delta,
-            horizon_weights=tuple(weights) if weights is not None else None,
-            quantile_weight=config.loss.quantile_weight,
-            rank_weight=config.loss.rank_weight,
-        )
-    except ValueError as err:
-        raise ConfigError(f"loss: {err}") from None
-
-
 def _select_folds(folds: list[Fold], wanted: list[int] | None) -> list[Fold]:
     if wanted is None:
         return folds
@@ -359,23 +272,6 @@ def _select_folds(folds: list[Fold], wanted: list[int] | None) -> list[Fold]:
     if unknown:
         raise ConfigError(f"folds: {unknown} not among the folds {available}")
     return [f for f in folds if f.index in set(wanted)]
-
-
-def _build_model(config: TrainConfig, n_features: int, horizons: list[int]) -> torch.nn.Module:
-    overrides = dict(config.model.overrides)
-    data_values = {"n_features": n_features, "horizons": tuple(horizons), "window": config.window}
-    for key, value in data_values.items():
-        given = overrides.get(key)
-        if given is not None and (tuple(given) if isinstance(given, list | tuple) else given) != value:
-            raise ConfigError(
-                f"model.overrides.{key} = {given!r} disagrees with the data ({value!r}); "
-                "set horizons / window at the top level and leave n_features to the dataset"
-            )
-        overrides[key] = value
-    try:
-        return create_model(config.model.name, preset=config.model.preset, **overrides)
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
 
 
 def _run_fold(
@@ -416,7 +312,7 @@ def _run_fold(
             "fold %d: predicted by a run that kept no validation slice; predicting its test days and "
             "validation slice again from %s (no refit)", fold.index, best_file,
         )
-    if not resume and _is_global_zero() and fold_dir.exists() and any(fold_dir.iterdir()):
+    if not resume and is_global_zero() and fold_dir.exists() and any(fold_dir.iterdir()):
         log.warning("fold %d: a fresh run (no --resume) removes the previous checkpoints in %s", fold.index, fold_dir)
         shutil.rmtree(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -425,15 +321,7 @@ def _run_fold(
     stats, sampler, train_loader, val_loader, test_loader = _fold_loaders(
         config, cache, fold, horizons, fold_dir, with_features=panel is None
     )
-    module = ForecastModule(
-        _build_model(config, cache.n_features, horizons),
-        horizons,
-        loss,
-        lr=config.optimizer.lr,
-        weight_decay=config.optimizer.weight_decay,
-        lr_factors=config.optimizer.lr_factors,
-        warmup_steps=config.optimizer.warmup_steps,
-    )
+    module = forecast_module(config, build_model(config, cache.n_features, horizons), horizons, loss)
     if panel is not None:
         module.attach_panel(panel, stats)
     signal_checkpoint = SignalCheckpoint(fold_dir)
@@ -446,9 +334,11 @@ def _run_fold(
         if val_loader is not None
         else None
     )
-    trainer = _fold_trainer(
-        config, fold, out, _fold_callbacks(config, horizons, val_loader is not None),
-        [*([best_checkpoint] if best_checkpoint is not None else []), signal_checkpoint, *extra_callbacks],
+    trainer = build_trainer(
+        config, root_dir=fold_dir, logs_dir=out / LOGS_DIR, log_name=f"fold_{fold.index}",
+        callbacks=training_callbacks(config, horizons, val_loader is not None),
+        checkpoint_callbacks=[*([best_checkpoint] if best_checkpoint is not None else []), signal_checkpoint,
+                              *extra_callbacks],
         n_train_batches=len(train_loader),
     )
 
@@ -462,7 +352,7 @@ def _run_fold(
             epoch, done = checkpoint_position(ckpt_path)
             sampler.resume_at(epoch, done * config.trainer.days_per_batch)
             log.info("fold %d: resuming from %s (epoch %d, %d batches of it done)", fold.index, ckpt_path, epoch, done)
-        with _fit_warnings_filtered():
+        with fit_warnings_filtered():
             try:
                 trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=False)
             except SIGTERMException:  # a SIGTERM outside our handler's window (Lightning's own)
@@ -480,7 +370,7 @@ def _run_fold(
     frame = _prediction_frame(cache, fold.index, horizons, test_outputs)
     validation = _prediction_frame(cache, fold.index, horizons, val_outputs)
     if trainer.is_global_zero:
-        _save_fold_model(module, trainer, fold_dir / MODEL_DIR, {
+        save_predicting_weights(module, trainer, fold_dir / MODEL_DIR, {
             "fold": fold.index, "best_epoch": fit.get("best_epoch"), "best_score": fit.get("best_score"),
             "horizons": list(horizons), "features": list(cache.feature_columns), "target": config.target,
             "ema": config.trainer.ema_decay is not None, "feature_stats": f"../{STATS_FILE}",
@@ -510,7 +400,7 @@ def _predict(
     one), both from one ``Trainer.predict``: one checkpoint load, one EMA swap, so the two are
     predicted by the same weights."""
     loaders = test_loader if val_loader is None else [test_loader, val_loader]
-    with _fit_warnings_filtered():
+    with fit_warnings_filtered():
         outputs = trainer.predict(module, loaders, ckpt_path=ckpt_path, return_predictions=True, weights_only=False)
     outputs = list(outputs or [])
     if val_loader is None:
@@ -530,41 +420,6 @@ def _best_checkpoint_file(fit: dict[str, Any], fold_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _save_fold_model(module: ForecastModule, trainer: L.Trainer, folder: Path, metadata: dict[str, Any]) -> None:
-    """The weights that just predicted the test days (the EMA's when the EMA callback is on:
-    swapped in for the save, then back) as a pretrained folder."""
-    ema = next((c for c in trainer.callbacks if isinstance(c, EMACallback)), None)
-    if ema is not None:
-        ema.swap_in(module)
-    try:
-        module.model.save_pretrained(folder, metadata=metadata)
-    finally:
-        if ema is not None:
-            ema.swap_out(module)
-
-
-def _feature_panel(config: TrainConfig, cache: DayPanelCache) -> DeviceFeaturePanel | None:
-    """The device-resident feature panel when ``trainer.panel_on_device`` asks for one
-    ("on"; "auto": on CUDA when it takes at most half of the GPU's memory), else None."""
-    setting, tcfg = config.trainer.panel_on_device, config.trainer
-    needed = panel_bytes(cache, config.window)
-    if setting == "off":
-        return None
-    if setting == "auto":
-        on_cuda = tcfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        if not on_cuda:
-            return None
-        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-        if needed > total // 2:
-            log.info(
-                "feature panel (%.1f GB) exceeds half of the GPU's %.1f GB: windows are built by the "
-                "loader on the CPU (trainer.panel_on_device: on forces the device panel)", needed / 1e9, total / 1e9,
-            )
-            return None
-    log.info("feature panel on the training device (%.2f GB); loaders carry indices only", needed / 1e9)
-    return DeviceFeaturePanel(cache, config.window)
-
-
 def _fold_loaders(
     config: TrainConfig, cache: DayPanelCache, fold: Fold, horizons: list[int], fold_dir: Path,
     *, with_features: bool = True,
@@ -574,7 +429,7 @@ def _fold_loaders(
     ``with_features=False``: batches without ``x`` / ``mask`` (a device panel fills them)."""
     days = fold_day_indices(cache, fold)
     stats = FeatureStats.fit(cache, days.train)
-    if _is_global_zero():
+    if is_global_zero():
         stats.save(fold_dir / STATS_FILE)
     datasets = {}
     for part in ("train", "val", "test"):
@@ -588,70 +443,10 @@ def _fold_loaders(
     collate = HorizonTargets([cache.horizons.index(h) for h in horizons], centre_ranks=config.target == "rank")
     tcfg = config.trainer
     sampler = EpochShuffleSampler(len(datasets["train"]), seed=config.seed + fold.index)
-    train = _loader(datasets["train"], tcfg.days_per_batch, collate, tcfg.num_workers, sampler, persistent=True)
-    val = _loader(datasets["val"], tcfg.days_per_batch, collate, tcfg.num_workers) if "val" in datasets else None
-    test = _loader(datasets["test"], tcfg.days_per_batch, collate, tcfg.num_workers)
+    train = day_batch_loader(datasets["train"], tcfg.days_per_batch, collate, tcfg.num_workers, sampler, persistent=True)
+    val = day_batch_loader(datasets["val"], tcfg.days_per_batch, collate, tcfg.num_workers) if "val" in datasets else None
+    test = day_batch_loader(datasets["test"], tcfg.days_per_batch, collate, tcfg.num_workers)
     return stats, sampler, train, val, test
-
-
-def _fold_callbacks(config: TrainConfig, horizons: list[int], with_validation: bool) -> list[Callback]:
-    """The training callbacks of a fold (the checkpoint callbacks are added after them)."""
-    tcfg = config.trainer
-    callbacks: list[Callback] = [GradientFlowAudit(), NonFiniteGuard(tcfg.nan_guard_limit), OOMRecovery()]
-    if tcfg.ema_decay is not None:
-        callbacks.append(EMACallback(tcfg.ema_decay))
-    if with_validation and tcfg.early_stopping_patience is not None:
-        callbacks.append(
-            EarlyStopping(
-                monitor=f"val/rank_ic_{horizons[0]}d", mode="max", patience=tcfg.early_stopping_patience,
-                check_finite=False,
-            )
-        )
-    return callbacks
-
-
-def _fold_trainer(
-    config: TrainConfig,
-    fold: Fold,
-    out: Path,
-    callbacks: list[Callback],
-    checkpoint_callbacks: list[Callback],
-    n_train_batches: int,
-) -> L.Trainer:
-    tcfg = config.trainer
-    logger = make_logger(tcfg.logger, out / LOGS_DIR, f"fold_{fold.index}")
-    callbacks = list(callbacks)
-    if logger is not False:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    interactive = sys.stderr.isatty()
-    if interactive:
-        callbacks.append(RichProgressBar())
-    limit = tcfg.limit_train_batches
-    if limit is not None:
-        n_train_batches = min(n_train_batches, int(limit) if isinstance(limit, int) else max(1, int(n_train_batches * limit)))
-    return L.Trainer(
-        default_root_dir=str(fold_checkpoint_dir(out, fold.index)),
-        max_epochs=tcfg.max_epochs,
-        accelerator=tcfg.accelerator,
-        devices=tcfg.devices,
-        strategy="ddp" if _multi_device(tcfg.devices) else "auto",
-        precision=resolve_precision(tcfg.precision, tcfg.accelerator),
-        gradient_clip_val=config.optimizer.grad_clip,
-        gradient_clip_algorithm="norm",
-        logger=logger,
-        # ModelCheckpoint then SignalCheckpoint (Lightning runs checkpoint callbacks last, in
-        # this order): last.ckpt holds the end-of-epoch state of every other callback
-        callbacks=[*callbacks, *checkpoint_callbacks],
-        enable_checkpointing=True,
-        enable_progress_bar=interactive,
-        enable_model_summary=False,
-        limit_train_batches=limit if limit is not None else 1.0,
-        val_check_interval=_val_check_interval(tcfg.val_check_interval),
-        log_every_n_steps=log_every_n_steps(n_train_batches),
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
-    )
 
 
 def _raise_if_interrupted(signal_checkpoint: SignalCheckpoint, fold: Fold, trainer: L.Trainer) -> None:
@@ -693,21 +488,6 @@ def _fold_result(fold: Fold, fit: dict[str, Any], *, resumed: bool, seconds: flo
         resumed=resumed or bool(fit.get("resumed")),
         seconds=seconds,
     )
-
-
-@contextlib.contextmanager
-def _fit_warnings_filtered() -> Iterator[None]:
-    """Lightning's advice that does not apply here: the cache is memory-mapped, so loader
-    workers are optional, and the resumable sampler handles mid-epoch restarts."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
-        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
-        # the fold directory holds feature_stats.json; stale checkpoints were removed above
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        # lightning 2.6's own use of a torch 2.13 deprecation
-        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-        yield
 
 
 def _prediction_frame(
