@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from kizashi.errors import ConfigError
+from kizashi.features.alpha158 import alpha158_family
 from kizashi.features.calendar import calendar_family
 from kizashi.features.cross_section import cross_section_family
 from kizashi.features.distribution import distribution_family
@@ -25,9 +26,13 @@ from kizashi.features.volume import volume_family
 
 @dataclass(frozen=True)
 class Family:
+    """A feature family. ``default``: built by ``families: all``; an optional family
+    (``default=False``) is built only when ``features.families`` lists it by name."""
+
     name: str
     build: Callable[[FeatureContext], list[FeatureSpec]]
     description: str
+    default: bool = True
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -46,21 +51,32 @@ FAMILIES: tuple[Family, ...] = (
     Family("peers", peers_family, "correlation-graph neighbours: peer returns, residual vs peers"),
     Family("cross_section", cross_section_family, "per-day ranks and z-scores"),
     Family("interactions", interactions_family, "products/ratios of features"),
+    Family("alpha158", alpha158_family, "Qlib's Alpha158 factors, value for value (optional)", default=False),
 )
-FAMILY_NAMES = tuple(f.name for f in FAMILIES)
+FAMILY_NAMES = tuple(f.name for f in FAMILIES if f.default)  # what `families: all` builds
+OPTIONAL_FAMILY_NAMES = tuple(f.name for f in FAMILIES if not f.default)  # built only when listed
+KNOWN_FAMILY_NAMES = FAMILY_NAMES + OPTIONAL_FAMILY_NAMES
+ALL = "all"
 ROW_ORDER_OPS = (".shift(", ".rolling", ".cum_", ".diff(", ".ewm_")
 
 
-def select_families(families: Sequence[str] | str = "all", exclude: Sequence[str] = ()) -> list[Family]:
-    names = list(FAMILY_NAMES) if families == "all" else list(families)
-    unknown = sorted(set(names) - set(FAMILY_NAMES)) + sorted(set(exclude) - set(FAMILY_NAMES))
+def select_families(families: Sequence[str] | str = ALL, exclude: Sequence[str] = ()) -> list[Family]:
+    """The families to build, in registry order. ``"all"`` (alone, or as an entry of a list)
+    stands for every default family (:data:`FAMILY_NAMES`); optional families
+    (:data:`OPTIONAL_FAMILY_NAMES`) are built only when named: ``["all", "alpha158"]``."""
+    requested = [families] if isinstance(families, str) else list(families)
+    names = {n for item in requested for n in (FAMILY_NAMES if item == ALL else (item,))}
+    unknown = sorted(names - set(KNOWN_FAMILY_NAMES)) + sorted(set(exclude) - set(KNOWN_FAMILY_NAMES))
     if unknown:
-        raise ConfigError(f"unknown feature families {unknown}; known: {list(FAMILY_NAMES)}")
+        raise ConfigError(
+            f"unknown feature families {unknown}; known: {list(FAMILY_NAMES)} (built by 'all') and "
+            f"{list(OPTIONAL_FAMILY_NAMES)} (optional: built only when listed, e.g. families: [all, alpha158])"
+        )
     return [f for f in FAMILIES if f.name in names and f.name not in exclude]
 
 
 def resolve_specs(
-    ctx: FeatureContext, families: Sequence[str] | str = "all", exclude: Sequence[str] = ()
+    ctx: FeatureContext, families: Sequence[str] | str = ALL, exclude: Sequence[str] = ()
 ) -> list[FeatureSpec]:
     """All specs of the chosen families, in family order, checked for consistency.
 
