@@ -205,6 +205,13 @@ def test_cli_columns_family_that_builds_nothing_is_an_error(built, tmp_path):
     excluded = _write_config(tmp_path / "excluded.yaml", SMALL | {"features": {"exclude_families": ["margin"]}})
     result = runner.invoke(app, ["data", "columns", "--config", str(excluded), "--family", "margin"])
     assert result.exit_code == 2 and "features.exclude_families" in " ".join(result.output.split()), result.output
+    # an optional family (alpha158) is not built by `all`: the error says how to add it
+    result = runner.invoke(app, ["data", "columns", "--config", str(excluded), "--family", "alpha158"])
+    assert result.exit_code == 2 and "[all, alpha158]" in " ".join(result.output.split()), result.output
+    listed = _write_config(tmp_path / "alpha.yaml", SMALL | {"features": {"families": ["all", "alpha158"]}})
+    result = runner.invoke(app, ["data", "columns", "--config", str(listed), "--family", "alpha158", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 157
     # a built dataset without that family says so too
     result = runner.invoke(app, ["data", "columns", str(built.out_dir), "--family", "no_such_family"])
     assert result.exit_code == 2 and "'no_such_family'" in " ".join(result.output.split()), result.output

@@ -15,7 +15,7 @@ from kizashi.datasets.build import BuildResult, build_dataset, column_table, fea
 from kizashi.datasets.store import (
     read_metadata,
 )
-from kizashi.features.registry import FAMILY_NAMES
+from kizashi.features.registry import KNOWN_FAMILY_NAMES, OPTIONAL_FAMILY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def family_columns(
     """The rows of ``family``, or a ConfigError naming the family, why it has no column, and
     the families that have columns (``folder``: the dataset the rows come from, when
     ``config`` is None)."""
-    if family not in FAMILY_NAMES:
-        raise ConfigError(f"--family: unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
+    if family not in KNOWN_FAMILY_NAMES:
+        raise ConfigError(f"--family: unknown family {family!r}; known: {', '.join(KNOWN_FAMILY_NAMES)}")
     selected = [row for row in rows if row["family"] == family]
     if selected:
         return selected
@@ -70,6 +70,8 @@ def _why_no_columns(family: str, config: DataBuildConfig) -> str:
     features = config.features
     if family in features.exclude_families:
         return "features.exclude_families lists it"
+    if family in OPTIONAL_FAMILY_NAMES and family not in features.families:
+        return f"{family} is optional: `all` does not build it; list it, e.g. features.families: [all, {family}]"
     if features.families != "all" and family not in features.families:
         return "features.families does not list it"
     if family == "peers" and not config.graph.enabled:

@@ -1,7 +1,7 @@
 """The LightningModule that trains a registry forecaster on day-panel batches.
 
     batch (kizashi.datasets.day_panel.collate_days; y / y_mask already cut to the model's
-    horizons, see kizashi.jobs.train.HorizonTargets)
+    horizons, see kizashi.training.neural_fit.HorizonTargets)
       -> model(batch) -> point [N, H], quantiles [N, H, Q]
       -> ForecastLoss(point, quantiles, y [N, H], y_mask [N, H], batch_day [N])
 
