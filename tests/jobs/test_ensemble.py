@@ -138,7 +138,7 @@ def write_member(
         source="synthetic",
         references={"oracle_rank_ic_mean": {"1": 0.2, "5": 0.1}} if references is None else references,
     )
-    write_run(path, predictions, info, MetricsConfig(), fold_rows=rows)
+    write_run(path, predictions, info, MetricsConfig(), fold_rows=rows, cost_bps=10.0)
     if validation is not None:
         validation.select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA).write_parquet(path / VALIDATION_PREDICTIONS)
     return path

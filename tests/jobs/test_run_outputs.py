@@ -122,7 +122,7 @@ def test_write_run_is_byte_identical_across_repeats(tmp_path):
     for repeat in range(5):
         out = tmp_path / f"run_{repeat}"
         shuffled = predictions.sample(fraction=1.0, shuffle=True, seed=repeat)  # write_run sorts its input
-        write_run(out, shuffled, info, MetricsConfig(), fold_rows=[])
+        write_run(out, shuffled, info, MetricsConfig(), fold_rows=[], cost_bps=10.0)
         written.append({name: (out / name).read_bytes() for name in TABLES})
     for other in written[1:]:
         for name in TABLES:
