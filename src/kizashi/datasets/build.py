@@ -196,6 +196,9 @@ class FeatureRows:
     frame: ``code, date, sector``, the feature columns (``feature_columns``, in order), the
         targets (null where the future is not in the data yet); sorted by (date, code).
     dates: every date of the data's point-in-time universe (sorted).
+    first, last: the dates asked for (``frame`` starts earlier with ``window > 1``).
+    edges: the correlation graphs computed for those rows (``date, src_code, dst_code`` and
+        the edge attributes; each day's graph equal to a full build's), None without graphs.
     """
 
     frame: pl.DataFrame
@@ -203,11 +206,17 @@ class FeatureRows:
     dates: list[dt.date]
     source: str
     input_hashes: dict[str, str]
+    first: dt.date
+    last: dt.date
+    edges: pl.DataFrame | None = None
 
 
-def build_feature_rows(config: DataBuildConfig, first: dt.date | None = None, last: dt.date | None = None) -> FeatureRows:
+def build_feature_rows(
+    config: DataBuildConfig, first: dt.date | None = None, last: dt.date | None = None, window: int = 1
+) -> FeatureRows:
     """Features and targets of the dates ``first`` .. ``last`` only (default: the data's last
-    date), equal to those of a full :func:`build_dataset` of ``config``: the inputs, their
+    date), and of the ``window - 1`` universe dates before ``first`` (a model reading a window
+    of days), equal to those of a full :func:`build_dataset` of ``config``: the inputs, their
     checks and adjustment and the per-date context tables (market, sectors, graphs) are
     computed as in a build (the graphs only of the days the features read); the features of
     just those dates, with each stock's longest lookback of earlier rows as warm-up
@@ -221,16 +230,18 @@ def build_feature_rows(config: DataBuildConfig, first: dt.date | None = None, la
         raise ConfigError(
             f"{inputs.source}: {missing} is not a date of the data's universe (its dates run {dates[0]} .. {dates[-1]})"
         )
+    read_first = dates[max(0, dates.index(first) - max(window, 1) + 1)]
     specs = feature_specs_for(inputs, config)
     # the graphs of the days the chunk reads only (its dates and their warm-up rows' dates)
-    read_dates = chunk_window(prepared, specs, first, last).get_column("date").unique()
+    read_dates = chunk_window(prepared, specs, read_first, last).get_column("date").unique()
     tables = _context(config, inputs, prepared, graph_dates=read_dates)
     frame = feature_chunk(
-        prepared, specs, config.targets.horizons, first, last, tables=tables,
+        prepared, specs, config.targets.horizons, read_first, last, tables=tables,
         normalization=config.normalization.method, clip=config.normalization.clip,
         dtype=pl.Float32() if config.features.dtype == "float32" else pl.Float64(),
     )
-    return FeatureRows(frame, [s.name for s in specs], dates, inputs.source, inputs.input_hashes)
+    return FeatureRows(frame, [s.name for s in specs], dates, inputs.source, inputs.input_hashes, first, last,
+                       tables.edges)
 
 
 def dataset_build_config(dataset_dir: str | Path) -> DataBuildConfig:

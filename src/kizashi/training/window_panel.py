@@ -2,12 +2,10 @@
 those days only and equal to what a full build's day-panel cache gives the model.
 
     DataBuildConfig (+ QUOTES) and the days to score first .. last, window L
-      -> the data's universe calendar and the correlation graphs of the scored days
-         (inputs loaded and prepared as in a build; the graphs of those days only, each from
-         its full window of the whole panel: kizashi.features.pipeline.context_tables)
       -> the features of the L - 1 trading days before ``first`` through ``last``, each
-         stock with its longest lookback as warm-up (kizashi.datasets.build.build_feature_rows:
-         equal to a full build's rows)
+         stock with its longest lookback as warm-up, and the correlation graphs of the days
+         they read, each from its full window of the whole panel, in one pass over the inputs
+         (kizashi.datasets.build.build_feature_rows: equal to a full build's rows and graphs)
       -> WindowPanel: those rows and graphs as the arrays of a DayPanelCache
          ([T', N', F] features, [T', N'] alive, CSR edges per day), so that
          kizashi.datasets.DayPanelDataset assembles each scored day's [N_d, L, F] window,
@@ -30,12 +28,8 @@ import numpy as np
 import polars as pl
 
 from kizashi.config import DataBuildConfig
-from kizashi.data.inputs import load_inputs
 from kizashi.datasets.build import FeatureRows, build_feature_rows
 from kizashi.datasets.day_panel_cache import EDGE_ATTR_COLUMNS
-from kizashi.errors import ConfigError
-from kizashi.features.expressions import IN_UNIVERSE
-from kizashi.features.pipeline import context_tables, prepare_base
 
 log = logging.getLogger(__name__)
 
@@ -186,32 +180,11 @@ def window_inputs(
     defaults to ``last``) of the data of ``config`` for a model reading ``window`` days
     (module docstring). A day not in the data's universe is a ConfigError naming the data."""
     started = time.perf_counter()
-    inputs = load_inputs(config.input, config.synthetic)
-    prepared = prepare_base(
-        inputs.panel, config.targets.horizons, min_history=config.input.min_history,
-        fill_end_days=config.targets.fill_end_days,
-    )
-    calendar = prepared.filter(pl.col(IN_UNIVERSE)).get_column("date").unique().sort().to_list()
-    if not calendar:
-        raise ConfigError(f"{inputs.source}: no stock reaches input.min_history rows; nothing to score")
-    last = last if last is not None else calendar[-1]
-    first = first if first is not None else last
-    for day in (first, last):
-        if day not in calendar:
-            raise ConfigError(
-                f"{inputs.source}: {day} is not a date of the data's universe (its dates run "
-                f"{calendar[0]} .. {calendar[-1]})"
-            )
-    start, stop = calendar.index(first), calendar.index(last)
-    days = calendar[start : stop + 1]
-    window_days = calendar[max(0, start - window + 1) : stop + 1]
-    edges = None
-    if config.graph.enabled:
-        sectors = inputs.panel.select("code", "sector").unique()  # as a build passes them
-        edges = context_tables(prepared, inputs.margin, config.graph, sectors=sectors, graph_dates=days).edges
-    del prepared, inputs
-    rows = build_feature_rows(config, window_days[0], last)
-    panel = WindowPanel.from_rows(rows.frame, rows.feature_columns, window_days, edges, horizons)
+    rows = build_feature_rows(config, first, last, window=window)
+    start, stop = rows.dates.index(rows.first), rows.dates.index(rows.last)
+    days = rows.dates[start : stop + 1]
+    window_days = rows.dates[max(0, start - window + 1) : stop + 1]
+    panel = WindowPanel.from_rows(rows.frame, rows.feature_columns, window_days, rows.edges, horizons)
     log.info("inputs of %d day(s) %s .. %s: %d window days, %d stocks, %d graph edges (%.1fs)",
              len(days), days[0], days[-1], len(window_days), panel.n_codes, len(panel.edge_src),
              time.perf_counter() - started)
