@@ -59,7 +59,6 @@ import json
 import logging
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -72,7 +71,6 @@ from torch import nn
 from kizashi.config import load_lm_config
 from kizashi.jobs.lm import build_lm
 from kizashi.profiling import PeakMemory
-from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import resolve_precision
 
 log = logging.getLogger("bench_lm_peers")
@@ -217,38 +215,9 @@ def time_cell(
         ]
         model = model.to(device)
         parameters = count_parameters(model)
-        module = LMModule(
-            model,
-            config.optimizer.lr,
-            config.optimizer.weight_decay,
-            config.optimizer.warmup_steps,
-            config.trainer.max_steps,
-        ).to(device)
-        module.train()
-        optimizers = module.configure_optimizers()
-        optimizer = optimizers["optimizer"]
-        scheduler = optimizers["lr_scheduler"]["scheduler"]
-
-        def step(index: int) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = module._loss(ids[index % len(ids)])
-            loss.backward()
-            if config.optimizer.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            return loss.detach()
-
-        for index in range(warmup):
-            step(index)
-        scaling._sync(device)
-        started = time.perf_counter()
-        for index in range(steps):
-            loss = step(warmup + index)
-        scaling._sync(device)
-        seconds = time.perf_counter() - started
-        final_loss = float(loss)
+        seconds, final_loss = scaling.timed_training_steps(
+            model, config, ids, device=device, dtype=dtype, steps=steps, warmup=warmup,
+        )
     return {
         "row": row,
         "seq_len": seq_len,

@@ -51,9 +51,9 @@ from typing import Any
 import torch
 
 from kizashi.config import load_lm_config
+from kizashi.jobs.lm import build_lm
 from kizashi.profiling import PeakMemory
 from kizashi.training.lm_module import LMModule
-from kizashi.jobs.lm import build_lm
 from kizashi.training.runtime import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +92,55 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_training_steps(
+    model: torch.nn.Module,
+    config: Any,
+    ids: Sequence[torch.Tensor],
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    steps: int,
+    warmup: int,
+    context: Any = contextlib.nullcontext,
+) -> tuple[float, float]:
+    """(seconds of ``steps`` timed training steps, the last step's loss) of ``model`` (on
+    ``device``) inside :class:`LMModule` with ``config``'s optimizer (an ``LMConfig``):
+    next-token loss of ``ids[i % len(ids)]`` ``[B, T + 1]`` under autocast to ``dtype`` (none:
+    float32) and ``context()``, backward, gradient clipping, the AdamW and scheduler steps;
+    ``warmup`` untimed steps first, the device synchronized around the timed ones."""
+    module = LMModule(
+        model,
+        config.optimizer.lr,
+        config.optimizer.weight_decay,
+        config.optimizer.warmup_steps,
+        config.trainer.max_steps,
+    ).to(device)
+    module.train()
+    optimizers = module.configure_optimizers()
+    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+
+    def step(index: int) -> torch.Tensor:
+        with context(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = module._loss(ids[index % len(ids)])
+        loss.backward()
+        if config.optimizer.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return loss.detach()
+
+    for index in range(warmup):
+        step(index)
+    _sync(device)
+    started = time.perf_counter()
+    loss = None
+    for index in range(steps):
+        loss = step(warmup + index)
+    _sync(device)
+    return time.perf_counter() - started, float(loss) if loss is not None else float("nan")
+
+
 def time_case(
     model_name: str,
     seq_len: int,
@@ -120,44 +169,10 @@ def time_case(
     with PeakMemory(cuda, interval=0.005) as memory:
         model = build_lm(config, vocab).to(device)
         n_parameters = sum(p.numel() for p in model.parameters())
-        module = LMModule(
-            model,
-            config.optimizer.lr,
-            config.optimizer.weight_decay,
-            config.optimizer.warmup_steps,
-            config.trainer.max_steps,
-        ).to(device)
-        module.train()
-        optimizers = module.configure_optimizers()
-        optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
-        ids = [x.to(device) for x in ids]
-
-        def step(index: int) -> torch.Tensor:
-            batch_ids = ids[index % len(ids)]
-            with (
-                attention_kernel(attention),
-                torch.autocast(
-                    device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-                ),
-            ):
-                loss = module._loss(batch_ids)
-            loss.backward()
-            if config.optimizer.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            return loss.detach()
-
-        for index in range(warmup):
-            step(index)
-        _sync(device)
-        started = time.perf_counter()
-        for index in range(steps):
-            loss = step(warmup + index)
-        _sync(device)
-        seconds = time.perf_counter() - started
-        final_loss = float(loss) if steps else float("nan")
+        seconds, final_loss = timed_training_steps(
+            model, config, [x.to(device) for x in ids], device=device, dtype=dtype, steps=steps,
+            warmup=warmup, context=lambda: attention_kernel(attention),
+        )
     reserved = torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None
     return {
         "model": model_name,
