@@ -1,0 +1,59 @@
+"""benchmarks/bench_lm_peers.py on the CPU: one timed training step of a kizashi row, the
+"fla not installed" cells, and the ratios against the fastest fla peer (fla itself needs
+CUDA: its rows run on the GPU machine only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports bench_lm_scaling
+    spec = importlib.util.spec_from_file_location("bench_lm_peers", REPO / "benchmarks" / "bench_lm_peers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+    sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_a_kizashi_row_times_one_step_and_an_unavailable_peer_says_why(bench, torch_single_thread):
+    cpu = torch.device("cpu")
+    [cell] = bench.run_row("phase1_small", [16], device=cpu, batch=1, steps=1, warmup=0, vocab=65,
+                           fla_models=None, unavailable=None)
+    assert cell["status"] == "ok"
+    assert cell["ms_per_step"] > 0 and cell["tokens_per_second"] > 0
+    assert cell["parameters"] == 2_437_248
+    assert torch.isfinite(torch.tensor(cell["loss"]))
+    cells = bench.run_row("gla", [16, 32], device=cpu, batch=1, steps=1, warmup=0, vocab=65,
+                          fla_models=None, unavailable="fla not installed")
+    assert [c["status"] for c in cells] == ["unavailable", "unavailable"]
+    assert all(c["reason"] == "fla not installed" for c in cells)
+
+
+def test_ratios_are_against_the_fastest_peer_of_each_length(bench):
+    def cell(row, seq_len, ms, gib, status="ok"):
+        return {"row": row, "seq_len": seq_len, "status": status, "ms_per_step": ms, "peak_memory_gib": gib}
+
+    cells = [
+        cell("gla", 1024, 10.0, 1.0), cell("gated_deltanet", 1024, 8.0, 2.0),
+        cell("phase2_small", 1024, 40.0, 4.0), cell("phase1_small", 1024, 4.0, 1.0),
+        cell("gla", 8192, 30.0, 3.0), cell("gated_deltanet", 8192, 0.0, 0.0, status="OOM"),
+        cell("phase2_small", 8192, 60.0, 1.5),
+    ]
+    ratios = {(r["row"], r["seq_len"]): r for r in bench.peer_ratios(cells, [1024, 8192])}
+    assert ratios[("phase2_small", 1024)] == pytest.approx(
+        {"row": "phase2_small", "seq_len": 1024, "peer": "gated_deltanet", "time_ratio": 5.0, "memory_ratio": 2.0})
+    assert ratios[("phase1_small", 1024)]["time_ratio"] == pytest.approx(0.5)
+    assert ratios[("phase2_small", 8192)]["peer"] == "gla"  # the failed peer is not a reference
+    assert ratios[("phase2_small", 8192)]["time_ratio"] == pytest.approx(2.0)
+    assert set(ratios) == {("phase2_small", 1024), ("phase1_small", 1024), ("phase2_small", 8192)}
