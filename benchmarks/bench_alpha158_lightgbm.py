@@ -9,9 +9,10 @@ walk-forward runs read different column sets of it:
 * ``kizashi``: every default-family column (406 on this config);
 * ``both``: all of them.
 
-Per set and horizon: RankIC, ICIR and t of the daily test RankIC (each run's ``daily.parquet``),
-then the paired t of the daily RankIC differences (``kizashi - alpha158``, ``both - kizashi``,
-``both - alpha158``) over the test days all runs share. The runs are resumable (every fitted
+Per set and horizon: RankIC, ICIR and t of the daily test RankIC (each run's ``daily.parquet``,
+``kizashi.evaluation.metrics.summarize_ic``), then the paired differences of the daily RankIC
+(``both - kizashi``, ``both - alpha158``, ``kizashi - alpha158``) on the runs' common test
+days, simple and Newey-West t, as ``kizashi runs compare`` computes them. The runs are resumable (every fitted
 fold is kept in the run directory; a second invocation reuses them).
 
     .venv/bin/python benchmarks/bench_alpha158_lightgbm.py                 # horizon 1 (default)
@@ -27,14 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import polars as pl
 
 from kizashi.config import EvaluateConfig, load_job_config
 from kizashi.datasets.store import read_metadata
+from kizashi.evaluation.compare import compare_runs
+from kizashi.evaluation.metrics import summarize_ic
 from kizashi.evaluation.run_dir import DAILY
 from kizashi.jobs.common import ensure_dataset
 from kizashi.jobs.evaluate import run_walk_forward
@@ -45,7 +48,6 @@ log = logging.getLogger("bench_alpha158_lightgbm")
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "evaluate" / "sp500_lightgbm.yaml"
 SETS = ("alpha158", "kizashi", "both")
-PAIRS = (("kizashi", "alpha158"), ("both", "kizashi"), ("both", "alpha158"))
 
 
 def evaluate_config(args: argparse.Namespace, features: list[str] | None, out: Path) -> EvaluateConfig:
@@ -58,15 +60,6 @@ def evaluate_config(args: argparse.Namespace, features: list[str] | None, out: P
         "output": {"dir": str(out)},
     }
     return load_job_config(CONFIG, EvaluateConfig, overrides)
-
-
-def paired_t(a: pl.DataFrame, b: pl.DataFrame) -> tuple[float, float, int]:
-    """(mean difference, t, days) of ``a.rank_ic - b.rank_ic`` over the dates both have."""
-    joined = a.join(b, on="date", suffix="_b").filter(pl.col("rank_ic").is_finite() & pl.col("rank_ic_b").is_finite())
-    diff = (joined["rank_ic"] - joined["rank_ic_b"]).to_numpy()
-    if len(diff) < 2 or diff.std(ddof=1) == 0:
-        return math.nan, math.nan, len(diff)
-    return float(diff.mean()), float(diff.mean() / diff.std(ddof=1) * math.sqrt(len(diff))), len(diff)
 
 
 def main() -> None:
@@ -86,30 +79,33 @@ def main() -> None:
     chosen = {"alpha158": alpha, "kizashi": native, "both": list(columns)}
     log.info("dataset %s: %d alpha158 + %d kizashi columns", dataset_dir, len(alpha), len(native))
 
-    daily: dict[str, pl.DataFrame] = {}
+    runs = {}
     for name in args.sets:
-        out = args.work / f"run_{name}"
-        run_walk_forward(evaluate_config(args, chosen[name], out), out_dir=out, resume=True)
-        daily[name] = pl.read_parquet(out / DAILY)
+        runs[name] = args.work / f"run_{name}"
+        run_walk_forward(evaluate_config(args, chosen[name], runs[name]), out_dir=runs[name], resume=True)
 
-    figures: dict[str, object] = {"sets": {}, "pairs": {}}
+    figures: dict[str, dict[str, Any]] = {"sets": {}, "pairs": {}}
     lines = ["set | features | horizon | RankIC | ICIR | t | test days", "--- | ---: | ---: | ---: | ---: | ---: | ---:"]
-    for name in args.sets:
+    for name, run in runs.items():
+        daily = pl.read_parquet(run / DAILY)
         for h in args.horizons:
-            d = daily[name].filter(pl.col("horizon") == h)["rank_ic"].drop_nans().drop_nulls().to_numpy()
-            mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
-            row = {"features": len(chosen[name]), "rank_ic": mean, "icir": mean / sd,
-                   "t": mean / sd * math.sqrt(len(d)), "days": len(d)}
-            figures["sets"][f"{name} {h}d"] = row
-            lines.append(f"{name} | {row['features']} | {h}d | {mean:+.4f} | {row['icir']:+.3f} | {row['t']:+.2f} | {len(d)}")
-    lines += ["", "difference | horizon | mean daily RankIC difference | paired t | days", "--- | ---: | ---: | ---: | ---:"]
-    for a, b in PAIRS:
-        if a not in daily or b not in daily:
+            ic = summarize_ic(daily.filter(pl.col("horizon") == h)["rank_ic"])
+            figures["sets"][f"{name} {h}d"] = {"features": len(chosen[name]), **ic}
+            lines.append(f"{name} | {len(chosen[name])} | {h}d | {ic['mean']:+.4f} | {ic['ir']:+.3f} | "
+                         f"{ic['tstat']:+.2f} | {ic['n']}")
+    lines += ["", "difference | horizon | mean daily RankIC difference | paired t | Newey-West t | days",
+              "--- | ---: | ---: | ---: | ---: | ---:"]
+    # every pair of runs, the earlier one first: both - kizashi, both - alpha158, kizashi - alpha158
+    ordered = [name for name in reversed(SETS) if name in runs]
+    comparison = compare_runs([runs[name] for name in ordered])
+    names = {run.label: name for run, name in zip(comparison.runs, ordered, strict=True)}
+    for pair in comparison.pairs:
+        if pair.metric != "rank_ic":
             continue
-        for h in args.horizons:
-            mean, t, n = paired_t(daily[a].filter(pl.col("horizon") == h), daily[b].filter(pl.col("horizon") == h))
-            figures["pairs"][f"{a} - {b} {h}d"] = {"mean": mean, "t": t, "days": n}
-            lines.append(f"{a} - {b} | {h}d | {mean:+.4f} | {t:+.2f} | {n}")
+        a, b = names[pair.run_a], names[pair.run_b]
+        figures["pairs"][f"{a} - {b} {pair.horizon}d"] = asdict(pair)
+        lines.append(f"{a} - {b} | {pair.horizon}d | {pair.mean_diff:+.4f} | {pair.t_stat:+.2f} | "
+                     f"{pair.nw_t_stat:+.2f} | {pair.n_common_days}")
     log.info("LightGBM on the S&P 500 folds by feature set:\n%s", "\n".join(lines))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=1))
