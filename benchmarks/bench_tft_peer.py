@@ -21,7 +21,7 @@ Per row: training throughput (stock-days per second of the training part of an e
 data loading included, the fastest epoch), every epoch's seconds, peak GPU memory
 (``torch.cuda.max_memory_allocated`` over the fit), and the test RankIC (mean over test days
 of the Spearman correlation of prediction and the next session's return, one function for
-every row), its ICIR and t. Then the ratios against ``tft`` measured in this run.
+every row: ``kizashi.evaluation.metrics``), its ICIR and t. Then the ratios against ``tft`` measured in this run.
 
 How the TFT sees the data: the row of session ``s`` holds the features of ``s`` and, as
 its target, the rank target of session ``s - 1`` (the return from ``s - 1`` to ``s``, known at
@@ -61,6 +61,7 @@ from kizashi.config import TrainConfig, load_job_config
 from kizashi.datasets import DayPanelCache
 from kizashi.datasets.day_panel import fold_day_indices
 from kizashi.datasets.store import read_metadata
+from kizashi.evaluation.metrics import daily_ic, summarize_ic
 from kizashi.jobs.common import ensure_dataset, job_folds
 from kizashi.jobs.train import run_training
 from kizashi.splits import Fold
@@ -156,29 +157,16 @@ def train_config(args: argparse.Namespace, *, gat: bool, out: Path) -> TrainConf
 
 
 def daily_rank_ic(predictions: pl.DataFrame, cache: DayPanelCache) -> tuple[float, float, float, int]:
-    """(mean, ICIR, t, days) of the per-day Spearman correlation between ``prediction`` and the
-    cache's 1-day forward return, over the days with at least 10 stocks with both.
+    """(mean, ICIR, t, days) of the daily RankIC (``kizashi.evaluation.metrics.daily_ic``: the
+    per-day Spearman correlation of ``prediction`` and the cache's 1-day forward return).
 
     ``predictions``: columns ``day`` (cache day index), ``code_index``, ``prediction``."""
-    h = cache.horizons.index(1)
-    day = predictions["day"].to_numpy()
-    code = predictions["code_index"].to_numpy()
-    target = np.asarray(cache.targets[day, code, h], dtype=np.float64)
-    frame = pl.DataFrame({"day": day, "prediction": predictions["prediction"].to_numpy(), "target": target})
-    frame = frame.filter(pl.col("prediction").is_finite() & pl.col("target").is_finite())
-    daily = (
-        frame.group_by("day")
-        .agg(
-            pl.corr(pl.col("prediction").rank(), pl.col("target").rank()).alias("rank_ic"),
-            pl.len().alias("n"),
-        )
-        .filter((pl.col("n") >= 10) & pl.col("rank_ic").is_finite())
-    )
-    ic = daily["rank_ic"].to_numpy()
-    if len(ic) < 2:
-        return math.nan, math.nan, math.nan, len(ic)
-    mean, sd = float(ic.mean()), float(ic.std(ddof=1))
-    return mean, mean / sd, mean / sd * math.sqrt(len(ic)), len(ic)
+    day, code = predictions["day"].to_numpy(), predictions["code_index"].to_numpy()
+    target = np.asarray(cache.targets[day, code, cache.horizons.index(1)], dtype=np.float64)
+    frame = predictions.select("day", "prediction").with_columns(pl.Series("target", target))
+    ic = summarize_ic(daily_ic(frame, by=("day",))["rank_ic"])
+    mean, ir, tstat = (math.nan if ic[key] is None else ic[key] for key in ("mean", "ir", "tstat"))
+    return mean, ir, tstat, ic["n"]
 
 
 def finish(row: Row, clock: EpochClock, cache: DayPanelCache, predictions: pl.DataFrame, wall_seconds: float) -> Row:
@@ -235,7 +223,7 @@ def tft_frame(cache: DayPanelCache, first: int, last: int, window: int):
     lo = max(first - window, 1)
     sessions = np.arange(lo, last + 1)
     alive = np.asarray(cache.alive[lo : last + 1])
-    ranks = cache.target_ranks if cache.target_ranks is not None else None
+    ranks = cache.target_ranks
     if ranks is None:
         raise SystemExit(f"{cache}: the dataset has no target_rank_1d (build with rank targets)")
     label = np.asarray(ranks[lo - 1 : last, :, h], dtype=np.float32) - 0.5  # [S, N] target of s - 1
