@@ -130,6 +130,8 @@ class Phase2Config(_BKConfig):
 
     # BK-Core backend
     use_triton_bk: bool = True
+    # fast-weight memory and SNR moving averages: "auto" (Triton on CUDA where available) vs "torch"
+    use_triton_memory: bool = True
     # non-Hermitian potential a = v - i Gamma
     non_hermitian: bool = True
     base_decay: float = 0.01  # Gamma's floor; also the memory's decay without non_hermitian
@@ -173,7 +175,7 @@ class Phase2Config(_BKConfig):
         super().validate()
         _check_positive_int(self, "head_dim", "resonance_modes", "chunk_size")
         _check_bool(self, "non_hermitian", "adaptive_decay", "hebbian_enabled", "snr_enabled",
-                    "resonance_enabled", "use_zeta_init", "zeta_embedding_trainable")
+                    "resonance_enabled", "use_zeta_init", "zeta_embedding_trainable", "use_triton_memory")
         decay = self.base_decay
         if isinstance(decay, bool) or not isinstance(decay, int | float) or decay < 0:
             raise ValueError(f"base_decay must be a non-negative number, got {self.base_decay!r}")

@@ -239,20 +239,21 @@ def _prepare(a: Tensor, b: Tensor, c: Tensor, z: Tensor | complex | float):
     return a_f, b_f, c_f, z_f, batch_shape, n
 
 
-def resolve_backend(backend: str, a: Tensor) -> str:
+def resolve_backend(backend: str, a: Tensor, caller: str = "bk_core") -> str:
     """``"torch"`` or ``"triton"`` for ``backend`` (``auto``: Triton for CUDA tensors when
-    it imports); refuses an unknown name, and Triton without CUDA tensors or without Triton."""
+    it imports); refuses an unknown name, and Triton without CUDA tensors or without Triton
+    (errors name ``caller``)."""
     if backend == "torch":
         return "torch"
     if backend == "triton":
         if not a.is_cuda and not _triton_interpreter():
-            raise ValueError("bk_core: backend='triton' needs CUDA tensors")
+            raise ValueError(f"{caller}: backend='triton' needs CUDA tensors")
         if a.is_cuda and not triton_available():
-            raise RuntimeError("bk_core: backend='triton' but Triton does not import here")
+            raise RuntimeError(f"{caller}: backend='triton' but Triton does not import here")
         return "triton"
     if backend == "auto":
         return "triton" if a.is_cuda and triton_available() else "torch"
-    raise ValueError(f"bk_core: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    raise ValueError(f"{caller}: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
 
 
 def _triton_interpreter() -> bool:

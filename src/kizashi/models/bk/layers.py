@@ -147,7 +147,8 @@ def _causal_resolvent_scan(alpha: Tensor, coupling: Tensor, chunk: int) -> Tenso
 
 
 def chunked_fast_weight(
-    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, rate: Tensor, chunk_size: int = 64
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, rate: Tensor, chunk_size: int = 64,
+    backend: Backend = "torch",
 ) -> tuple[Tensor, Tensor]:
     """Causal fast-weight memory with a per-step scalar decay, in chunks.
 
@@ -158,7 +159,16 @@ def chunked_fast_weight(
     ``o_t`` depends on steps ``<= t`` only. Within a chunk the decay between steps ``s <= t``
     is ``exp(L_t - L_s)`` of the cumulative log decay (masked above the diagonal before the
     ``exp``, so nothing overflows); chunks are linked by the carried state.
+
+    ``backend``: ``"torch"`` the PyTorch code below (a Python loop over the ``N / chunk_size``
+    chunks), ``"triton"`` the kernels of :mod:`kizashi.models.bk.triton_fast_weight` (CUDA
+    tensors; chunks of their own fixed length, ``chunk_size`` unused; float32 or float64
+    out), ``"auto"`` Triton for CUDA tensors when it imports, else torch.
     """
+    if resolve_backend(backend, q, "chunked_fast_weight") == "triton":
+        from kizashi.models.bk.triton_fast_weight import fast_weight_scan
+
+        return fast_weight_scan(q, k * rate.unsqueeze(-1), v, log_decay)
     batch, heads, n, dk = k.shape
     dv = v.shape[-1]
     n_chunks = -(-n // chunk_size)
@@ -188,14 +198,15 @@ def chunked_fast_weight(
     return out, state
 
 
-def decayed_average(x: Tensor, decay: float, chunk_size: int = 64) -> Tensor:
+def decayed_average(x: Tensor, decay: float, chunk_size: int = 64, backend: Backend = "torch") -> Tensor:
     """Causal exponential moving average ``y_t = decay * y_{t-1} + (1 - decay) * x_t``
-    (``y_{-1} = 0``) over axis 2 of ``x [B, H, N, F]`` -> ``[B, H, N, F]``."""
+    (``y_{-1} = 0``) over axis 2 of ``x [B, H, N, F]`` -> ``[B, H, N, F]``: the fast-weight
+    recurrence with ``q = k = 1`` (``backend`` as in :func:`chunked_fast_weight`)."""
     batch, heads, n, _ = x.shape
     ones = x.new_ones(batch, heads, n, 1)
     log_decay = x.new_full((batch, heads, n), math.log(decay))
     rate = x.new_full((batch, heads, n), 1.0 - decay)
-    out, _ = chunked_fast_weight(ones, ones, x, log_decay, rate, chunk_size)
+    out, _ = chunked_fast_weight(ones, ones, x, log_decay, rate, chunk_size, backend)
     return out
 
 

@@ -22,8 +22,9 @@ Components
   ``M_t [d, d]``, ``M_t = exp(-Gamma'_t dt) M_{t-1} + eta'_t dt v_t k_t^T`` and the readout
   ``o_t = M_t q_t`` (``q, k`` unit vectors). The decay is the potential's ``Gamma`` when
   ``non_hermitian`` (the same dissipation fades the memory), else ``base_decay``.
-  Computed by :func:`~.layers.chunked_fast_weight` (chunks of ``chunk_size``): causal,
-  O(N) time and memory, never an ``N x N`` matrix.
+  Computed by :func:`~.layers.chunked_fast_weight` (chunks of ``chunk_size``; on CUDA the
+  Triton kernels of :mod:`~.triton_fast_weight` unless ``use_triton_memory: false``):
+  causal, O(N) time and memory, never an ``N x N`` matrix.
 * **SNR memory filter** (``snr_enabled``): per head and step, causal moving averages
   (decay ``snr_ema_decay``) of the written values give a signal ``mean_c(mu^2)`` and a noise
   ``mean_c(E[v^2] - mu^2)``; ``SNR = signal / noise``. The soft gate
@@ -77,8 +78,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kizashi.models.bk.config import PHASE2_PRESETS, Phase1Config, Phase2Config
-from kizashi.models.bk.layers import BKMixer, FeedForward, chunked_fast_weight, decayed_average
-from kizashi.models.bk.phase1 import BKLanguageModel, init_feed_forward, linear_spectral_shifts, residual_std
+from kizashi.models.bk.layers import (
+    Backend,
+    BKMixer,
+    FeedForward,
+    chunked_fast_weight,
+    decayed_average,
+)
+from kizashi.models.bk.phase1 import (
+    BKLanguageModel,
+    init_feed_forward,
+    linear_spectral_shifts,
+    residual_std,
+)
 from kizashi.models.bk.zeta import zeta_frequencies, zeta_mode_basis, zeta_spectral_shifts
 from kizashi.models.registry import register_model
 
@@ -127,13 +139,14 @@ class SNRMemoryFilter(nn.Module):
     causal (moving averages over steps ``<= t``)."""
 
     def __init__(self, threshold: float, gamma_boost: float, eta_boost: float, ema_decay: float,
-                 chunk_size: int) -> None:
+                 chunk_size: int, backend: Backend = "torch") -> None:
         super().__init__()
         self.threshold, self.gamma_boost, self.eta_boost = threshold, gamma_boost, eta_boost
-        self.ema_decay, self.chunk_size = ema_decay, chunk_size
+        self.ema_decay, self.chunk_size, self.backend = ema_decay, chunk_size, backend
 
     def forward(self, v: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        moments = decayed_average(torch.cat([v, v * v], dim=-1), self.ema_decay, self.chunk_size)
+        moments = decayed_average(torch.cat([v, v * v], dim=-1), self.ema_decay, self.chunk_size,
+                                  self.backend)
         mean, second = moments.chunk(2, dim=-1)
         signal = (mean * mean).mean(-1)
         noise = (second - mean * mean).clamp_min(0.0).mean(-1) + SNR_EPS
@@ -174,6 +187,7 @@ class HebbianMemory(nn.Module):
         heads, width = config.num_heads, config.num_heads * config.head_dim
         self.num_heads, self.head_dim = heads, config.head_dim
         self.eta, self.dt, self.chunk_size = config.hebbian_eta, config.hebbian_dt, config.chunk_size
+        self.backend: Backend = "auto" if config.use_triton_memory else "torch"
         self.query = nn.Linear(config.d_model, width, bias=False)
         self.key = nn.Linear(config.d_model, width, bias=False)
         self.value = nn.Linear(config.d_model, width, bias=False)
@@ -184,7 +198,7 @@ class HebbianMemory(nn.Module):
         nn.init.normal_(self.out.weight, std=residual_std(config.init_std, config.n_layers))
         nn.init.zeros_(self.out.bias)
         self.snr = (SNRMemoryFilter(config.snr_threshold, config.snr_gamma_boost, config.snr_eta_boost,
-                                    config.snr_ema_decay, config.chunk_size)
+                                    config.snr_ema_decay, config.chunk_size, self.backend)
                     if config.snr_enabled else None)
         self.resonance = (MemoryResonance(heads, config.head_dim, config.resonance_modes,
                                           config.resonance_energy_threshold, config.resonance_temperature,
@@ -205,7 +219,8 @@ class HebbianMemory(nn.Module):
         if self.snr is not None:
             decay, eta, snr = self.snr(v, decay, eta)
             diagnostics["snr"] = snr
-        readout, state = chunked_fast_weight(q, k, v, -decay * self.dt, eta * self.dt, self.chunk_size)
+        readout, state = chunked_fast_weight(q, k, v, -decay * self.dt, eta * self.dt, self.chunk_size,
+                                             self.backend)
         if self.resonance is not None:
             readout, energy, gain = self.resonance(readout)
             diagnostics["resonance_energy"], diagnostics["resonance_gain"] = energy, gain

@@ -1,0 +1,300 @@
+"""Triton kernels of the causal fast-weight recurrence with a per-step scalar decay (CUDA, or
+Triton's CPU interpreter; imported lazily by :func:`kizashi.models.bk.layers.chunked_fast_weight`).
+
+Per sequence (``bh`` = batch x head), keys and queries ``[N, dk]``, values ``[N, dv]``, log
+decays ``g [N]`` (``<= 0``)::
+
+    S_t = exp(g_t) S_{t-1} + k_t v_t^T      (S_{-1} = 0, S_t [dk, dv])
+    o_t = S_t^T q_t                          (o [N, dv])
+
+(the layout of :func:`~kizashi.models.bk.layers.chunked_fast_weight` is ``M = S^T``; its
+learning rate is folded into ``k`` before the call). The sequence is cut into chunks of
+``BT`` steps; ``G`` is the cumulative log decay *within* a chunk (inclusive), ``G_end`` its
+last value, ``S_c`` the state entering chunk ``c``. Then, for ``t`` in chunk ``c``::
+
+    o_t     = exp(G_t) S_c^T q_t + sum_{s <= t in c} exp(G_t - G_s) (q_t . k_s) v_s
+    S_{c+1} = exp(G_end) S_c + L_c,   L_c = sum_{s in c} exp(G_end - G_s) k_s v_s^T
+
+Every exponent is ``<= 0`` (the causal mask is applied before the ``exp``): nothing
+overflows, whatever the decay. Forward, three kernels:
+
+1. ``_chunk_state_kernel`` (grid ``[chunks, bh]``): ``L_c`` and ``a_c = exp(G_end)`` of
+   every chunk, in parallel, into slot ``c + 1`` of a ``[bh, NC + 1, dk, dv]`` buffer;
+2. ``_state_scan_kernel`` (grid ``[bh, state blocks]``): ``S_{c+1} = a_c S_c + L_c``,
+   elementwise over the ``dk x dv`` entries, in place (slot ``c`` ends as ``S_c``, slot
+   ``NC`` as the final state). It takes ``SCAN_CHUNKS`` chunks per step: one load, an
+   associative scan of the affine maps ``S -> a S + L`` in registers, one store, so the
+   sequential loop has ``NC / SCAN_CHUNKS`` steps;
+3. ``_chunk_output_kernel`` (grid ``[chunks, bh]``): ``o`` of every chunk, in parallel.
+
+Backward, with ``dS_c`` the gradient of the loss w.r.t. the state *leaving* chunk ``c``:
+``dS_{c-1} = exp(G_end) dS_c + sum_{t in c} exp(G_t) q_t do_t^T`` is the same pair of
+kernels 1 and 2 run backwards (queries for keys, ``do`` for values, weights ``exp(G_t)``,
+slot ``NC`` the gradient of the final state),
+then ``_chunk_backward_kernel`` (grid ``[chunks, bh]``) gives, with the masked decay
+matrix ``D_ts = exp(G_t - G_s)`` (``s <= t``), ``A = (q k^T) * D`` and
+``dA = (do v^T) * D``::
+
+    dq = dA k + exp(G) * (do S_c^T)
+    dk = dA^T q + exp(G_end - G) * (v dS_c^T)
+    dv = A^T do + exp(G_end - G) * (k dS_c)
+    dG_t = q_t . dq_t - k_t . dk_t   (+ exp(G_end) <S_c, dS_c> + sum_s k_s . (exp(G_end - G_s) dS_c v_s)
+                                      at the chunk's last step)
+    dg  = reverse cumulative sum of dG within the chunk.
+
+Work: O(N BT (dk + dv)) in the chunk kernels, O(N dk dv / BT) in the scans; memory: the chunk
+states ``[bh, N / BT, dk, dv]`` are kept for the backward. Inputs of any floating dtype;
+the kernels compute in float32 (float64 when an input is float64, the precision of the
+interpreter tests), the dot products in IEEE precision (no TF32).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+CHUNK = 64  # steps per chunk (BT); a power of two >= 16; the results do not depend on it
+SCAN_BLOCK = 128  # state entries per program of the scan kernel
+SCAN_CHUNKS = 16  # chunks per step of the scan kernel (one load, a scan in registers, one store)
+
+
+@triton.jit
+def _chunk_cumsum(g_ptr, bh, c, N, BT: tl.constexpr):
+    """``(G [BT], G_end, rows [BT], valid [BT])`` of chunk ``c``; padded steps have g = 0."""
+    rows = c * BT + tl.arange(0, BT)
+    valid = rows < N
+    g = tl.load(g_ptr + bh * N + rows, mask=valid, other=0.0)
+    return tl.cumsum(g, 0), tl.sum(g, 0), rows, valid
+
+
+@triton.jit
+def _load_rows(ptr, bh, rows, valid, N, D, BD: tl.constexpr):
+    """``[BT, BD]`` tile of the rows ``rows`` of sequence ``bh`` of a ``[bh, N, D]`` tensor."""
+    cols = tl.arange(0, BD)
+    mask = valid[:, None] & (cols[None, :] < D)
+    return tl.load(ptr + (bh * N + rows[:, None]) * D + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, value, bh, rows, valid, N, D, BD: tl.constexpr):
+    cols = tl.arange(0, BD)
+    mask = valid[:, None] & (cols[None, :] < D)
+    tl.store(ptr + (bh * N + rows[:, None]) * D + cols[None, :], value, mask=mask)
+
+
+@triton.jit
+def _load_state(ptr, bh, slot, NC, DK, DV, BK: tl.constexpr, BV: tl.constexpr):
+    """``[BK, BV]`` tile of state ``slot`` of sequence ``bh`` in ``[bh, NC + 1, DK, DV]``."""
+    ik = tl.arange(0, BK)
+    iv = tl.arange(0, BV)
+    offsets = ((bh * (NC + 1) + slot) * DK + ik[:, None]) * DV + iv[None, :]
+    return tl.load(ptr + offsets, mask=(ik[:, None] < DK) & (iv[None, :] < DV), other=0.0)
+
+
+@triton.jit
+def _chunk_state_kernel(x_ptr, y_ptr, g_ptr, state_ptr, decay_ptr, N, NC, DX, DY,
+                        BT: tl.constexpr, BX: tl.constexpr, BY: tl.constexpr,
+                        FROM_START: tl.constexpr, PRECISION: tl.constexpr):
+    """Slot ``c + 1`` (forward) or ``c`` (``FROM_START``, backward) of ``state [bh, NC + 1,
+    DX, DY]`` <- ``(x * w)^T y`` over chunk ``c``, and ``decay[bh, c] = exp(G_end)``; weights
+    ``w = exp(G_end - G)`` (forward) or ``exp(G)`` (backward)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    G, G_end, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
+    if FROM_START:
+        weight = tl.exp(G)
+        slot = c
+    else:
+        weight = tl.exp(G_end - G)
+        slot = c + 1
+    x = _load_rows(x_ptr, bh, rows, valid, N, DX, BX) * weight[:, None]
+    y = _load_rows(y_ptr, bh, rows, valid, N, DY, BY)
+    state = tl.dot(tl.trans(x), y, input_precision=PRECISION)  # [BX, BY]
+    ix = tl.arange(0, BX)
+    iy = tl.arange(0, BY)
+    offsets = ((bh * (NC + 1) + slot) * DX + ix[:, None]) * DY + iy[None, :]
+    tl.store(state_ptr + offsets, state, mask=(ix[:, None] < DX) & (iy[None, :] < DY))
+    tl.store(decay_ptr + bh * NC + c, tl.exp(G_end))
+
+
+@triton.jit
+def _linear_combine(a1, x1, a2, x2):
+    """Composition of ``S -> a1 S + x1`` then ``S -> a2 S + x2``."""
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _state_scan_kernel(state_ptr, decay_ptr, NC, SIZE, BLOCK: tl.constexpr, CB: tl.constexpr,
+                       REVERSE: tl.constexpr):
+    """In place over ``state [bh, NC + 1, SIZE]``: forward, slot ``c + 1`` <- ``decay[c] *
+    slot c + slot c + 1`` for ``c = 0 .. NC-1``; ``REVERSE``, slot ``c`` <- ``decay[c] * slot
+    c + 1 + slot c`` for ``c = NC-1 .. 0``. ``CB`` chunks at a time: one load of their local
+    states, an associative scan of the affine maps in registers, one store."""
+    bh = tl.program_id(0).to(tl.int64)
+    offsets = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < SIZE
+    base = state_ptr + bh * (NC + 1) * SIZE
+    if REVERSE:
+        carried = tl.load(base + NC * SIZE + offsets, mask=mask, other=0.0)
+    else:
+        carried = tl.load(base + offsets, mask=mask, other=0.0)
+    last = (tl.arange(0, CB) == CB - 1)[:, None]
+    for tile in range(tl.cdiv(NC, CB)):
+        order = tile * CB + tl.arange(0, CB)  # position in the scan
+        live = order < NC
+        if REVERSE:
+            chunk = NC - 1 - order
+            slot = chunk
+        else:
+            chunk = order
+            slot = chunk + 1
+        decay = tl.load(decay_ptr + bh * NC + chunk, mask=live, other=1.0)
+        pointers = base + slot[:, None] * SIZE + offsets[None, :]
+        tile_mask = live[:, None] & mask[None, :]
+        local = tl.load(pointers, mask=tile_mask, other=0.0)  # [CB, BLOCK]
+        decays = decay[:, None] + tl.zeros_like(local)
+        factor, shift = tl.associative_scan((decays, local), 0, _linear_combine)
+        states = factor * carried[None, :] + shift
+        tl.store(pointers, states, mask=tile_mask)
+        carried = tl.sum(tl.where(last, states, 0.0), 0)
+
+
+@triton.jit
+def _decay_matrix(G, BT: tl.constexpr):
+    """``D [BT, BT]``: ``exp(G_t - G_s)`` for ``s <= t``, else 0 (masked before the exp)."""
+    index = tl.arange(0, BT)
+    causal = index[:, None] >= index[None, :]
+    return tl.exp(tl.where(causal, G[:, None] - G[None, :], float("-inf")))
+
+
+@triton.jit
+def _chunk_output_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, o_ptr, N, NC, DK, DV,
+                         BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                         PRECISION: tl.constexpr):
+    """``o`` of chunk ``c``: the intra-chunk part plus the entering state's readout."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    G, _, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
+    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
+    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
+    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
+    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
+    scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * _decay_matrix(G, BT)
+    out = tl.dot(scores, v, input_precision=PRECISION)
+    out += tl.exp(G)[:, None] * tl.dot(q, entering, input_precision=PRECISION)
+    _store_rows(o_ptr, out, bh, rows, valid, N, DV, BV)
+
+
+@triton.jit
+def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do_ptr,
+                           dq_ptr, dk_ptr, dv_ptr, dg_ptr, N, NC, DK, DV,
+                           BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    """``dq, dk, dv, dg`` of chunk ``c`` from its inputs, the state entering it and the
+    gradient w.r.t. the state leaving it (formulas in the module docstring)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    G, G_end, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
+    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
+    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
+    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
+    do = _load_rows(do_ptr, bh, rows, valid, N, DV, BV)
+    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
+    dleaving = _load_state(dstate_ptr, bh, c + 1, NC, DK, DV, BK, BV)  # dS_c [BK, BV]
+    decay = _decay_matrix(G, BT)
+    scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay  # A [BT, BT]
+    dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay  # dA [BT, BT]
+    from_start = tl.exp(G)
+    to_end = tl.exp(G_end - G)
+    dq = tl.dot(dscores, k, input_precision=PRECISION)
+    dq += from_start[:, None] * tl.dot(do, tl.trans(entering), input_precision=PRECISION)
+    dk_state = to_end[:, None] * tl.dot(v, tl.trans(dleaving), input_precision=PRECISION)
+    dk = tl.dot(tl.trans(dscores), q, input_precision=PRECISION) + dk_state
+    dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
+    dv += to_end[:, None] * tl.dot(k, dleaving, input_precision=PRECISION)
+    dG = tl.sum(q * dq, 1) - tl.sum(k * dk, 1)
+    end_term = tl.exp(G_end) * tl.sum(tl.sum(entering * dleaving, 1), 0) + tl.sum(tl.sum(k * dk_state, 1), 0)
+    last = tl.arange(0, BT) == BT - 1
+    dG += tl.where(last, end_term, 0.0)
+    dg = tl.cumsum(dG, 0, reverse=True)
+    _store_rows(dq_ptr, dq, bh, rows, valid, N, DK, BK)
+    _store_rows(dk_ptr, dk, bh, rows, valid, N, DK, BK)
+    _store_rows(dv_ptr, dv, bh, rows, valid, N, DV, BV)
+    tl.store(dg_ptr + bh * N + rows, dg, mask=valid)
+
+
+def _block(width: int) -> int:
+    """Tile width of a feature axis: a power of two, at least 16 (``tl.dot``'s minimum)."""
+    return max(16, triton.next_power_of_2(width))
+
+
+def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward: bool) -> Tensor:
+    """Kernels 1 + 2: ``[bh, NC + 1, DX, DY]``. Forward: slot ``c`` is the state entering
+    chunk ``c`` (slot 0 = ``boundary``, slot ``NC`` the final state). ``backward``: slot
+    ``c`` is the gradient w.r.t. the state entering chunk ``c`` (slot ``NC`` = ``boundary``,
+    the gradient of the final state)."""
+    bh, n, dx = x.shape
+    dy = y.shape[-1]
+    nc = triton.cdiv(n, CHUNK)
+    states = torch.empty(bh, nc + 1, dx, dy, device=x.device, dtype=x.dtype)
+    states[:, nc if backward else 0] = boundary
+    decays = torch.empty(bh, nc, device=x.device, dtype=x.dtype)
+    _chunk_state_kernel[(nc, bh)](x, y, g, states, decays, n, nc, dx, dy, BT=CHUNK, BX=_block(dx),
+                                  BY=_block(dy), FROM_START=backward, PRECISION="ieee")
+    size = dx * dy
+    block = min(SCAN_BLOCK, max(16, triton.next_power_of_2(size)))
+    _state_scan_kernel[(bh, triton.cdiv(size, block))](states, decays, nc, size, BLOCK=block,
+                                                       CB=SCAN_CHUNKS, REVERSE=backward)
+    return states
+
+
+class FastWeightScan(torch.autograd.Function):
+    """``(q [BH, N, dk], k [BH, N, dk], v [BH, N, dv], g [BH, N])`` (contiguous, one floating
+    dtype) -> ``(o [BH, N, dv], S_N [BH, dk, dv])``; differentiable in all four inputs."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        bh, n, dk = q.shape
+        dv = v.shape[-1]
+        states = _chunk_states(k, v, g, q.new_zeros(bh, dk, dv), backward=False)
+        out = torch.empty_like(v)
+        nc = states.shape[1] - 1
+        _chunk_output_kernel[(nc, bh)](q, k, v, g, states, out, n, nc, dk, dv, BT=CHUNK,
+                                       BK=_block(dk), BV=_block(dv), PRECISION="ieee")
+        ctx.save_for_backward(q, k, v, g, states)
+        return out, states[:, nc].clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None, grad_final: Tensor | None):
+        q, k, v, g, states = ctx.saved_tensors
+        bh, n, dk = q.shape
+        dv = v.shape[-1]
+        grad_out = torch.zeros_like(v) if grad_out is None else grad_out.to(v.dtype).contiguous()
+        initial = q.new_zeros(bh, dk, dv) if grad_final is None else grad_final.to(q.dtype).contiguous()
+        dstates = _chunk_states(q, grad_out, g, initial, backward=True)
+        dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dg = torch.empty_like(g)
+        nc = states.shape[1] - 1
+        _chunk_backward_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dq, dk_, dv_, dg,
+                                         n, nc, dk, dv, BT=CHUNK, BK=_block(dk), BV=_block(dv),
+                                         PRECISION="ieee")
+        return dq, dk_, dv_, dg
+
+
+def fast_weight_scan(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor) -> tuple[Tensor, Tensor]:
+    """``q, k [B, H, N, dk]``, ``v [B, H, N, dv]``, ``log_decay [B, H, N]`` -> ``o [B, H, N,
+    dv]`` and the final state ``M [B, H, dv, dk]`` of ``M_t = exp(log_decay_t) M_{t-1} +
+    v_t k_t^T``, ``o_t = M_t q_t`` (Triton; CUDA tensors or the interpreter). Computes in
+    float64 when an input is float64, else float32; returns that dtype."""
+    batch, heads, n, dk = q.shape
+    dv = v.shape[-1]
+    dtype = torch.float64 if torch.float64 in (q.dtype, k.dtype, v.dtype, log_decay.dtype) else torch.float32
+
+    def flat(t: Tensor, width: int | None) -> Tensor:
+        shape = (batch * heads, n) if width is None else (batch * heads, n, width)
+        return t.to(dtype).reshape(shape).contiguous()
+
+    out, final = FastWeightScan.apply(flat(q, dk), flat(k, dk), flat(v, dv), flat(log_decay, None))
+    return out.reshape(batch, heads, n, dv), final.reshape(batch, heads, dk, dv).transpose(-1, -2)

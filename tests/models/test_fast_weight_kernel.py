@@ -1,0 +1,189 @@
+"""The Triton kernels of the fast-weight memory (:mod:`kizashi.models.bk.triton_fast_weight`)
+against the PyTorch chunked code and a step-by-step loop: values, gradients of every input
+(and of the final state), strong and zero decays, the SNR moving averages and a Phase-2 model.
+
+The ``interpreter`` tests run the kernels in float64 on Triton's CPU interpreter; they need
+``TRITON_INTERPRET=1`` before Triton is imported, so ``make test`` runs them in a
+subprocess (tests/models/test_triton_kernels_on_cpu.py). The ``gpu`` tests run the compiled
+kernels in float32 and bf16 against a float64 reference: ``pytest -m gpu`` on the
+accelerator machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kizashi.models.bk.config import Phase2Config
+from kizashi.models.bk.layers import chunked_fast_weight, decayed_average
+from kizashi.models.bk.phase2 import BKPhase2LM
+
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRETER, reason="Triton interpreter (TRITON_INTERPRET=1)")
+F64 = torch.float64
+
+
+def random_inputs(shape, dk, dv, dtype=F64, device="cpu", seed=0, decay_scale=3.0):
+    """``q, k [B, H, N, dk]``, ``v [B, H, N, dv]``, ``log_decay <= 0`` and ``rate > 0``
+    ``[B, H, N]``."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*shape, dk, generator=g, dtype=F64)
+    k = torch.randn(*shape, dk, generator=g, dtype=F64)
+    v = torch.randn(*shape, dv, generator=g, dtype=F64)
+    log_decay = -decay_scale * torch.rand(*shape, generator=g, dtype=F64)
+    rate = 0.1 + torch.rand(*shape, generator=g, dtype=F64)
+    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v, log_decay, rate))
+
+
+def outputs_and_gradients(inputs, backend, chunk_size=16, weight_seed=1):
+    """``[o, M, dq, dk, dv, dlog_decay, drate]`` of ``sum(o * w) + sum(M * w')``."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out, state = chunked_fast_weight(*leaves, chunk_size=chunk_size, backend=backend)
+    g = torch.Generator().manual_seed(weight_seed)
+    w_out = torch.randn(out.shape, generator=g, dtype=F64).to(out)
+    w_state = torch.randn(state.shape, generator=g, dtype=F64).to(state)
+    ((out * w_out).sum() + (state * w_state).sum()).backward()
+    return [out.detach(), state.detach()] + [t.grad for t in leaves]
+
+
+def max_rel_err(got, want):
+    """Largest absolute difference over the largest magnitude of the reference (a zero
+    reference gradient is compared on the scale of 1)."""
+    scale = max(want.abs().max().item(), 1.0) if want.numel() else 1.0
+    return (got.to(want.dtype) - want).abs().max().item() / scale
+
+
+# --------------------------------------------------------------------------------------
+# Triton interpreter (CPU, float64)
+# --------------------------------------------------------------------------------------
+
+
+@interpreter_only
+@pytest.mark.parametrize("shape,dk,dv,chunk", [
+    ((2, 3, 1), 1, 1, 64),      # one step
+    ((1, 2, 50), 37, 32, 64),   # one partial chunk, dk not a power of two
+    ((2, 1, 100), 5, 7, 16),    # several chunks, a partial last one
+    ((1, 2, 100), 1, 20, 16),   # dk = 1: the shape of the SNR filter's moving averages
+    ((1, 1, 16), 32, 32, 16),   # exactly one chunk
+])
+def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chunk):
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "CHUNK", chunk)
+    monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 4)  # several scan steps, a partial last one
+    inputs = random_inputs(shape, dk, dv, seed=dk + dv)
+    got = outputs_and_gradients(inputs, "triton")
+    want = outputs_and_gradients(inputs, "torch")
+    names = ["o", "state", "dq", "dk", "dv", "dlog_decay", "drate"]
+    errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
+    assert max(errors.values()) < 1e-12, errors
+
+
+@interpreter_only
+def test_gradcheck_in_the_interpreter(monkeypatch):
+    """``torch.autograd.gradcheck`` of the kernels' autograd function itself (float64,
+    chunks of 16 over N = 20, so two chunks and a scan step), final state included."""
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
+    monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 2)
+    q, k, v, log_decay, _ = random_inputs((1, 20), 2, 2, seed=5)
+    leaves = [t.contiguous().requires_grad_(True) for t in (q, k, v, log_decay)]
+    assert torch.autograd.gradcheck(triton_fast_weight.FastWeightScan.apply, leaves, atol=1e-8)
+
+
+@interpreter_only
+@pytest.mark.parametrize("decay_scale", [0.0, 200.0])
+def test_no_decay_and_strong_decay_in_the_interpreter(monkeypatch, decay_scale):
+    """``log_decay = 0`` (a plain running sum) and down to ``-200`` per step (every
+    ``exp`` underflows): finite, and equal to the PyTorch code."""
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
+    inputs = random_inputs((1, 2, 70), 4, 6, seed=7, decay_scale=decay_scale)
+    got = outputs_and_gradients(inputs, "triton")
+    want = outputs_and_gradients(inputs, "torch")
+    assert all(torch.isfinite(t).all() for t in got)
+    assert max(max_rel_err(a, b) for a, b in zip(got, want)) < 1e-12
+
+
+@interpreter_only
+def test_moving_average_and_phase2_model_in_the_interpreter(monkeypatch):
+    """``decayed_average`` through the kernels equals a step loop; a small Phase-2 model (SNR
+    filter and memory on the kernels) gives the logits and every parameter gradient of the
+    PyTorch path."""
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
+    x = torch.randn(2, 2, 40, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    average, running = decayed_average(x, 0.8, backend="triton"), torch.zeros(2, 2, 3, dtype=F64)
+    for t in range(40):
+        running = 0.8 * running + 0.2 * x[:, :, t]
+        assert torch.allclose(average[:, :, t], running, atol=1e-12)
+
+    config = Phase2Config(vocab_size=17, d_model=32, n_layers=2, num_heads=2, head_dim=16,
+                          resonance_modes=4, dropout=0.0, chunk_size=8, use_triton_bk=False)
+    torch.manual_seed(0)
+    model = BKPhase2LM(config)  # the memory computes in float32 (HebbianMemory casts to it)
+    ids = torch.randint(0, 17, (2, 45), generator=torch.Generator().manual_seed(3))
+    results = {}
+    for backend in ("triton", "torch"):
+        for block in model.blocks:
+            block.memory.backend = backend
+            block.memory.snr.backend = backend
+        model.zero_grad()
+        logits = model(ids)
+        logits.square().mean().backward()
+        results[backend] = [logits.detach()] + [p.grad.clone() for p in model.parameters()]
+    assert max(max_rel_err(a, b) for a, b in zip(results["triton"], results["torch"])) < 1e-5
+
+
+# --------------------------------------------------------------------------------------
+# CUDA (compiled kernels)
+# --------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("n", [1, 63, 4096, 65536])
+def test_kernels_on_the_gpu_against_float64(dtype, tolerance, n):
+    """float32 / bf16 inputs on CUDA against the PyTorch code in float64 (same inputs,
+    rounded to ``dtype`` first): outputs and every gradient, relative to their scale. The
+    kernels compute in float32 either way; bf16 inputs get their gradients back in bf16."""
+    inputs = random_inputs((2, 4, n), 32, 32, dtype=dtype, device="cuda", seed=n)
+    got = outputs_and_gradients(inputs, "triton", weight_seed=n)
+    want = outputs_and_gradients([t.double() for t in inputs], "torch", chunk_size=64, weight_seed=n)
+    names = ["o", "state", "dq", "dk", "dv", "dlog_decay", "drate"]
+    errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
+    assert max(errors.values()) < tolerance, errors
+    assert got[0].dtype == torch.float32
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_phase2_small_on_the_gpu_kernels_match_torch():
+    """Phase 2 small (the preset), 2 x 2048 tokens under bf16 autocast: the loss and the
+    gradients with the memory on the kernels equal those of the PyTorch memory."""
+    config = Phase2Config(vocab_size=65, d_model=256, n_layers=4, head_dim=32, dropout=0.0)
+    torch.manual_seed(0)
+    model = BKPhase2LM(config).cuda()
+    ids = torch.randint(0, 65, (2, 2049), device="cuda")
+    results = {}
+    for backend in ("triton", "torch"):
+        for block in model.blocks:
+            block.memory.backend = backend
+            block.memory.snr.backend = backend
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        results[backend] = (loss.item(), [p.grad.float().clone() for p in model.parameters()])
+    assert abs(results["triton"][0] - results["torch"][0]) < 1e-4
+    errors = [max_rel_err(a, b) for a, b in zip(results["triton"][1], results["torch"][1])]
+    assert max(errors) < 2e-2, max(errors)
