@@ -457,6 +457,22 @@ def test_diagnostics_keys_and_shapes(switches):
         assert torch.equal(model.eval()(ids), model(ids, return_diagnostics=True)[0])
 
 
+@pytest.mark.parametrize("model_cls,config", [(BKPhase1LM, Phase1Config(**TINY_PHASE1)),
+                                              (BKPhase2LM, Phase2Config(**TINY_PHASE2))])
+def test_blocks_skip_diagnostics_unless_asked(model_cls, config):
+    """Training calls ``model(ids)``: every block then returns an empty diagnostics dict (no
+    norms computed), with the same hidden states as when they are asked for."""
+    torch.manual_seed(0)
+    model = model_cls(config).eval()
+    h = model.embed_tokens(text_batch(batch=2, length=13))
+    with torch.no_grad():
+        for block in model.blocks:
+            plain, none = block(h, return_diagnostics=False)
+            asked, some = block(h, return_diagnostics=True)
+            assert none == {} and some and torch.equal(plain, asked)
+            h = plain
+
+
 def saved_tensor_bytes(model: torch.nn.Module, n: int) -> int:
     """Bytes autograd saves for backward in one forward + backward on ``n`` tokens (batch 1)."""
     ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(0))

@@ -68,10 +68,12 @@ def max_rel_err(got, want):
     ((1, 2, 100), 1, 20, 16),   # dk = 1: the shape of the SNR filter's moving averages
     ((1, 1, 16), 32, 32, 16),   # exactly one chunk
 ])
-def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chunk):
+@pytest.mark.parametrize("split", [False, True], ids=["fused-backward", "split-backward"])
+def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chunk, split):
     from kizashi.models.bk import triton_fast_weight
 
     monkeypatch.setattr(triton_fast_weight, "CHUNK", chunk)
+    monkeypatch.setattr(triton_fast_weight, "SPLIT_BACKWARD", split)
     monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 4)  # several scan steps, a partial last one
     inputs = random_inputs(shape, dk, dv, seed=dk + dv)
     got = outputs_and_gradients(inputs, "triton")
@@ -82,16 +84,41 @@ def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chun
 
 
 @interpreter_only
-def test_gradcheck_in_the_interpreter(monkeypatch):
+@pytest.mark.parametrize("split", [False, True], ids=["fused-backward", "split-backward"])
+def test_gradcheck_in_the_interpreter(monkeypatch, split):
     """``torch.autograd.gradcheck`` of the kernels' autograd function itself (float64,
     chunks of 16 over N = 20, so two chunks and a scan step), final state included."""
     from kizashi.models.bk import triton_fast_weight
 
     monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
     monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 2)
+    monkeypatch.setattr(triton_fast_weight, "SPLIT_BACKWARD", split)
     q, k, v, log_decay, _ = random_inputs((1, 20), 2, 2, seed=5)
     leaves = [t.contiguous().requires_grad_(True) for t in (q, k, v, log_decay)]
-    assert torch.autograd.gradcheck(triton_fast_weight.FastWeightScan.apply, leaves, atol=1e-8)
+
+    def scan(*tensors):
+        return triton_fast_weight.FastWeightScan.apply(*tensors, "ieee")
+
+    assert torch.autograd.gradcheck(scan, leaves, atol=1e-8)
+
+
+def test_dot_precision_follows_pytorchs_float32_matmul_setting():
+    """TF32 dots only for float32 on CUDA where PyTorch would use TF32 itself (the float32
+    matmul precision "high" / "medium", or autocast); float64 and CPU tensors stay IEEE."""
+    pytest.importorskip("triton")
+    from kizashi.models.bk.triton_fast_weight import dot_precision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert dot_precision(torch.float32, cuda) == "ieee"
+        torch.set_float32_matmul_precision("high")
+        assert dot_precision(torch.float32, cuda) == "tf32"
+        assert dot_precision(torch.float64, cuda) == "ieee"
+        assert dot_precision(torch.float32, cpu) == "ieee"
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 @interpreter_only
@@ -151,10 +178,16 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @needs_cuda
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("n", [1, 63, 4096, 65536])
-def test_kernels_on_the_gpu_against_float64(dtype, tolerance, n):
+@pytest.mark.parametrize("split", [False, True], ids=["fused-backward", "split-backward"])
+def test_kernels_on_the_gpu_against_float64(monkeypatch, dtype, tolerance, n, split):
     """float32 / bf16 inputs on CUDA against the PyTorch code in float64 (same inputs,
     rounded to ``dtype`` first): outputs and every gradient, relative to their scale. The
-    kernels compute in float32 either way; bf16 inputs get their gradients back in bf16."""
+    kernels compute in float32 either way (IEEE dots: the float32 matmul precision is
+    "highest"); bf16 inputs get their gradients back in bf16."""
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "SPLIT_BACKWARD", split)
+    assert torch.get_float32_matmul_precision() == "highest"
     inputs = random_inputs((2, 4, n), 32, 32, dtype=dtype, device="cuda", seed=n)
     got = outputs_and_gradients(inputs, "triton", weight_seed=n)
     want = outputs_and_gradients([t.double() for t in inputs], "torch", chunk_size=64, weight_seed=n)
@@ -162,6 +195,26 @@ def test_kernels_on_the_gpu_against_float64(dtype, tolerance, n):
     errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
     assert max(errors.values()) < tolerance, errors
     assert got[0].dtype == torch.float32
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("n", [63, 65536])
+def test_tf32_dots_on_the_gpu_against_float64(n):
+    """float32 inputs with ``torch.set_float32_matmul_precision("high")`` (TF32 dots in
+    every kernel) against float64: TF32 keeps 10 mantissa bits (relative rounding 5e-4 per
+    operand), so outputs and gradients are checked to 5e-3 of their scale."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        inputs = random_inputs((2, 4, n), 32, 32, dtype=torch.float32, device="cuda", seed=n)
+        got = outputs_and_gradients(inputs, "triton", weight_seed=n)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    want = outputs_and_gradients([t.double() for t in inputs], "torch", chunk_size=64, weight_seed=n)
+    names = ["o", "state", "dq", "dk", "dv", "dlog_decay", "drate"]
+    errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
+    assert max(errors.values()) < 5e-3, errors
 
 
 @pytest.mark.gpu

@@ -196,3 +196,22 @@ def test_transformer_lm_baseline_is_causal_and_passes_the_audit():
     phase2 = create_model("bk_phase2", "small", vocab_size=65)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert 0.8 < count(small) / count(phase2) < 1.2  # comparable sizes for the wall-time comparison
+
+
+def test_lm_optimizer_is_adamw_over_every_parameter_fused_only_on_cuda():
+    """configure_optimizers: AdamW covering every trainable parameter; the fused
+    implementation only when the parameters are CUDA tensors (on CPU, PyTorch's default)."""
+    import torch
+
+    from kizashi.models.optim import check_optimizer_coverage
+    from kizashi.training.lm_module import LMModule
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 5))
+    optimizer = LMModule(model, lr=1e-3, weight_decay=0.1, warmup_steps=1, total_steps=10) \
+        .configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults["fused"]
+    check_optimizer_coverage(model, optimizer)
+    if torch.cuda.is_available():
+        model.cuda()
+        fused = LMModule(model, 1e-3, 0.1, 1, 10).configure_optimizers()["optimizer"]
+        assert fused.defaults["fused"] is True

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from kizashi.models.optim import param_groups
+from kizashi.models.optim import adamw, param_groups
 from kizashi.training.schedules import WarmupCosine, per_step
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class LMModule(L.LightningModule):
         self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=batch.shape[0], sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(param_groups(self.model, self.weight_decay, self.lr), lr=self.lr)
+        optimizer = adamw(param_groups(self.model, self.weight_decay, self.lr), lr=self.lr)
         return per_step(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule))
 
 

@@ -33,5 +33,5 @@ class BKSequenceEncoder(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         for block in self.blocks:
-            h, _ = block(h)
+            h, _ = block(h, return_diagnostics=False)
         return self.norm(h)

@@ -70,11 +70,12 @@ class Phase1Block(nn.Module):
         init_feed_forward(self.ffn, config.init_std, out_std)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(x [B, N, D], diagnostics)``; the dict is empty unless ``return_diagnostics``."""
         mixed, _, g = self.bk(self.bk_norm(x))
         x = x + mixed
         x = x + self.drop(self.ffn(self.ffn_norm(x)))
-        return x, {"resolvent_abs": g.detach().abs()}
+        return x, ({"resolvent_abs": g.detach().abs()} if return_diagnostics else {})
 
 
 def init_feed_forward(ffn: FeedForward, init_std: float, out_std: float) -> None:
@@ -89,7 +90,8 @@ class BKLanguageModel(PretrainedMixin, nn.Module):
     optional position module) -> the blocks -> LayerNorm -> ``lm_head`` -> ``logits [B, N, V]``.
 
     ``make_position()`` -> a module with ``position(n) -> [N, D]`` or None; ``make_blocks()``
-    -> the blocks, each ``block(h) -> (h, diagnostics dict)``. Both are called in this order
+    -> the blocks, each ``block(h, return_diagnostics) -> (h, diagnostics dict)`` (an empty
+    dict when not asked for: training does not pay for them). Both are called in this order
     after the embedding is built, so initialization draws random numbers in a fixed order."""
 
     def __init__(self, config: Any, make_blocks: Callable[[], list[nn.Module]],
@@ -121,14 +123,15 @@ class BKLanguageModel(PretrainedMixin, nn.Module):
         norm); with ``return_diagnostics`` also the per-layer diagnostics."""
         diagnostics = []
         for block in self.blocks:
-            h, layer = block(h)
+            h, layer = block(h, return_diagnostics)
             diagnostics.append(layer)
         return (h, diagnostics) if return_diagnostics else h
 
     def forward(self, ids: Tensor, return_diagnostics: bool = False) -> Any:
         """``ids [B, N]`` (int64) -> ``logits [B, N, V]``; with ``return_diagnostics`` a pair
         ``(logits, [one dict per layer])``."""
-        h, diagnostics = self.encode(self.embed_tokens(ids), return_diagnostics=True)
+        h, diagnostics = self.encode(self.embed_tokens(ids), return_diagnostics=True) if return_diagnostics \
+            else (self.encode(self.embed_tokens(ids)), None)
         logits = self.lm_head(self.final_norm(h))
         return (logits, diagnostics) if return_diagnostics else logits
 

@@ -209,7 +209,8 @@ class HebbianMemory(nn.Module):
         batch, n, _ = projected.shape
         return projected.float().view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: Tensor, decay: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, decay: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(out [B, N, D], diagnostics)``; the dict is empty unless ``return_diagnostics``."""
         batch, n, _ = x.shape
         q = F.normalize(self._heads(self.query(x)), dim=-1)  # [B, H, N, d]
         k = F.normalize(self._heads(self.key(x)), dim=-1)
@@ -224,8 +225,11 @@ class HebbianMemory(nn.Module):
         if self.resonance is not None:
             readout, energy, gain = self.resonance(readout)
             diagnostics["resonance_energy"], diagnostics["resonance_gain"] = energy, gain
-        diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=readout.norm(dim=-1),
-                           memory_norm=state.flatten(-2).norm(dim=-1))
+        if return_diagnostics:
+            diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=readout.norm(dim=-1),
+                               memory_norm=state.flatten(-2).norm(dim=-1))
+        else:
+            diagnostics.clear()
         merged = readout.transpose(1, 2).reshape(batch, n, self.num_heads * self.head_dim)
         return self.drop(self.out(merged.to(x.dtype))), diagnostics
 
@@ -259,15 +263,18 @@ class Phase2Block(nn.Module):
         init_feed_forward(self.ffn, config.init_std, out_std)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(x [B, N, D], diagnostics)``; the dict is empty unless ``return_diagnostics``."""
         mixed, gamma, g = self.bk(self.bk_norm(x))
         x = x + mixed
-        diagnostics = {"resolvent_abs": g.abs()}
-        if self.non_hermitian:
-            diagnostics["decay_rate"] = gamma
+        diagnostics: dict[str, Tensor] = {}
+        if return_diagnostics:
+            diagnostics["resolvent_abs"] = g.detach().abs()
+            if self.non_hermitian:
+                diagnostics["decay_rate"] = gamma
         if self.memory is not None:
             memory_decay = gamma if self.non_hermitian else torch.full_like(gamma, self.base_decay)
-            recalled, memory_diagnostics = self.memory(self.memory_norm(x), memory_decay)
+            recalled, memory_diagnostics = self.memory(self.memory_norm(x), memory_decay, return_diagnostics)
             x = x + recalled
             diagnostics.update(memory_diagnostics)
         x = x + self.drop(self.ffn(self.ffn_norm(x)))

@@ -42,10 +42,17 @@ matrix ``D_ts = exp(G_t - G_s)`` (``s <= t``), ``A = (q k^T) * D`` and
                                       at the chunk's last step)
     dg  = reverse cumulative sum of dG within the chunk.
 
+``SPLIT_BACKWARD`` runs that kernel as two (``dq`` and the ``q . dq`` half of ``dG``; then
+``dk``, ``dv`` and ``dg``), which halves the tiles each program holds at the price of
+computing ``dA`` twice.
+
 Work: O(N BT (dk + dv)) in the chunk kernels, O(N dk dv / BT) in the scans; memory: the chunk
 states ``[bh, N / BT, dk, dv]`` are kept for the backward. Inputs of any floating dtype;
 the kernels compute in float32 (float64 when an input is float64, the precision of the
-interpreter tests), the dot products in IEEE precision (no TF32).
+interpreter tests). The dot products of float32 inputs follow what PyTorch does with a
+float32 matmul in the same context (:func:`dot_precision`): TF32 tensor cores under CUDA
+autocast or with ``torch.set_float32_matmul_precision("high" | "medium")``, IEEE float32
+otherwise; float64 is always IEEE.
 """
 
 from __future__ import annotations
@@ -58,6 +65,9 @@ from torch import Tensor
 CHUNK = 64  # steps per chunk (BT); a power of two >= 16; the results do not depend on it
 SCAN_BLOCK = 128  # state entries per program of the scan kernel
 SCAN_CHUNKS = 16  # chunks per step of the scan kernel (one load, a scan in registers, one store)
+CHUNK_WARPS = 4  # warps per program of the chunk-state and output kernels
+BACKWARD_WARPS = 4  # warps per program of the backward chunk kernel(s)
+SPLIT_BACKWARD = False  # the backward chunk kernel as two kernels (see the module docstring)
 
 
 @triton.jit
@@ -225,12 +235,77 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do
     tl.store(dg_ptr + bh * N + rows, dg, mask=valid)
 
 
+@triton.jit
+def _chunk_backward_dq_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, do_ptr, dq_ptr, dgq_ptr,
+                              N, NC, DK, DV, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                              PRECISION: tl.constexpr):
+    """First half of the split backward: ``dq`` of chunk ``c`` and ``q_t . dq_t`` into
+    ``dgq [bh, N]``."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    G, _, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
+    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
+    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
+    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
+    do = _load_rows(do_ptr, bh, rows, valid, N, DV, BV)
+    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
+    dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * _decay_matrix(G, BT)
+    dq = tl.dot(dscores, k, input_precision=PRECISION)
+    dq += tl.exp(G)[:, None] * tl.dot(do, tl.trans(entering), input_precision=PRECISION)
+    _store_rows(dq_ptr, dq, bh, rows, valid, N, DK, BK)
+    tl.store(dgq_ptr + bh * N + rows, tl.sum(q * dq, 1), mask=valid)
+
+
+@triton.jit
+def _chunk_backward_dkv_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do_ptr,
+                               dk_ptr, dv_ptr, dg_ptr, N, NC, DK, DV, BT: tl.constexpr,
+                               BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
+    """Second half of the split backward: ``dk, dv`` of chunk ``c`` and ``dg``; ``dg_ptr``
+    holds ``q_t . dq_t`` on entry (from the first half) and ``dg`` on exit."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    G, G_end, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
+    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
+    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
+    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
+    do = _load_rows(do_ptr, bh, rows, valid, N, DV, BV)
+    dleaving = _load_state(dstate_ptr, bh, c + 1, NC, DK, DV, BK, BV)  # dS_c [BK, BV]
+    decay = _decay_matrix(G, BT)
+    to_end = tl.exp(G_end - G)
+    dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay  # dA [BT, BT]
+    dk_state = to_end[:, None] * tl.dot(v, tl.trans(dleaving), input_precision=PRECISION)
+    dk = tl.dot(tl.trans(dscores), q, input_precision=PRECISION) + dk_state
+    scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay  # A [BT, BT]
+    dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
+    dv += to_end[:, None] * tl.dot(k, dleaving, input_precision=PRECISION)
+    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
+    end_term = tl.exp(G_end) * tl.sum(tl.sum(entering * dleaving, 1), 0) + tl.sum(tl.sum(k * dk_state, 1), 0)
+    dG = tl.load(dg_ptr + bh * N + rows, mask=valid, other=0.0) - tl.sum(k * dk, 1)
+    dG += tl.where(tl.arange(0, BT) == BT - 1, end_term, 0.0)
+    _store_rows(dk_ptr, dk, bh, rows, valid, N, DK, BK)
+    _store_rows(dv_ptr, dv, bh, rows, valid, N, DV, BV)
+    tl.store(dg_ptr + bh * N + rows, tl.cumsum(dG, 0, reverse=True), mask=valid)
+
+
+def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """``input_precision`` of the kernels' ``tl.dot`` for inputs computed in ``dtype``:
+    ``"tf32"`` for float32 on CUDA under autocast or with float32 matmul precision "high" /
+    "medium" (where PyTorch itself would not compute a float32 matmul in full precision),
+    else ``"ieee"``."""
+    if dtype != torch.float32 or device.type != "cuda":
+        return "ieee"
+    if torch.is_autocast_enabled("cuda") or torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
 def _block(width: int) -> int:
     """Tile width of a feature axis: a power of two, at least 16 (``tl.dot``'s minimum)."""
     return max(16, triton.next_power_of_2(width))
 
 
-def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward: bool) -> Tensor:
+def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward: bool,
+                  precision: str) -> Tensor:
     """Kernels 1 + 2: ``[bh, NC + 1, DX, DY]``. Forward: slot ``c`` is the state entering
     chunk ``c`` (slot 0 = ``boundary``, slot ``NC`` the final state). ``backward``: slot
     ``c`` is the gradient w.r.t. the state entering chunk ``c`` (slot ``NC`` = ``boundary``,
@@ -242,7 +317,8 @@ def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward
     states[:, nc if backward else 0] = boundary
     decays = torch.empty(bh, nc, device=x.device, dtype=x.dtype)
     _chunk_state_kernel[(nc, bh)](x, y, g, states, decays, n, nc, dx, dy, BT=CHUNK, BX=_block(dx),
-                                  BY=_block(dy), FROM_START=backward, PRECISION="ieee")
+                                  BY=_block(dy), FROM_START=backward, PRECISION=precision,
+                                  num_warps=CHUNK_WARPS)
     size = dx * dy
     block = min(SCAN_BLOCK, max(16, triton.next_power_of_2(size)))
     _state_scan_kernel[(bh, triton.cdiv(size, block))](states, decays, nc, size, BLOCK=block,
@@ -251,19 +327,22 @@ def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward
 
 
 class FastWeightScan(torch.autograd.Function):
-    """``(q [BH, N, dk], k [BH, N, dk], v [BH, N, dv], g [BH, N])`` (contiguous, one floating
-    dtype) -> ``(o [BH, N, dv], S_N [BH, dk, dv])``; differentiable in all four inputs."""
+    """``(q [BH, N, dk], k [BH, N, dk], v [BH, N, dv], g [BH, N], precision)`` (contiguous,
+    one floating dtype; ``precision`` the dots' ``"ieee"`` or ``"tf32"``) -> ``(o [BH, N, dv],
+    S_N [BH, dk, dv])``; differentiable in the four tensors."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, g: Tensor, precision: str) -> tuple[Tensor, Tensor]:
         bh, n, dk = q.shape
         dv = v.shape[-1]
-        states = _chunk_states(k, v, g, q.new_zeros(bh, dk, dv), backward=False)
+        states = _chunk_states(k, v, g, q.new_zeros(bh, dk, dv), backward=False, precision=precision)
         out = torch.empty_like(v)
         nc = states.shape[1] - 1
         _chunk_output_kernel[(nc, bh)](q, k, v, g, states, out, n, nc, dk, dv, BT=CHUNK,
-                                       BK=_block(dk), BV=_block(dv), PRECISION="ieee")
+                                       BK=_block(dk), BV=_block(dv), PRECISION=precision,
+                                       num_warps=CHUNK_WARPS)
         ctx.save_for_backward(q, k, v, g, states)
+        ctx.precision = precision
         return out, states[:, nc].clone()
 
     @staticmethod
@@ -273,21 +352,28 @@ class FastWeightScan(torch.autograd.Function):
         dv = v.shape[-1]
         grad_out = torch.zeros_like(v) if grad_out is None else grad_out.to(v.dtype).contiguous()
         initial = q.new_zeros(bh, dk, dv) if grad_final is None else grad_final.to(q.dtype).contiguous()
-        dstates = _chunk_states(q, grad_out, g, initial, backward=True)
+        precision = ctx.precision
+        dstates = _chunk_states(q, grad_out, g, initial, backward=True, precision=precision)
         dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dg = torch.empty_like(g)
         nc = states.shape[1] - 1
-        _chunk_backward_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dq, dk_, dv_, dg,
-                                         n, nc, dk, dv, BT=CHUNK, BK=_block(dk), BV=_block(dv),
-                                         PRECISION="ieee")
-        return dq, dk_, dv_, dg
+        blocks = dict(BT=CHUNK, BK=_block(dk), BV=_block(dv), PRECISION=precision, num_warps=BACKWARD_WARPS)
+        if SPLIT_BACKWARD:
+            _chunk_backward_dq_kernel[(nc, bh)](q, k, v, g, states, grad_out, dq, dg, n, nc, dk, dv, **blocks)
+            _chunk_backward_dkv_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dk_, dv_, dg,
+                                                 n, nc, dk, dv, **blocks)
+        else:
+            _chunk_backward_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dq, dk_, dv_, dg,
+                                             n, nc, dk, dv, **blocks)
+        return dq, dk_, dv_, dg, None
 
 
 def fast_weight_scan(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor) -> tuple[Tensor, Tensor]:
     """``q, k [B, H, N, dk]``, ``v [B, H, N, dv]``, ``log_decay [B, H, N]`` -> ``o [B, H, N,
     dv]`` and the final state ``M [B, H, dv, dk]`` of ``M_t = exp(log_decay_t) M_{t-1} +
     v_t k_t^T``, ``o_t = M_t q_t`` (Triton; CUDA tensors or the interpreter). Computes in
-    float64 when an input is float64, else float32; returns that dtype."""
+    float64 when an input is float64, else float32 (dots as :func:`dot_precision` says);
+    returns that dtype."""
     batch, heads, n, dk = q.shape
     dv = v.shape[-1]
     dtype = torch.float64 if torch.float64 in (q.dtype, k.dtype, v.dtype, log_decay.dtype) else torch.float32
@@ -296,5 +382,6 @@ def fast_weight_scan(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor) -> tupl
         shape = (batch * heads, n) if width is None else (batch * heads, n, width)
         return t.to(dtype).reshape(shape).contiguous()
 
-    out, final = FastWeightScan.apply(flat(q, dk), flat(k, dk), flat(v, dv), flat(log_decay, None))
+    out, final = FastWeightScan.apply(flat(q, dk), flat(k, dk), flat(v, dv), flat(log_decay, None),
+                                      dot_precision(dtype, q.device))
     return out.reshape(batch, heads, n, dv), final.reshape(batch, heads, dk, dv).transpose(-1, -2)
