@@ -6,15 +6,15 @@ against PyTorch and flash-linear-attention's ``chunk_simple_gla`` (CUDA).
 The recurrence is ``S_t = exp(g_t) S_{t-1} + k_t v_t^T``, ``o_t = S_t^T q_t`` with a scalar
 log decay ``g`` per head and step, which is also what fla's ``chunk_simple_gla`` computes (with
 ``scale=1``). Per shape ``(B, H, N, dk, dv)`` it prints one row per kernel setting of
-:mod:`kizashi.models.bk.triton_fast_weight` (fused or split backward, warps per program,
-IEEE or TF32 dots), the PyTorch chunked code (``chunked_fast_weight(backend="torch")``) and
-fla: milliseconds of the forward and of forward + backward (median of CUDA-event timings),
-and the bandwidth the bytes a kernel must move imply, as a share of a 1 GiB device copy
-measured at the start of the same run. Minimal bytes per step and head: forward reads q, k,
-v, g and writes o (``2 dk + 2 dv + 1`` elements); forward + backward adds reading q, k, v,
-g, do and writing dq, dk, dv, dg (``4 dk + 3 dv + 2``). The fla rows use bf16 q, k, v (its
-usual input) and float32 g; the kizashi rows float32 (what Phase 2 passes). fla's backward
-is reported as unavailable where fla refuses to run it (Triton 3.4 - 3.7.0 on Hopper).
+:mod:`kizashi.models.bk.triton_fast_weight` (warps per program, IEEE or TF32 dots), the
+PyTorch chunked code (``chunked_fast_weight(backend="torch")``) and fla: milliseconds of the
+forward and of forward + backward (median of CUDA-event timings), and the bandwidth the bytes
+a kernel must move imply, as a share of a 1 GiB device copy measured at the start of the same
+run. Minimal bytes per step and head: forward reads q, k, v, g and writes o (``2 dk + 2 dv +
+1`` elements); forward + backward adds reading q, k, v, g, do and writing dq, dk, dv, dg
+(``4 dk + 3 dv + 2``). The fla rows use bf16 q, k, v (its usual input) and float32 g; the
+kizashi rows float32 (what Phase 2 passes). fla's backward is reported as unavailable where
+fla refuses to run it (Triton 3.4 - 3.7.0 on Hopper).
 
 Shapes: Phase 2 small's memory at 64k tokens (1, 8, 65536, 32, 32), its SNR moving
 averages (1, 8, 65536, 1, 64; q = k = 1) and Phase 2 base's memory (1, 8, 65536, 64, 64).
@@ -45,17 +45,15 @@ SHAPES: dict[str, tuple[int, int, int, int, int]] = {  # name -> (B, H, N, dk, d
 class Setting:
     """One configuration of the kizashi kernels."""
 
-    split_backward: bool
     warps: int
     precision: str  # "ieee" | "tf32"
 
     @property
     def name(self) -> str:
-        return f"kizashi {'split' if self.split_backward else 'fused'} bwd, {self.warps} warps, {self.precision}"
+        return f"kizashi, {self.warps} warps, {self.precision}"
 
 
-SETTINGS = [Setting(split, warps, precision) for precision in ("ieee", "tf32")
-            for split in (False, True) for warps in (4, 8)]
+SETTINGS = [Setting(warps, precision) for precision in ("ieee", "tf32") for warps in (4, 8)]
 
 
 def forward_bytes(bh: int, n: int, dk: int, dv: int, element: int = 4, g_element: int = 4) -> int:
@@ -102,7 +100,7 @@ def kizashi_calls(inputs: dict[str, torch.Tensor], setting: Setting) -> tuple[Ca
     weight = inputs["w"].reshape(b * h, n, dv)
 
     def configure() -> None:
-        tfw.SPLIT_BACKWARD, tfw.BACKWARD_WARPS, tfw.CHUNK_WARPS = setting.split_backward, setting.warps, setting.warps
+        tfw.BACKWARD_WARPS = tfw.CHUNK_WARPS = setting.warps
 
     def forward() -> None:
         configure()

@@ -68,12 +68,10 @@ def max_rel_err(got, want):
     ((1, 2, 100), 1, 20, 16),   # dk = 1: the shape of the SNR filter's moving averages
     ((1, 1, 16), 32, 32, 16),   # exactly one chunk
 ])
-@pytest.mark.parametrize("split", [False, True], ids=["fused-backward", "split-backward"])
-def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chunk, split):
+def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chunk):
     from kizashi.models.bk import triton_fast_weight
 
     monkeypatch.setattr(triton_fast_weight, "CHUNK", chunk)
-    monkeypatch.setattr(triton_fast_weight, "SPLIT_BACKWARD", split)
     monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 4)  # several scan steps, a partial last one
     inputs = random_inputs(shape, dk, dv, seed=dk + dv)
     got = outputs_and_gradients(inputs, "triton")
@@ -84,15 +82,13 @@ def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chun
 
 
 @interpreter_only
-@pytest.mark.parametrize("split", [False, True], ids=["fused-backward", "split-backward"])
-def test_gradcheck_in_the_interpreter(monkeypatch, split):
+def test_gradcheck_in_the_interpreter(monkeypatch):
     """``torch.autograd.gradcheck`` of the kernels' autograd function itself (float64,
     chunks of 16 over N = 20, so two chunks and a scan step), final state included."""
     from kizashi.models.bk import triton_fast_weight
 
     monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
     monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 2)
-    monkeypatch.setattr(triton_fast_weight, "SPLIT_BACKWARD", split)
     q, k, v, log_decay, _ = random_inputs((1, 20), 2, 2, seed=5)
     leaves = [t.contiguous().requires_grad_(True) for t in (q, k, v, log_decay)]
 
@@ -178,15 +174,11 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @needs_cuda
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("n", [1, 63, 4096, 65536])
-@pytest.mark.parametrize("split", [False, True], ids=["fused-backward", "split-backward"])
-def test_kernels_on_the_gpu_against_float64(monkeypatch, dtype, tolerance, n, split):
+def test_kernels_on_the_gpu_against_float64(dtype, tolerance, n):
     """float32 / bf16 inputs on CUDA against the PyTorch code in float64 (same inputs,
     rounded to ``dtype`` first): outputs and every gradient, relative to their scale. The
     kernels compute in float32 either way (IEEE dots: the float32 matmul precision is
     "highest"); bf16 inputs get their gradients back in bf16."""
-    from kizashi.models.bk import triton_fast_weight
-
-    monkeypatch.setattr(triton_fast_weight, "SPLIT_BACKWARD", split)
     assert torch.get_float32_matmul_precision() == "highest"
     inputs = random_inputs((2, 4, n), 32, 32, dtype=dtype, device="cuda", seed=n)
     got = outputs_and_gradients(inputs, "triton", weight_seed=n)

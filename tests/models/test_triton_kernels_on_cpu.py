@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_TESTS = ["tests/models/test_bk_core.py", "tests/models/test_fast_weight_kernel.py"]
-EXPECTED_AT_LEAST = 17  # 2 resolvent + 15 fast-weight interpreter tests
+EXPECTED_AT_LEAST = 11  # 2 resolvent + 9 fast-weight interpreter tests
 
 
 def test_triton_kernels_pass_in_the_interpreter():

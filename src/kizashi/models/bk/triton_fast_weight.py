@@ -42,10 +42,6 @@ matrix ``D_ts = exp(G_t - G_s)`` (``s <= t``), ``A = (q k^T) * D`` and
                                       at the chunk's last step)
     dg  = reverse cumulative sum of dG within the chunk.
 
-``SPLIT_BACKWARD`` runs that kernel as two (``dq`` and the ``q . dq`` half of ``dG``; then
-``dk``, ``dv`` and ``dg``), which halves the tiles each program holds at the price of
-computing ``dA`` twice.
-
 Work: O(N BT (dk + dv)) in the chunk kernels, O(N dk dv / BT) in the scans; memory: the chunk
 states ``[bh, N / BT, dk, dv]`` are kept for the backward. Inputs of any floating dtype;
 the kernels compute in float32 (float64 when an input is float64, the precision of the
@@ -66,8 +62,7 @@ CHUNK = 64  # steps per chunk (BT); a power of two >= 16; the results do not dep
 SCAN_BLOCK = 128  # state entries per program of the scan kernel
 SCAN_CHUNKS = 16  # chunks per step of the scan kernel (one load, a scan in registers, one store)
 CHUNK_WARPS = 4  # warps per program of the chunk-state and output kernels
-BACKWARD_WARPS = 4  # warps per program of the backward chunk kernel(s)
-SPLIT_BACKWARD = False  # the backward chunk kernel as two kernels (see the module docstring)
+BACKWARD_WARPS = 4  # warps per program of the backward chunk kernel
 
 
 @triton.jit
@@ -235,58 +230,6 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do
     tl.store(dg_ptr + bh * N + rows, dg, mask=valid)
 
 
-@triton.jit
-def _chunk_backward_dq_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, do_ptr, dq_ptr, dgq_ptr,
-                              N, NC, DK, DV, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                              PRECISION: tl.constexpr):
-    """First half of the split backward: ``dq`` of chunk ``c`` and ``q_t . dq_t`` into
-    ``dgq [bh, N]``."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    G, _, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
-    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
-    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
-    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
-    do = _load_rows(do_ptr, bh, rows, valid, N, DV, BV)
-    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
-    dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * _decay_matrix(G, BT)
-    dq = tl.dot(dscores, k, input_precision=PRECISION)
-    dq += tl.exp(G)[:, None] * tl.dot(do, tl.trans(entering), input_precision=PRECISION)
-    _store_rows(dq_ptr, dq, bh, rows, valid, N, DK, BK)
-    tl.store(dgq_ptr + bh * N + rows, tl.sum(q * dq, 1), mask=valid)
-
-
-@triton.jit
-def _chunk_backward_dkv_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do_ptr,
-                               dk_ptr, dv_ptr, dg_ptr, N, NC, DK, DV, BT: tl.constexpr,
-                               BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
-    """Second half of the split backward: ``dk, dv`` of chunk ``c`` and ``dg``; ``dg_ptr``
-    holds ``q_t . dq_t`` on entry (from the first half) and ``dg`` on exit."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    G, G_end, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
-    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
-    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
-    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
-    do = _load_rows(do_ptr, bh, rows, valid, N, DV, BV)
-    dleaving = _load_state(dstate_ptr, bh, c + 1, NC, DK, DV, BK, BV)  # dS_c [BK, BV]
-    decay = _decay_matrix(G, BT)
-    to_end = tl.exp(G_end - G)
-    dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay  # dA [BT, BT]
-    dk_state = to_end[:, None] * tl.dot(v, tl.trans(dleaving), input_precision=PRECISION)
-    dk = tl.dot(tl.trans(dscores), q, input_precision=PRECISION) + dk_state
-    scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay  # A [BT, BT]
-    dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
-    dv += to_end[:, None] * tl.dot(k, dleaving, input_precision=PRECISION)
-    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
-    end_term = tl.exp(G_end) * tl.sum(tl.sum(entering * dleaving, 1), 0) + tl.sum(tl.sum(k * dk_state, 1), 0)
-    dG = tl.load(dg_ptr + bh * N + rows, mask=valid, other=0.0) - tl.sum(k * dk, 1)
-    dG += tl.where(tl.arange(0, BT) == BT - 1, end_term, 0.0)
-    _store_rows(dk_ptr, dk, bh, rows, valid, N, DK, BK)
-    _store_rows(dv_ptr, dv, bh, rows, valid, N, DV, BV)
-    tl.store(dg_ptr + bh * N + rows, tl.cumsum(dG, 0, reverse=True), mask=valid)
-
-
 def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
     """``input_precision`` of the kernels' ``tl.dot`` for inputs computed in ``dtype``:
     ``"tf32"`` for float32 on CUDA under autocast or with float32 matmul precision "high" /
@@ -357,14 +300,9 @@ class FastWeightScan(torch.autograd.Function):
         dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dg = torch.empty_like(g)
         nc = states.shape[1] - 1
-        blocks = dict(BT=CHUNK, BK=_block(dk), BV=_block(dv), PRECISION=precision, num_warps=BACKWARD_WARPS)
-        if SPLIT_BACKWARD:
-            _chunk_backward_dq_kernel[(nc, bh)](q, k, v, g, states, grad_out, dq, dg, n, nc, dk, dv, **blocks)
-            _chunk_backward_dkv_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dk_, dv_, dg,
-                                                 n, nc, dk, dv, **blocks)
-        else:
-            _chunk_backward_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dq, dk_, dv_, dg,
-                                             n, nc, dk, dv, **blocks)
+        _chunk_backward_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dq, dk_, dv_, dg,
+                                         n, nc, dk, dv, BT=CHUNK, BK=_block(dk), BV=_block(dv),
+                                         PRECISION=precision, num_warps=BACKWARD_WARPS)
         return dq, dk_, dv_, dg, None
 
 
