@@ -140,8 +140,8 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
     """Markdown: one line per row, and each row's final loss minus the best fla peer's."""
     peers_done = [r for r in results if r["row"] in peers.FLA_ROWS and r.get("final_val_loss") is not None]
     best_peer = min(peers_done, key=lambda r: r["final_val_loss"]) if peers_done else None
-    lines = ["| row | parameters | steps | tokens/s | val loss at the end | best val loss (step) | "
-             "end - best peer | peak memory |",
+    lines = [("| row | parameters | steps | tokens/s | val loss at the end | best val loss (step) | "
+             "end - best peer | peak memory |"),
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         if r.get("final_val_loss") is None:
