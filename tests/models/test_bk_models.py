@@ -473,6 +473,25 @@ def test_blocks_skip_diagnostics_unless_asked(model_cls, config):
             h = plain
 
 
+def test_phase2_runs_in_float64_and_its_memory_passes_gradcheck():
+    """A float64 Phase-2 model stays float64 end to end (the memory widens bf16 projections to
+    float32 but never narrows float64), and the whole Hebbian memory block (SNR filter,
+    fast weights, resonance) passes ``gradcheck`` in float64 w.r.t. its input and decay."""
+    from kizashi.models.bk.phase2 import HebbianMemory
+
+    config = Phase2Config(**{**TINY_PHASE2, "n_layers": 1})
+    torch.manual_seed(0)
+    model = BKPhase2LM(config).double()
+    assert model(text_batch(batch=2, length=11)).dtype == torch.float64
+    memory = HebbianMemory(config).double()
+    for parameter in memory.parameters():  # non-zero resonance gains and output weights
+        parameter.data.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 10, config.d_model, dtype=torch.float64, generator=generator, requires_grad=True)
+    decay = (0.05 + torch.rand(1, config.num_heads, 10, dtype=torch.float64, generator=generator)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, decay: memory(x, decay, False)[0], (x, decay), atol=1e-7)
+
+
 def saved_tensor_bytes(model: torch.nn.Module, n: int) -> int:
     """Bytes autograd saves for backward in one forward + backward on ``n`` tokens (batch 1)."""
     ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(0))
