@@ -5,10 +5,10 @@
     kizashi data check   FILE [--preset NAME] [--sectors FILE] [--margin FILE]
     kizashi evaluate     [--config FILE] [--data FILE [--sectors FILE]] [--control] [--out DIR] [--resume]
     kizashi train        [--config FILE] [--data FILE [--sectors FILE]] [--resume] [--out DIR] [--devices N]
-    kizashi pretrain     [--config FILE] [--out DIR] [--json]
+    kizashi pretrain     [--config FILE] [--out DIR] [--devices N] [--json]
     kizashi finetune     [--config FILE] [--encoder FILE] [--epochs N] [--freeze-encoder]
     kizashi experiment   CONFIG [--out DIR] [--only NAME,...] [--force] [--json]
-    kizashi lm train     [--config FILE] [--text FILE] [--out DIR] [--resume] [--max-minutes M] [--json]
+    kizashi lm train     [--config FILE] [--text FILE] [--out DIR] [--resume] [--max-minutes M] [--devices N] [--json]
     kizashi lm sample    RUN_DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
     kizashi report       RUN_DIR [--out DIR]
     kizashi runs compare RUN_DIR RUN_DIR... [--html FILE] [--json]
@@ -65,6 +65,16 @@ DataOption = typer.Option(
     "the column preset is guessed as `data check` does, and the folds are sized to the data unless splits are set.",
 )
 SectorsOption = typer.Option(None, "--sectors", help="Sector table for --data (code -> sector).")
+DevicesOption = typer.Option(None, "--devices", help="Devices: N (>1 = DDP, one process per device), 'auto', or a list '0,1'.")
+
+
+def _devices_override(overrides: dict[str, Any], devices: Optional[str]) -> dict[str, Any]:
+    """``overrides`` with ``--devices`` as ``trainer.devices`` (an int where it is one)."""
+    if devices is None:
+        return overrides
+    from kizashi.config import deep_merge
+
+    return deep_merge(overrides, {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}})
 
 
 def _data_overrides(data: Optional[Path], sectors: Optional[Path], config: Optional[Path]) -> dict[str, Any]:
@@ -432,8 +442,7 @@ def train(
     route_library_logs()
 
     overrides = deep_merge(_data_overrides(data, sectors, config), parse_overrides(settings))
-    if devices is not None:
-        overrides = deep_merge(overrides, {"trainer": {"devices": int(devices) if devices.lstrip("-").isdigit() else devices}})
+    overrides = _devices_override(overrides, devices)
     cfg = _fit_splits_unless_set(_check_model_spec(load_train_config(config, overrides), config), data)
     if print_config:
         _print_config(cfg)
@@ -452,6 +461,7 @@ def train(
 def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/pretrain/stage1.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
+    devices: Optional[str] = DevicesOption,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     settings: Optional[list[str]] = SetOption,
     print_config: bool = PrintConfigOption,
@@ -461,10 +471,13 @@ def pretrain(
     from kizashi.jobs.pretrain import run_pretraining
 
     route_library_logs()
-    cfg = _check_model_spec(load_pretrain_config(config, parse_overrides(settings)), config)
+    cfg = _check_model_spec(load_pretrain_config(config, _devices_override(parse_overrides(settings), devices)),
+                            config)
     if print_config:
         _print_config(cfg)
     result = run_pretraining(cfg, out_dir=out)
+    if not result.summary:  # a DDP rank other than 0: rank 0 writes and reports
+        return
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics,
                                "summary": {k: v for k, v in result.summary.items() if k != "config"}}, default=str))
@@ -573,6 +586,7 @@ def lm_train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: output.dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock budget of the whole job in minutes, final validation included (validation subsampled to fit)."),
+    devices: Optional[str] = DevicesOption,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     settings: Optional[list[str]] = SetOption,
     print_config: bool = PrintConfigOption,
@@ -588,10 +602,13 @@ def lm_train(
         overrides.setdefault("data", {})["text"] = str(text)
     if max_minutes is not None:
         overrides.setdefault("trainer", {})["max_minutes"] = max_minutes
+    overrides = _devices_override(overrides, devices)
     cfg = _check_model_spec(load_lm_config(config, overrides), config)
     if print_config:
         _print_config(cfg)
     result = run_lm_training(cfg, out, resume=resume)
+    if not result.summary:  # a DDP rank other than 0: rank 0 writes and reports
+        return
     summary = {k: v for k, v in result.summary.items() if k != "config"}
     if as_json:
         typer.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics, "summary": summary},

@@ -160,6 +160,8 @@ def test_config_errors(tmp_path, text_file):
     raw["model"] = {"name": "stage1", "preset": "small", "overrides": {}}
     with pytest.raises(ConfigError, match="not a token language model"):
         run_lm_training(config_from_dict(LMTrainConfig, raw), tmp_path / "y")
+    with pytest.raises(ConfigError, match=r"trainer.max_minutes \(2.0\) with trainer.devices=2"):
+        run_lm_training(tiny_config(text_file, devices=2, max_minutes=2.0), tmp_path / "z")
 
 
 def test_cli_lm_train(tmp_path, text_file, torch_single_thread):
@@ -180,7 +182,7 @@ def test_transformer_lm_baseline_is_causal_and_passes_the_audit():
     import torch
 
     from kizashi.models import create_model
-    from test_bk_models import audit_one_step  # tests/ is on sys.path (rootdir conftest)
+    from tests.models.test_bk_models import audit_one_step
 
     torch.manual_seed(0)
     model = create_model("transformer_lm", vocab_size=20, d_model=16, n_layers=2, n_heads=2, dropout=0.0)

@@ -36,6 +36,12 @@ The bound is functional, not exact: a single training batch or validation longer
 rest of the budget, or a slow disk, can overrun it; lm.json reports ``seconds`` (the job's
 own wall time) next to ``budget_seconds``.
 
+Several devices (``trainer.devices`` > 1, ``--devices N``): Lightning DDP. Each rank trains
+on its shard of every epoch's shuffled windows (Lightning's distributed sampler; the
+effective batch is ``devices x batch_size``), every rank scores every validation window (so
+``val_loss`` is exactly the split's), the rows' training loss is the mean over the ranks and
+tokens/s counts all of them; only rank 0 writes. A wall-clock budget needs one device.
+
 Output directory ``OUT``::
 
     tokenizer.json    the tokenizer (kind, alphabet)
@@ -84,6 +90,7 @@ from kizashi.training.callbacks import (
 from kizashi.training.checkpoint_io import AtomicCheckpointIO
 from kizashi.training.callbacks.lm_recorder import METRIC_COLUMNS, LMRecorder
 from kizashi.training.lm_module import LMModule
+from kizashi.training.neural_fit import is_global_zero, multi_device
 from kizashi.training.runtime import (
     TrainingInterrupted,
     batches_per_epoch,
@@ -211,12 +218,18 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
     if config.data.text is None:
         raise ConfigError("data.text: no text file given (set it in the YAML or pass --text)")
     tcfg, ocfg = config.trainer, config.optimizer
+    distributed = multi_device(tcfg.devices)
+    if distributed and tcfg.max_minutes:
+        raise ConfigError(f"trainer.max_minutes ({tcfg.max_minutes}) with trainer.devices={tcfg.devices!r}: a "
+                          "wall-clock budget is for one device only (each rank would time its own validation "
+                          "and stop after a different batch); drop one of them")
     budget = tcfg.max_minutes * 60.0 if tcfg.max_minutes else None
     deadline = started + budget if budget is not None else None
     L.seed_everything(config.seed, workers=True, verbose=False)
     text = read_text(config.data.text)
     tokenizer = Tokenizer.fit(config.data.tokenizer, text)
-    tokenizer.save(out / TOKENIZER_FILE)
+    if is_global_zero():
+        tokenizer.save(out / TOKENIZER_FILE)
     train_ids, val_ids = split_tokens(tokenizer.encode(text), config.data.val_fraction, config.seq_len)
     train = TokenWindows(train_ids, config.seq_len, config.train_stride or max(1, config.seq_len // 2))
     val = TokenWindows(val_ids, config.seq_len)
@@ -245,7 +258,8 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         default_root_dir=str(out), max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps or -1,
-        accelerator=tcfg.accelerator, devices=tcfg.devices, precision=resolve_precision(tcfg.precision, tcfg.accelerator),
+        accelerator=tcfg.accelerator, devices=tcfg.devices, strategy="ddp" if distributed else "auto",
+        precision=resolve_precision(tcfg.precision, tcfg.accelerator),
         gradient_clip_val=ocfg.grad_clip, gradient_clip_algorithm="norm",
         logger=make_logger(tcfg.logger, out / "logs", "lm"), callbacks=[*callbacks, best, signal_checkpoint],
         enable_progress_bar=interactive, enable_model_summary=False, num_sanity_val_steps=0,
@@ -264,6 +278,12 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
                  "windows, ~%.2f s)", budget, batch_seconds, "a subsample" if plan.subsampled else "every window",
                  plan.windows_evaluated, plan.windows, per_validation)
     val_loader = loader(plan.dataset, False)
+    if distributed:  # every rank scores every validation window (Lightning keeps a sampler that is
+        # already distributed): no window is padded in twice, so val/loss is exactly the split's loss
+        val_loader = torch.utils.data.DataLoader(
+            plan.dataset, batch_size=tcfg.batch_size, num_workers=tcfg.num_workers,
+            persistent_workers=tcfg.num_workers > 0, worker_init_fn=ignore_stop_signals,
+            sampler=torch.utils.data.DistributedSampler(plan.dataset, num_replicas=1, rank=0, shuffle=False))
     ckpt_path = str(last) if resume and last.is_file() else None
     fit_started = time.perf_counter()
     with PeakMemory(cuda=trainer.strategy.root_device.type == "cuda") as memory:
@@ -277,6 +297,8 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
             trainer.validate(module, val_loader, verbose=False)
             trainer.save_checkpoint(last, weights_only=False)
     fit_seconds = time.perf_counter() - fit_started
+    if not trainer.is_global_zero:  # under DDP the other ranks trained along; rank 0 writes
+        return LMResult(out_dir=out, metrics=recorder.rows, summary={})
     write_csv_atomic(out / METRICS_FILE, recorder.rows, METRIC_COLUMNS)
     if signal_checkpoint.requested is not None:
         raise TrainingInterrupted(

@@ -15,6 +15,11 @@
          as a pretrained folder), metrics.csv (one row per epoch: losses, masked
          correlation, LM frozen fraction, seconds), pretrain.json
 
+Several devices (``trainer.devices`` > 1, ``--devices N``): Lightning DDP; each rank trains on
+its shard of the shuffled training windows (the effective batch is ``devices x
+batch_size``), every rank scores every validation window (the validation metrics are
+reduced over the ranks and equal the split's), and only rank 0 writes.
+
 Output directory ``OUT`` (``output.dir``)::
 
     bars_report.json   per symbol: ValidationReport.to_dict() (kizashi.data.report)
@@ -57,6 +62,7 @@ from kizashi.datasets.workers import ignore_stop_signals
 from kizashi.evaluation.pretrain_run import ENCODER_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
 from kizashi.profiling import PeakMemory
 from kizashi.training.callbacks import EpochRecorder, GradientFlowAudit, GradualUnfreezing, NonFiniteGuard
+from kizashi.training.neural_fit import is_global_zero, multi_device
 from kizashi.training.stage1_module import Stage1Module
 from kizashi.training.runtime import log_every_n_steps, make_logger, resolve_precision
 from kizashi.datasets.stage1_windows import load_bar_series, stage1_timeframes, window_datasets
@@ -81,7 +87,9 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     bars, reports, base = load_bar_series(config)
-    write_json_atomic(out / "bars_report.json", reports)
+    writer = is_global_zero()  # under DDP only rank 0 writes
+    if writer:
+        write_json_atomic(out / "bars_report.json", reports)
     timeframes = stage1_timeframes(config, base)
     w = config.windows
     mask = MaskConfig(ratio=w.mask.ratio, min_span=w.mask.min_span, max_span=w.mask.max_span,
@@ -90,8 +98,9 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     train, val, train_end = split.train, split.val, split.train_end
     stats = WindowStats.fit(train, w.stats_windows, seed=config.seed)
     train.stats = val.stats = stats
-    stats.save(out / "stats.json", **split.info(), val_end=str(config.val_end),
-               timeframe_order=timeframes, **train.window_metadata())
+    if writer:
+        stats.save(out / "stats.json", **split.info(), val_end=str(config.val_end),
+                   timeframe_order=timeframes, **train.window_metadata())
     log.info("pretraining on %d symbols, timeframes %s: %d training windows (before %s), %d validation windows "
              "(from %s)", len(bars), timeframes, len(train), train_end, len(val), split.val_start)
 
@@ -101,7 +110,11 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
                                                collate_fn=collate_windows, num_workers=tcfg.num_workers,
                                                persistent_workers=tcfg.num_workers > 0, drop_last=len(train) > tcfg.batch_size,
                                                worker_init_fn=ignore_stop_signals)
-    val_loader = torch.utils.data.DataLoader(val, batch_size=tcfg.batch_size, shuffle=False,
+    distributed = multi_device(tcfg.devices)
+    # under DDP every rank scores every validation window (Lightning keeps a sampler that is
+    # already distributed), so the reduced validation metrics are exactly the split's
+    val_sampler = torch.utils.data.DistributedSampler(val, num_replicas=1, rank=0, shuffle=False) if distributed else None
+    val_loader = torch.utils.data.DataLoader(val, batch_size=tcfg.batch_size, shuffle=False, sampler=val_sampler,
                                              collate_fn=collate_windows, num_workers=tcfg.num_workers,
                                              persistent_workers=tcfg.num_workers > 0, worker_init_fn=ignore_stop_signals)
     steps_per_epoch = len(train_loader)
@@ -127,7 +140,7 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         max_epochs=tcfg.max_epochs, accelerator=tcfg.accelerator, devices=tcfg.devices,
-        precision=resolve_precision(tcfg.precision, tcfg.accelerator),
+        strategy="ddp" if distributed else "auto", precision=resolve_precision(tcfg.precision, tcfg.accelerator),
         gradient_clip_val=config.optimizer.grad_clip, logger=make_logger(tcfg.logger, out / "logs", "pretrain"),
         callbacks=callbacks, enable_progress_bar=interactive, enable_model_summary=False,
         limit_train_batches=tcfg.limit_train_batches if tcfg.limit_train_batches is not None else 1.0,
@@ -139,6 +152,8 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
     with PeakMemory(cuda=trainer.strategy.root_device.type == "cuda") as memory:
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     fit_seconds = time.perf_counter() - fit_started
+    if not trainer.is_global_zero:  # the other ranks trained along; rank 0 writes
+        return PretrainResult(out_dir=out, metrics=recorder.rows, summary={})
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)

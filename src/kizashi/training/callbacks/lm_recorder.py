@@ -38,7 +38,11 @@ class LMRecorder(L.Callback):
     plus ``margin`` fit. A validation's cost is the larger of ``val_seconds_estimate`` (e.g.
     measured before training) and the longest validation so far, measured from its start to
     the next training batch, so the checkpoints written at its end count. ``stopped_by_deadline``
-    tells whether the budget ended training."""
+    tells whether the budget ended training.
+
+    Under DDP every rank keeps the rows: the training loss is the mean over the ranks and
+    tokens/s counts every rank's tokens (a deadline is for one process only: the ranks would
+    stop after different batches)."""
 
     def __init__(self, deadline: float | None = None, val_seconds_estimate: float = 0.0, margin: float = 0.0) -> None:
         self.rows: list[dict[str, float]] = []
@@ -105,19 +109,25 @@ class LMRecorder(L.Callback):
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
         self._sync(pl_module)
-        val = float(trainer.callback_metrics["val/loss"])
+        val = float(trainer.callback_metrics["val/loss"])  # reduced over the ranks (sync_dist)
+        train_loss, tokens = self._loss.compute(), self._tokens
+        if trainer.world_size > 1:  # every rank trained on its shard of the batches
+            train_loss = float(trainer.strategy.reduce(torch.tensor(train_loss, device=pl_module.device),
+                                                       reduce_op="mean"))
+            tokens *= trainer.world_size
         val_seconds = time.perf_counter() - (self._val_started if self._val_started is not None else self._since)
         self.val_cost = max(self.val_cost, val_seconds)
         self._elapsed += self._train_seconds
         self.rows.append({
             "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
-            "train_loss": self._loss.compute(), "val_loss": val, "val_bits": val / math.log(2),
-            "tokens_per_second": self._tokens / self._train_seconds if self._train_seconds else float("nan"),
+            "train_loss": train_loss, "val_loss": val, "val_bits": val / math.log(2),
+            "tokens_per_second": tokens / self._train_seconds if self._train_seconds else float("nan"),
             "elapsed_seconds": self._elapsed, "val_tokens": self._val_tokens, "val_seconds": val_seconds,
         })
         row = self.rows[-1]
-        log.info("step %d (epoch %d): val loss %.4f nats/token (%.3f bits) over %d tokens, %.0f tokens/s", row["step"],
-                 row["epoch"], val, row["val_bits"], row["val_tokens"], row["tokens_per_second"])
+        if trainer.is_global_zero:
+            log.info("step %d (epoch %d): val loss %.4f nats/token (%.3f bits) over %d tokens, %.0f tokens/s",
+                     row["step"], row["epoch"], val, row["val_bits"], row["val_tokens"], row["tokens_per_second"])
         self._loss.reset()
         self._tokens, self._train_seconds = 0, 0.0
 
