@@ -75,10 +75,10 @@ def write_config(tmp_path: Path, days_per_batch: int) -> Path:
     return path
 
 
-def train(config: Path, out: Path, devices: int) -> dict:
+def train(config: Path, out: Path, devices: int, *extra: str) -> dict:
     done = subprocess.run(
-        [KIZASHI, "train", "--config", str(config), "--out", str(out), "--devices", str(devices)],
-        capture_output=True, text=True, timeout=600,
+        [KIZASHI, "train", "--config", str(config), "--out", str(out), "--devices", str(devices), *extra],
+        capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "checkpoints" / "fold_0" / "fit.json").read_text(encoding="utf-8"))
@@ -112,3 +112,32 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     )
     summary = json.loads((tmp_path / "two" / "summary.json").read_text(encoding="utf-8"))
     assert set(summary) == {str(h) for h in HORIZONS}
+
+
+def test_sigterm_mid_epoch_on_two_processes_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """SIGTERM to rank 0 (what ``kill PID`` or a scheduler does to the launched command) in
+    the second epoch: both ranks stop after the same optimizer step (the flag is reduced over
+    the ranks), rank 0 saves last.ckpt and the command exits with code 3. ``--resume`` on two
+    processes then ends with the step count and the predictions of an uninterrupted
+    two-process run (the same computation: exact equality is expected and measured)."""
+    from kizashi.config import load_train_config
+    from kizashi.jobs.train import fold_checkpoint_dir
+    from kizashi.training.runtime import checkpoint_position
+    from tests.training.test_trainer import _sigterm_child_mid_run
+
+    steps_per_epoch = TRAIN_DAYS // (N_RANKS * DAYS_PER_RANK_BATCH)  # 24
+    config_file = write_config(tmp_path, DAYS_PER_RANK_BATCH)
+    config = load_train_config(config_file, {"trainer": {"devices": N_RANKS}})
+    code, output, _ = _sigterm_child_mid_run(config, tmp_path, signal_after=steps_per_epoch + 6)
+    assert code == 3 and output.count("INTERRUPTED SIGTERM") >= 1, output
+    epoch, done = checkpoint_position(fold_checkpoint_dir(tmp_path / "run", 0) / "last.ckpt")
+    assert epoch == 1 and 0 < done < steps_per_epoch, "interrupted mid-epoch"
+
+    resumed = train(config_file, tmp_path / "run", N_RANKS, "--resume")
+    uninterrupted = train(config_file, tmp_path / "full", N_RANKS)
+    assert resumed["resumed"] and resumed["global_step"] == uninterrupted["global_step"] == EPOCHS * steps_per_epoch
+    keys = ["horizon", "date", "code"]
+    after = pl.read_parquet(tmp_path / "run" / "predictions.parquet").sort(keys)
+    reference = pl.read_parquet(tmp_path / "full" / "predictions.parquet").sort(keys)
+    assert after.select(keys).equals(reference.select(keys))
+    assert np.array_equal(after.get_column("prediction").to_numpy(), reference.get_column("prediction").to_numpy())
