@@ -36,7 +36,8 @@ log = logging.getLogger("bench_trainer")
 
 
 class EpochTimer(L.Callback):
-    """Wall time and stock-days of every training epoch, and the peak GPU memory."""
+    """Wall time and stock-days of every training epoch (summed over the ranks under DDP), and
+    the peak GPU memory (this process's device)."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
@@ -56,6 +57,9 @@ class EpochTimer(L.Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - self._started
+        if trainer.world_size > 1:  # DDP: every rank trained its shard; count them all
+            self._nodes = int(trainer.strategy.reduce(torch.tensor(self._nodes, device=pl_module.device),
+                                                      reduce_op="sum"))
         peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
         self.epochs.append({"seconds": seconds, "stock_days": self._nodes, "peak_gib": peak})
 
