@@ -4,27 +4,13 @@ per-device throughput against one device."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 from tests.training.test_ddp_cpu import TRAIN_DAYS, write_config
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def load(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_ddp_scaling", REPO / "benchmarks" / "bench_ddp_scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_one_and_two_cpu_processes(monkeypatch, tmp_path):
-    bench = load(monkeypatch)
+def test_one_and_two_cpu_processes(load_benchmark, tmp_path):
+    bench = load_benchmark("bench_ddp_scaling")
     runs = {1: {"epochs": [{"seconds": 2.0, "stock_days": 100, "peak_gib": 1.0}] * 2, "folds": [10], "days_per_batch": 8},
             2: {"epochs": [{"seconds": 1.25, "stock_days": 100, "peak_gib": 0.6}] * 2, "folds": [10], "days_per_batch": 4}}
     rows = bench.scaling_rows(runs)

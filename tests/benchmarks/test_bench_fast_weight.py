@@ -4,24 +4,9 @@ themselves are timed on the GPU machine."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_fast_weight", REPO / "benchmarks" / "bench_fast_weight.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_minimal_bytes_count_every_input_and_output(monkeypatch):
-    bench = load(monkeypatch)
+def test_minimal_bytes_count_every_input_and_output(load_benchmark):
+    bench = load_benchmark("bench_fast_weight")
     # forward: q, k (dk each), v, o (dv each), g: 2*3 + 2*5 + 1 = 17 float32 per step and head
     assert bench.forward_bytes(2, 10, 3, 5) == 2 * 10 * 17 * 4
     # backward adds q, k, dq, dk (4*3), v, do, dv (3*5), g, dg (2)
@@ -29,8 +14,8 @@ def test_minimal_bytes_count_every_input_and_output(monkeypatch):
     assert bench.share(4e9, 1000.0, 8e9) == 0.5 and bench.share(1, None, 1.0) is None
 
 
-def test_rows_of_a_shape_on_the_cpu(monkeypatch):
-    bench = load(monkeypatch)
+def test_rows_of_a_shape_on_the_cpu(load_benchmark):
+    bench = load_benchmark("bench_fast_weight")
     calls = []
 
     def timer(fn):
@@ -50,8 +35,8 @@ def test_rows_of_a_shape_on_the_cpu(monkeypatch):
     assert "| tiny | pytorch chunked (float32) | 2.000 |" in table and "n/a" in table
 
 
-def test_no_cuda_is_a_clear_exit(monkeypatch, caplog):
-    bench = load(monkeypatch)
+def test_no_cuda_is_a_clear_exit(load_benchmark, monkeypatch, caplog):
+    bench = load_benchmark("bench_fast_weight")
     monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
     assert bench.main([]) == 2
     assert "needs a CUDA device" in caplog.text

@@ -4,25 +4,11 @@ reported as unavailable; the table and the JSON hold both."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
-def load(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("lm_wall_time_peers", REPO / "benchmarks" / "lm_wall_time_peers.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_trains_a_row_for_its_budget_and_reports_it(monkeypatch, tmp_path, torch_single_thread):
-    bench = load(monkeypatch)
+def test_trains_a_row_for_its_budget_and_reports_it(load_benchmark, monkeypatch, tmp_path, torch_single_thread):
+    bench = load_benchmark("lm_wall_time_peers")
     monkeypatch.setattr(bench.peers, "load_fla", lambda: (None, "fla not installed"))
     text = tmp_path / "text.txt"
     text.write_text("To be, or not to be, that is the question.\n" * 40)
@@ -42,9 +28,9 @@ def test_trains_a_row_for_its_budget_and_reports_it(monkeypatch, tmp_path, torch
     assert "| gla | | | | unavailable: fla not installed |" in table and "| phase1_small |" in table
 
 
-def test_validation_loss_is_the_mean_over_every_window(monkeypatch, torch_single_thread):
+def test_validation_loss_is_the_mean_over_every_window(load_benchmark, torch_single_thread):
     """A model that always predicts uniformly scores log(vocab) on any text."""
-    bench = load(monkeypatch)
+    bench = load_benchmark("lm_wall_time_peers")
     torch = bench.torch
 
     class Uniform(torch.nn.Module):
