@@ -56,6 +56,17 @@ class Setting:
 SETTINGS = [Setting(warps, precision) for precision in ("ieee", "tf32") for warps in (4, 8)]
 
 
+def parse_settings(text: str) -> list[Setting]:
+    """``"tf32:4,ieee:8"`` -> the settings (precision ``ieee`` or ``tf32``, warps a power of two)."""
+    settings = []
+    for item in text.split(","):
+        precision, _, warps = item.strip().partition(":")
+        if precision not in ("ieee", "tf32") or not warps.isdigit() or int(warps) & (int(warps) - 1):
+            raise SystemExit(f"--settings: {item!r} is not PRECISION:WARPS (ieee or tf32, warps 1, 2, 4, 8 ...)")
+        settings.append(Setting(int(warps), precision))
+    return settings
+
+
 def forward_bytes(bh: int, n: int, dk: int, dv: int, element: int = 4, g_element: int = 4) -> int:
     """Bytes the forward must move at least: read q, k, v, g; write o."""
     return bh * n * ((2 * dk + 2 * dv) * element + g_element)
@@ -230,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows and the run's settings here")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated names of SHAPES")
+    parser.add_argument("--settings", default=None,
+                        help="comma-separated PRECISION:WARPS kernel settings, e.g. tf32:4 (default: all of "
+                             + ", ".join(f"{t.precision}:{t.warps}" for t in SETTINGS) + ")")
     parser.add_argument("--no-fla", action="store_true", help="skip the fla rows")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -242,16 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     copy = copy_bandwidth()
     log.info("%s, torch %s, triton %s: device copy %.2f TB/s (read + write) = 100%%",
              torch.cuda.get_device_name(), torch.__version__, triton.__version__, copy / 1e12)
+    settings = parse_settings(args.settings) if args.settings else SETTINGS
     rows = []
     for name in args.shapes.split(","):
-        rows += measure_shape(name, SHAPES[name], SETTINGS, copy, timed, with_fla=not args.no_fla)
+        rows += measure_shape(name, SHAPES[name], settings, copy, timed, with_fla=not args.no_fla)
         log.info("%s done", name)
     log.info("\n%s\n", format_rows(rows))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                            triton=triton.__version__, python=platform.python_version(),
-                           copy_bytes_per_s=copy, settings=[asdict(s) for s in SETTINGS], rows=rows),
+                           copy_bytes_per_s=copy, settings=[asdict(s) for s in settings], rows=rows),
                       handle, indent=1)
     return 0
 

@@ -4,6 +4,8 @@ themselves are timed on the GPU machine."""
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_minimal_bytes_count_every_input_and_output(load_benchmark):
     bench = load_benchmark("bench_fast_weight")
@@ -12,6 +14,10 @@ def test_minimal_bytes_count_every_input_and_output(load_benchmark):
     # backward adds q, k, dq, dk (4*3), v, do, dv (3*5), g, dg (2)
     assert bench.forward_backward_bytes(2, 10, 3, 5) == 2 * 10 * (17 + 12 + 15 + 2) * 4
     assert bench.share(4e9, 1000.0, 8e9) == 0.5 and bench.share(1, None, 1.0) is None
+    assert bench.parse_settings("tf32:4, ieee:8") == [bench.Setting(4, "tf32"), bench.Setting(8, "ieee")]
+    for bad in ("fp16:4", "tf32:3", "tf32"):
+        with pytest.raises(SystemExit, match="PRECISION:WARPS"):
+            bench.parse_settings(bad)
 
 
 def test_rows_of_a_shape_on_the_cpu(load_benchmark):
