@@ -492,6 +492,29 @@ def test_phase2_runs_in_float64_and_its_memory_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda x, decay: memory(x, decay, False)[0], (x, decay), atol=1e-7)
 
 
+def test_memory_heads_are_contiguous_and_widened(monkeypatch):
+    """The memory hands contiguous ``[B, H, N, d]`` float32 heads to the fast-weight scan
+    (and the SNR averages), also from bf16 projections, with the values of the projection."""
+    from kizashi.models.bk import phase2
+
+    config = Phase2Config(**{**TINY_PHASE2, "n_layers": 1})
+    memory = phase2.HebbianMemory(config)
+    projected = torch.randn(2, 7, config.num_heads * config.head_dim).to(torch.bfloat16)
+    heads = memory._heads(projected)
+    assert heads.is_contiguous() and heads.dtype == torch.float32
+    assert torch.equal(heads, projected.float().view(2, 7, config.num_heads, config.head_dim).transpose(1, 2))
+    seen = []
+    real = phase2.chunked_fast_weight
+
+    def spy(q, k, v, *args):
+        seen.append([t.is_contiguous() for t in (q, k, v)])
+        return real(q, k, v, *args)
+
+    monkeypatch.setattr(phase2, "chunked_fast_weight", spy)
+    memory(torch.randn(2, 7, config.d_model), torch.rand(2, config.num_heads, 7) + 0.05)
+    assert seen == [[True, True, True]]
+
+
 def saved_tensor_bytes(model: torch.nn.Module, n: int) -> int:
     """Bytes autograd saves for backward in one forward + backward on ``n`` tokens (batch 1)."""
     ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(0))

@@ -206,11 +206,15 @@ class HebbianMemory(nn.Module):
                           if config.resonance_enabled else None)
 
     def _heads(self, projected: Tensor) -> Tensor:
-        """``[B, N, H * d]`` -> ``[B, H, N, d]`` in float32 at least (bf16 projections under
-        autocast are widened; a float64 model stays float64)."""
+        """``[B, N, H * d]`` -> contiguous ``[B, H, N, d]`` in float32 at least (bf16
+        projections under autocast are widened; a float64 model stays float64), in one copy.
+        Contiguous heads keep every later elementwise kernel (normalization, the SNR
+        statistics, the gradients) on PyTorch's vectorized path and need no further copy
+        before the fast-weight kernels."""
         batch, n, _ = projected.shape
-        dtype = torch.promote_types(projected.dtype, torch.float32)
-        return projected.to(dtype).view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
+        heads = projected.new_empty((batch, self.num_heads, n, self.head_dim),
+                                    dtype=torch.promote_types(projected.dtype, torch.float32))
+        return heads.copy_(projected.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2))
 
     def forward(self, x: Tensor, decay: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """``(out [B, N, D], diagnostics)``; the dict is empty unless ``return_diagnostics``."""
