@@ -22,11 +22,11 @@ KIZASHI = str(Path(sys.executable).with_name("kizashi"))
 SEQ_LEN, BATCH = 32, 16
 
 
-def run(args: list[str]) -> str:
+def run(args: list[str]) -> tuple[str, str]:
     done = subprocess.run([KIZASHI, *args, "--json"], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "error:" not in done.stderr, done.stderr[-3000:]
-    return done.stdout
+    return done.stdout, done.stderr
 
 
 def lm_config(tmp_path: Path, text: Path, batch_size: int) -> Path:
@@ -50,10 +50,11 @@ def test_lm_train_on_two_cpu_processes(tmp_path):
 
     text = tmp_path / "tiny.txt"
     text.write_text(make_text(), encoding="utf-8")
-    stdout = run(["lm", "train", "--config", str(lm_config(tmp_path, text, BATCH)), "--out", str(tmp_path / "two"),
+    stdout, stderr = run(["lm", "train", "--config", str(lm_config(tmp_path, text, BATCH)), "--out", str(tmp_path / "two"),
                   "--devices", "2"])
     printed = [line for line in stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1  # rank 0 reports; rank 1 returns quietly
+    assert stderr.count("step 9 (epoch 1): val loss") == 1  # and logs
     out = tmp_path / "two"
     summary = json.loads((out / "lm.json").read_text())
     rows = list(csv.DictReader((out / "metrics.csv").open()))
@@ -80,9 +81,9 @@ def test_lm_train_on_two_cpu_processes(tmp_path):
 def test_pretrain_on_two_cpu_processes(tmp_path):
     config = tmp_path / "stage1.yaml"
     config.write_text(yaml.safe_dump({**TINY_PRETRAIN, "trainer": {**TINY_PRETRAIN["trainer"], "num_workers": 0}}))
-    stdout = run(["pretrain", "--config", str(config), "--out", str(tmp_path / "two"), "--devices", "2"])
+    stdout, stderr = run(["pretrain", "--config", str(config), "--out", str(tmp_path / "two"), "--devices", "2"])
     printed = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    assert len(printed) == 1
+    assert len(printed) == 1 and stderr.count("epoch 1: val reconstruction") == 1
     out = tmp_path / "two"
     for name in ("bars_report.json", "stats.json", "metrics.csv", "encoder.pt", "pretrain.json"):
         assert (out / name).is_file(), name

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 
 from kizashi.training.callbacks.helpers import FiniteMean, step_loss
 from kizashi.training.transfer import find_lm_adapter, fraction_frozen
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 class EpochRecorder(L.Callback):
     """One metrics row per training epoch (the columns of
     :data:`kizashi.evaluation.pretrain_run.METRIC_COLUMNS`), written at the epoch's end,
-    after its validation (the training loss is this epoch's mean, counted here)."""
+    after its validation (the training loss is this epoch's mean, counted here; under DDP the
+    mean over the ranks, and only rank 0 logs the row)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
@@ -35,9 +37,13 @@ class EpochRecorder(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         adapter = find_lm_adapter(pl_module)
+        train_loss = self._loss.compute()
+        if trainer.world_size > 1:  # every rank trained on its shard of the windows
+            train_loss = float(trainer.strategy.reduce(torch.tensor(train_loss, device=pl_module.device),
+                                                       reduce_op="mean"))
         self.rows.append({
             "epoch": trainer.current_epoch + 1,
-            "train_loss": self._loss.compute(),
+            "train_loss": train_loss,
             "val_loss": metrics.get("val/loss", float("nan")),
             "val_reconstruction": metrics.get("val/reconstruction", float("nan")),
             "val_consistency": metrics.get("val/consistency", float("nan")),
@@ -46,5 +52,6 @@ class EpochRecorder(L.Callback):
             "epoch_seconds": time.perf_counter() - self._started,
         })
         row = self.rows[-1]
-        log.info("epoch %d: val reconstruction %.4f, masked corr %.4f, consistency %.4f (%.1f s)", row["epoch"],
-                 row["val_reconstruction"], row["val_masked_corr"], row["val_consistency"], row["epoch_seconds"])
+        if trainer.is_global_zero:
+            log.info("epoch %d: val reconstruction %.4f, masked corr %.4f, consistency %.4f (%.1f s)", row["epoch"],
+                     row["val_reconstruction"], row["val_masked_corr"], row["val_consistency"], row["epoch_seconds"])
