@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import polars as pl
 import pytest
@@ -112,3 +116,23 @@ def validate(df, **config):
     clean, report = validate_panel(df, "prices.csv", InputConfig(**config))
     check_ledger(report)
     return clean, report
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def load_benchmark(monkeypatch) -> Callable[[str], ModuleType]:
+    """``load_benchmark("bench_x")`` imports ``benchmarks/bench_x.py`` as the script runs: its
+    folder on ``sys.path`` (scripts import each other) and the module in ``sys.modules``
+    (dataclasses look it up), both undone after the test."""
+
+    def load(name: str) -> ModuleType:
+        monkeypatch.syspath_prepend(str(BENCHMARKS))
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
