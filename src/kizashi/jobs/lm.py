@@ -94,6 +94,7 @@ from kizashi.training.neural_fit import is_global_zero, multi_device
 from kizashi.training.runtime import (
     TrainingInterrupted,
     batches_per_epoch,
+    every_rank_sampler,
     log_every_n_steps,
     make_logger,
     resolve_precision,
@@ -239,8 +240,8 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
              "model %s (%s) with %s parameters", config.data.text, tokenizer.kind, tokenizer.vocab_size,
              len(train_ids), len(val_ids), len(train), config.seq_len, config.model.name, config.model.preset,
              f"{n_parameters:,}")
-    loader = lambda ds, shuffle: torch.utils.data.DataLoader(  # noqa: E731
-        ds, batch_size=tcfg.batch_size, shuffle=shuffle, num_workers=tcfg.num_workers,
+    loader = lambda ds, shuffle, sampler=None: torch.utils.data.DataLoader(  # noqa: E731
+        ds, batch_size=tcfg.batch_size, shuffle=shuffle, sampler=sampler, num_workers=tcfg.num_workers,
         persistent_workers=tcfg.num_workers > 0, drop_last=shuffle and len(ds) > tcfg.batch_size,
         worker_init_fn=ignore_stop_signals)
     train_loader = loader(train, True)
@@ -277,13 +278,7 @@ def run_lm_training(config: LMTrainConfig, out_dir: str | Path | None = None, *,
         log.info("wall-clock budget %.1f s: one validation batch takes %.3f s; each validation scores %s (%d of %d "
                  "windows, ~%.2f s)", budget, batch_seconds, "a subsample" if plan.subsampled else "every window",
                  plan.windows_evaluated, plan.windows, per_validation)
-    val_loader = loader(plan.dataset, False)
-    if distributed:  # every rank scores every validation window (Lightning keeps a sampler that is
-        # already distributed): no window is padded in twice, so val/loss is exactly the split's loss
-        val_loader = torch.utils.data.DataLoader(
-            plan.dataset, batch_size=tcfg.batch_size, num_workers=tcfg.num_workers,
-            persistent_workers=tcfg.num_workers > 0, worker_init_fn=ignore_stop_signals,
-            sampler=torch.utils.data.DistributedSampler(plan.dataset, num_replicas=1, rank=0, shuffle=False))
+    val_loader = loader(plan.dataset, False, every_rank_sampler(plan.dataset, distributed))
     ckpt_path = str(last) if resume and last.is_file() else None
     fit_started = time.perf_counter()
     with PeakMemory(cuda=trainer.strategy.root_device.type == "cuda") as memory:

@@ -64,7 +64,7 @@ from kizashi.profiling import PeakMemory
 from kizashi.training.callbacks import EpochRecorder, GradientFlowAudit, GradualUnfreezing, NonFiniteGuard
 from kizashi.training.neural_fit import is_global_zero, multi_device
 from kizashi.training.stage1_module import Stage1Module
-from kizashi.training.runtime import log_every_n_steps, make_logger, resolve_precision
+from kizashi.training.runtime import every_rank_sampler, log_every_n_steps, make_logger, resolve_precision
 from kizashi.datasets.stage1_windows import load_bar_series, stage1_timeframes, window_datasets
 from kizashi.training.transfer import build_stage1_model, find_lm_adapter
 
@@ -111,10 +111,8 @@ def run_pretraining(config: PretrainConfig, out_dir: str | Path | None = None) -
                                                persistent_workers=tcfg.num_workers > 0, drop_last=len(train) > tcfg.batch_size,
                                                worker_init_fn=ignore_stop_signals)
     distributed = multi_device(tcfg.devices)
-    # under DDP every rank scores every validation window (Lightning keeps a sampler that is
-    # already distributed), so the reduced validation metrics are exactly the split's
-    val_sampler = torch.utils.data.DistributedSampler(val, num_replicas=1, rank=0, shuffle=False) if distributed else None
-    val_loader = torch.utils.data.DataLoader(val, batch_size=tcfg.batch_size, shuffle=False, sampler=val_sampler,
+    val_loader = torch.utils.data.DataLoader(val, batch_size=tcfg.batch_size, shuffle=False,
+                                             sampler=every_rank_sampler(val, distributed),
                                              collate_fn=collate_windows, num_workers=tcfg.num_workers,
                                              persistent_workers=tcfg.num_workers > 0, worker_init_fn=ignore_stop_signals)
     steps_per_epoch = len(train_loader)

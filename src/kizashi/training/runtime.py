@@ -1,6 +1,6 @@
 """Trainer set-up shared by the Lightning jobs: precision, logger, logging interval,
-checkpoint position, and the error a job raises when a stop signal ended training after a
-checkpoint."""
+checkpoint position, the validation sampler of several devices, and the error a job raises
+when a stop signal ended training after a checkpoint."""
 
 from __future__ import annotations
 
@@ -79,5 +79,15 @@ def checkpoint_position(path: str | Path) -> tuple[int, int]:
     return epoch, batches
 
 
-__all__ = ["TrainingInterrupted", "batches_per_epoch", "checkpoint_position", "log_every_n_steps", "make_logger",
-           "resolve_precision"]
+def every_rank_sampler(dataset: torch.utils.data.Dataset, distributed: bool) -> torch.utils.data.Sampler | None:
+    """The validation sampler of a job on ``distributed`` (several) devices: every rank reads
+    the whole ``dataset`` in order. A ``DistributedSampler`` of one replica, which Lightning
+    keeps as it is (it replaces other samplers with shards that pad the last one by repeating
+    items), so metrics reduced over the ranks are exactly the dataset's. None on one device."""
+    if not distributed:
+        return None
+    return torch.utils.data.DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
+
+
+__all__ = ["TrainingInterrupted", "batches_per_epoch", "checkpoint_position", "every_rank_sampler",
+           "log_every_n_steps", "make_logger", "resolve_precision"]
