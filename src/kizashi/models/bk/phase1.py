@@ -130,8 +130,8 @@ class BKLanguageModel(PretrainedMixin, nn.Module):
     def forward(self, ids: Tensor, return_diagnostics: bool = False) -> Any:
         """``ids [B, N]`` (int64) -> ``logits [B, N, V]``; with ``return_diagnostics`` a pair
         ``(logits, [one dict per layer])``."""
-        h, diagnostics = self.encode(self.embed_tokens(ids), return_diagnostics=True) if return_diagnostics \
-            else (self.encode(self.embed_tokens(ids)), None)
+        encoded = self.encode(self.embed_tokens(ids), return_diagnostics=return_diagnostics)
+        h, diagnostics = encoded if return_diagnostics else (encoded, None)
         logits = self.lm_head(self.final_norm(h))
         return (logits, diagnostics) if return_diagnostics else logits
 
