@@ -235,10 +235,8 @@ class HebbianMemory(nn.Module):
         if return_diagnostics:
             diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=readout.norm(dim=-1),
                                memory_norm=state.flatten(-2).norm(dim=-1))
-        else:
-            diagnostics.clear()
         merged = readout.transpose(1, 2).reshape(batch, n, self.num_heads * self.head_dim)
-        return self.drop(self.out(merged.to(x.dtype))), diagnostics
+        return self.drop(self.out(merged.to(x.dtype))), diagnostics if return_diagnostics else {}
 
 
 class Phase2Block(nn.Module):

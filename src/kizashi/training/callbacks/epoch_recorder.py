@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
 
-from kizashi.training.callbacks.helpers import FiniteMean, step_loss
+from kizashi.training.callbacks.helpers import FiniteMean, mean_over_ranks, step_loss
 from kizashi.training.transfer import find_lm_adapter, fraction_frozen
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,9 @@ class EpochRecorder(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         adapter = find_lm_adapter(pl_module)
-        train_loss = self._loss.compute()
-        if trainer.world_size > 1:  # every rank trained on its shard of the windows
-            train_loss = float(trainer.strategy.reduce(torch.tensor(train_loss, device=pl_module.device),
-                                                       reduce_op="mean"))
         self.rows.append({
             "epoch": trainer.current_epoch + 1,
-            "train_loss": train_loss,
+            "train_loss": mean_over_ranks(self._loss.compute(), trainer, pl_module),
             "val_loss": metrics.get("val/loss", float("nan")),
             "val_reconstruction": metrics.get("val/reconstruction", float("nan")),
             "val_consistency": metrics.get("val/consistency", float("nan")),

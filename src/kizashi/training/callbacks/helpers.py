@@ -39,3 +39,11 @@ class FiniteMean:
 def step_loss(outputs: Any) -> Tensor | None:
     """The loss a ``training_step`` returned (a tensor, or a dict with ``"loss"``)."""
     return outputs["loss"] if isinstance(outputs, dict) else outputs
+
+
+def mean_over_ranks(value: float, trainer: Any, pl_module: Any) -> float:
+    """``value`` averaged over the DDP ranks (each computed it on its shard); itself on one
+    process. A collective: every rank must call it at the same point."""
+    if trainer.world_size <= 1:
+        return value
+    return float(trainer.strategy.reduce(torch.tensor(value, device=pl_module.device), reduce_op="mean"))

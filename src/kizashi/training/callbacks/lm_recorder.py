@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from kizashi.training.callbacks.helpers import FiniteMean, step_loss
+from kizashi.training.callbacks.helpers import FiniteMean, mean_over_ranks, step_loss
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,8 @@ class LMRecorder(L.Callback):
             return
         self._sync(pl_module)
         val = float(trainer.callback_metrics["val/loss"])  # reduced over the ranks (sync_dist)
-        train_loss, tokens = self._loss.compute(), self._tokens
-        if trainer.world_size > 1:  # every rank trained on its shard of the batches
-            train_loss = float(trainer.strategy.reduce(torch.tensor(train_loss, device=pl_module.device),
-                                                       reduce_op="mean"))
-            tokens *= trainer.world_size
+        train_loss = mean_over_ranks(self._loss.compute(), trainer, pl_module)
+        tokens = self._tokens * trainer.world_size  # every rank trained on its shard of the batches
         val_seconds = time.perf_counter() - (self._val_started if self._val_started is not None else self._since)
         self.val_cost = max(self.val_cost, val_seconds)
         self._elapsed += self._train_seconds
