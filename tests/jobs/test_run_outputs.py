@@ -23,7 +23,9 @@ from kizashi.evaluation.run_dir import (
     read_run_info,
 )
 from kizashi.jobs.evaluate import run_walk_forward
-from kizashi.jobs.common import write_run
+from kizashi.jobs.common import ORACLE_COLUMN, fold_row, oracle_reference, write_run
+from kizashi.splits import Fold
+from kizashi.features.targets import target_return_name
 
 TABLES = (SUMMARY_CSV, SUMMARY_JSON, DECILES, DAILY)
 
@@ -127,3 +129,28 @@ def test_write_run_is_byte_identical_across_repeats(tmp_path):
     for other in written[1:]:
         for name in TABLES:
             assert other[name] == written[0][name], f"{name} differs between two runs of the same evaluation"
+
+
+def _without_sorted_flag(frame: pl.DataFrame) -> pl.DataFrame:
+    """The same rows in the same order, with a ``date`` column Polars does not know is sorted."""
+    return frame.with_columns(pl.Series("date", frame.get_column("date").to_list(), dtype=pl.Date))
+
+
+def test_fold_means_do_not_depend_on_how_polars_chunked_the_days():
+    """The oracle reference in run.json and a folds.csv row average a daily series out of a
+    ``group_by``; on a frame sorted by date Polars returns that series in several chunks (one
+    per thread's share of the days) and sums a Float64 series chunk by chunk, so ``Series.mean``
+    moved in the last digit with the chunk layout (a resumed run's run.json once differed from
+    the uninterrupted run's by one ulp on a 2-core CI machine). The same rows in the same order,
+    with and without Polars' sorted flag on ``date``, give the same bits."""
+    predictions = _predictions(n_days=383, n_codes=40, horizons=(1,)).sort("date", "code")
+    days = np.unique(predictions.get_column("date").to_numpy().astype("datetime64[D]"))
+    fold = Fold(index=0, train_dates=days[:0], val_dates=days[:0], test_dates=days)
+    frame = predictions.select(
+        "date", "code",
+        pl.col("prediction").alias(ORACLE_COLUMN),
+        (pl.col("target") + 0.01 * pl.col("prediction")).alias(target_return_name(1)),
+    )
+    assert oracle_reference(frame, [fold], [1]) == oracle_reference(_without_sorted_flag(frame), [fold], [1])
+    assert fold_row(fold, 1, 0, predictions) == fold_row(fold, 1, 0, _without_sorted_flag(predictions))
+    assert oracle_reference(frame, [fold], [1])["oracle_rank_ic_mean"]["1"] > 0.5, "the planted oracle is strong"

@@ -20,7 +20,7 @@ from kizashi.config import (
     config_source,
 )
 from kizashi.datasets.store import DatasetMetadata, read_metadata
-from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summary_table
+from kizashi.evaluation.metrics import daily_ic, evaluate_predictions, summarize_ic, summary_table
 from kizashi.evaluation.run_dir import (
     DAILY,
     DECILES,
@@ -177,8 +177,8 @@ def fold_row(fold: Fold, horizon: int, best_iteration: int, predictions: pl.Data
         row[f"{key}_end"] = str(part[-1]) if len(part) else None
     row["best_iteration"] = best_iteration
     row["n_test_days"] = len(parts["test"])
-    row["ic_mean"] = daily.get_column("ic").mean()
-    row["rank_ic_mean"] = daily.get_column("rank_ic").mean()
+    row["ic_mean"] = summarize_ic(daily.get_column("ic"))["mean"]
+    row["rank_ic_mean"] = summarize_ic(daily.get_column("rank_ic"))["mean"]
     return row
 
 
@@ -196,8 +196,8 @@ def oracle_reference(frame: pl.DataFrame, folds: list[Fold], horizons: list[int]
             pl.col(ORACLE_COLUMN).alias("prediction"),
             pl.col(target_return_name(h)).alias("target"),
         )
-        value = daily_ic(scored, by=("date",)).get_column("rank_ic").mean()
-        oracle[str(h)] = float(value) if value is not None else float("nan")
+        value = summarize_ic(daily_ic(scored, by=("date",)).get_column("rank_ic"))["mean"]
+        oracle[str(h)] = value if value is not None else float("nan")
     return {"oracle_rank_ic_mean": oracle}
 
 

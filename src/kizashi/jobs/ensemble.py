@@ -85,7 +85,7 @@ import polars as pl
 from kizashi.atomic import atomic_path
 from kizashi.config import MetricsConfig, PortfolioSettings, config_from_dict, dump_config
 from kizashi.errors import KizashiError
-from kizashi.evaluation.metrics import daily_ic
+from kizashi.evaluation.metrics import daily_ic, summarize_ic
 from kizashi.evaluation.run_dir import (
     PREDICTION_SCHEMA,
     PREDICTIONS,
@@ -483,8 +483,8 @@ def _fold_row(fold: dict[str, Any], horizon: int, predictions: pl.DataFrame) -> 
         row[f"{key}_end"] = fold.get(f"{name}_last")
     row["best_iteration"] = 0
     row["n_test_days"] = fold.get("test_n_days")
-    row["ic_mean"] = daily.get_column("ic").mean()
-    row["rank_ic_mean"] = daily.get_column("rank_ic").mean()
+    row["ic_mean"] = summarize_ic(daily.get_column("ic"))["mean"]
+    row["rank_ic_mean"] = summarize_ic(daily.get_column("rank_ic"))["mean"]
     return row
 
 
