@@ -78,6 +78,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kizashi.models.bk.config import PHASE2_PRESETS, Phase1Config, Phase2Config
+from kizashi.models.bk.core import resolve_backend
 from kizashi.models.bk.layers import (
     Backend,
     BKMixer,
@@ -136,7 +137,9 @@ class ZetaPositionEmbedding(nn.Module):
 class SNRMemoryFilter(nn.Module):
     """Values ``v [B, H, N, d]``, decay and learning rates ``[B, H, N]`` -> filtered
     ``(decay, eta, snr)`` each ``[B, H, N]`` (see the module docstring). No parameters;
-    causal (moving averages over steps ``<= t``)."""
+    causal (moving averages over steps ``<= t``). With the Triton backend the moving averages
+    run on the fast-weight kernels and the gate on :mod:`~.triton_snr` (one pass over the
+    moments each way); the PyTorch code below is the reference."""
 
     def __init__(self, threshold: float, gamma_boost: float, eta_boost: float, ema_decay: float,
                  chunk_size: int, backend: Backend = "torch") -> None:
@@ -147,6 +150,16 @@ class SNRMemoryFilter(nn.Module):
     def forward(self, v: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         moments = decayed_average(torch.cat([v, v * v], dim=-1), self.ema_decay, self.chunk_size,
                                   self.backend)
+        return self.gate(moments, decay, eta)
+
+    def gate(self, moments: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``moments [B, H, N, 2 d]`` (moving averages of ``v``, then of ``v^2``), ``decay, eta
+        [B, H, N]`` -> ``(decay', eta', snr)`` each ``[B, H, N]``."""
+        if resolve_backend(self.backend, moments, "SNRMemoryFilter") == "triton":
+            from kizashi.models.bk.triton_snr import snr_gate
+
+            return snr_gate(moments, decay, eta, threshold=self.threshold, gamma_boost=self.gamma_boost,
+                            eta_boost=self.eta_boost, eps=SNR_EPS)
         mean, second = moments.chunk(2, dim=-1)
         signal = (mean * mean).mean(-1)
         noise = (second - mean * mean).clamp_min(0.0).mean(-1) + SNR_EPS

@@ -1,0 +1,101 @@
+"""The Triton kernels of the SNR filter's gate (:mod:`kizashi.models.bk.triton_snr`) against
+the PyTorch code of :meth:`kizashi.models.bk.phase2.SNRMemoryFilter.gate`: values and the
+gradients of the moments, the decay and the learning rate.
+
+The ``interpreter`` tests run in float64 on Triton's CPU interpreter (``make test`` runs them in
+a subprocess with ``TRITON_INTERPRET=1``, tests/models/test_triton_kernels_on_cpu.py); the
+``gpu`` test runs the compiled kernels in float32 against float64.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kizashi.models.bk.phase2 import SNRMemoryFilter
+
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter_only = pytest.mark.skipif(not INTERPRETER, reason="Triton interpreter (TRITON_INTERPRET=1)")
+F64 = torch.float64
+
+
+def gate_inputs(batch, heads, n, d, dtype=F64, device="cpu", seed=0):
+    """``moments [B, H, N, 2 d]`` as a strided view (the kernels read any unit-stride view),
+    ``decay, eta [B, H, N]``. The second moments are the squares' average of a spread around
+    the first (``m2 >= mu^2``) except on planted rows: one with ``m2 < mu^2`` (the clamp), one
+    all zero (``mu = m2 = 0``: the noise is eps alone)."""
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(batch, n, heads, d, generator=g, dtype=F64)
+    m2 = mu * mu + torch.rand(batch, n, heads, d, generator=g, dtype=F64) * 2.0
+    m2[:, 0, 0] = 0.5 * mu[:, 0, 0] ** 2  # negative spread
+    mu[:, -1, -1], m2[:, -1, -1] = 0.0, 0.0  # a silent row
+    moments = torch.cat([mu, m2], dim=-1).transpose(1, 2)  # [B, H, N, 2 d], not contiguous
+    decay = 0.05 + torch.rand(batch, heads, n, generator=g, dtype=F64)
+    eta = 0.1 + torch.rand(batch, heads, n, generator=g, dtype=F64)
+    return tuple(t.to(device=device, dtype=dtype) for t in (moments, decay, eta))
+
+
+def gate_results(snr_filter, inputs, backend, weight_seed=1):
+    """``[decay', eta', snr, dmoments, ddecay, deta]`` of ``sum(decay' w) + sum(eta' w')``."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    snr_filter.backend = backend
+    decay, eta, snr = snr_filter.gate(*leaves)
+    g = torch.Generator().manual_seed(weight_seed)
+    w_decay = torch.randn(decay.shape, generator=g, dtype=F64).to(decay)
+    w_eta = torch.randn(eta.shape, generator=g, dtype=F64).to(eta)
+    ((decay * w_decay).sum() + (eta * w_eta).sum()).backward()
+    return [decay.detach(), eta.detach(), snr.detach()] + [t.grad for t in leaves]
+
+
+def max_rel_err(got, want):
+    scale = max(want.abs().max().item(), 1.0)
+    return (got.to(want.dtype) - want).abs().max().item() / scale
+
+
+def snr_filter() -> SNRMemoryFilter:
+    return SNRMemoryFilter(threshold=2.1, gamma_boost=2.0, eta_boost=1.5, ema_decay=0.9, chunk_size=16)
+
+
+@interpreter_only
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (2, 3, 70, 5), (1, 2, 130, 32)])
+def test_snr_gate_matches_torch_in_the_interpreter(shape):
+    """Partial row tiles (70 and 130 rows per head are not multiples of 64), a feature width
+    below the tile's 16 and one of 32; the clamp and the silent row included."""
+    inputs = gate_inputs(*shape, seed=shape[2])
+    got = gate_results(snr_filter(), inputs, "triton")
+    want = gate_results(snr_filter(), inputs, "torch")
+    names = ["decay", "eta", "snr", "dmoments", "ddecay", "deta"]
+    errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
+    assert max(errors.values()) < 1e-12, errors
+    assert got[3].abs().sum() > 0 and got[4].abs().sum() > 0
+
+
+@interpreter_only
+def test_snr_gate_gradcheck_in_the_interpreter():
+    from kizashi.models.bk.triton_snr import SNRGate
+
+    moments, decay, eta = gate_inputs(1, 2, 9, 3, seed=4)
+    moments = moments[:, :, 1:-1]  # no planted row: gradcheck needs a differentiable point
+    decay, eta = decay[:, :, 1:-1].contiguous(), eta[:, :, 1:-1].contiguous()
+    params = torch.tensor([2.1, 1.0, 0.5, 1e-6], dtype=F64)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (moments, decay, eta)]
+
+    def gate(m, a, b):
+        return SNRGate.apply(m, a, b, params)[:2]
+
+    assert torch.autograd.gradcheck(gate, leaves, atol=1e-8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("n", [63, 65536])
+def test_snr_gate_on_the_gpu_against_float64(n):
+    """float32 on CUDA against the PyTorch code in float64 (inputs rounded to float32 first)."""
+    inputs = gate_inputs(2, 8, n, 32, dtype=torch.float32, device="cuda", seed=n)
+    got = gate_results(snr_filter(), inputs, "triton")
+    want = gate_results(snr_filter(), [t.double() for t in inputs], "torch")
+    names = ["decay", "eta", "snr", "dmoments", "ddecay", "deta"]
+    errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
+    assert max(errors.values()) < 1e-4, errors
