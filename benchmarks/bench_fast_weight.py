@@ -103,12 +103,9 @@ def kizashi_calls(inputs: dict[str, torch.Tensor], setting: Setting) -> tuple[Ca
     """``(forward, forward_backward)`` closures of the Triton kernels under ``setting``."""
     from kizashi.models.bk import triton_fast_weight as tfw
 
-    b, h, n, _ = inputs["q"].shape
-    dv = inputs["v"].shape[-1]
-    flat = [inputs[name].reshape(b * h, n, -1).contiguous() for name in ("q", "k", "v")]
-    g = inputs["g"].reshape(b * h, n).contiguous()
-    leaves = [t.clone().requires_grad_(True) for t in (*flat, g)]
-    weight = inputs["w"].reshape(b * h, n, dv)
+    tensors = [inputs[name].contiguous() for name in ("q", "k", "v", "g")]
+    leaves = [t.clone().requires_grad_(True) for t in tensors]
+    weight = inputs["w"]
 
     def configure() -> None:
         tfw.BACKWARD_WARPS = tfw.CHUNK_WARPS = setting.warps
@@ -116,11 +113,11 @@ def kizashi_calls(inputs: dict[str, torch.Tensor], setting: Setting) -> tuple[Ca
     def forward() -> None:
         configure()
         with torch.no_grad():
-            tfw.FastWeightScan.apply(*flat, g, setting.precision)
+            tfw.FastWeightScan.apply(*tensors, None, False, setting.precision)
 
     def forward_backward() -> None:
         configure()
-        out, _ = tfw.FastWeightScan.apply(*leaves, setting.precision)
+        out, _ = tfw.FastWeightScan.apply(*leaves, None, False, setting.precision)
         (out * weight).sum().backward()
 
     return forward, forward_backward

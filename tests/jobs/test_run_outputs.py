@@ -22,10 +22,10 @@ from kizashi.evaluation.run_dir import (
     RunInfo,
     read_run_info,
 )
-from kizashi.jobs.evaluate import run_walk_forward
-from kizashi.jobs.common import ORACLE_COLUMN, fold_row, oracle_reference, write_run
-from kizashi.splits import Fold
 from kizashi.features.targets import target_return_name
+from kizashi.jobs.common import ORACLE_COLUMN, fold_row, oracle_reference, write_run
+from kizashi.jobs.evaluate import run_walk_forward
+from kizashi.splits import Fold
 
 TABLES = (SUMMARY_CSV, SUMMARY_JSON, DECILES, DAILY)
 

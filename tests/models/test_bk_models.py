@@ -492,27 +492,37 @@ def test_phase2_runs_in_float64_and_its_memory_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda x, decay: memory(x, decay, False)[0], (x, decay), atol=1e-7)
 
 
-def test_memory_heads_are_contiguous_and_widened(monkeypatch):
-    """The memory hands contiguous ``[B, H, N, d]`` float32 heads to the fast-weight scan
-    (and the SNR averages), also from bf16 projections, with the values of the projection."""
+def test_memory_hands_its_projections_to_the_scan_as_views(monkeypatch):
+    """The memory passes the heads of its q / k / v projections to the fast-weight scan as
+    ``[B, H, N, d]`` views of the ``[B, N, H d]`` projections (no copy, bf16 stays bf16: the
+    kernels read them in place) and asks the scan to normalize ``q`` and ``k``; on the PyTorch
+    path its output equals normalizing the contiguous float32 heads by hand."""
     from kizashi.models.bk import phase2
 
-    config = Phase2Config(**{**TINY_PHASE2, "n_layers": 1})
+    config = Phase2Config(**{**TINY_PHASE2, "n_layers": 1, "snr_enabled": False, "resonance_enabled": False})
     memory = phase2.HebbianMemory(config)
     projected = torch.randn(2, 7, config.num_heads * config.head_dim).to(torch.bfloat16)
     heads = memory._heads(projected)
-    assert heads.is_contiguous() and heads.dtype == torch.float32
-    assert torch.equal(heads, projected.float().view(2, 7, config.num_heads, config.head_dim).transpose(1, 2))
+    assert heads.dtype == torch.bfloat16 and heads.data_ptr() == projected.data_ptr()
+    assert torch.equal(heads, projected.view(2, 7, config.num_heads, config.head_dim).transpose(1, 2))
     seen = []
     real = phase2.chunked_fast_weight
 
-    def spy(q, k, v, *args):
-        seen.append([t.is_contiguous() for t in (q, k, v)])
-        return real(q, k, v, *args)
+    def spy(q, k, v, *args, normalize=False):
+        seen.append(([t._base is not None for t in (q, k, v)], normalize))
+        return real(q, k, v, *args, normalize=normalize)
 
     monkeypatch.setattr(phase2, "chunked_fast_weight", spy)
-    memory(torch.randn(2, 7, config.d_model), torch.rand(2, config.num_heads, 7) + 0.05)
-    assert seen == [[True, True, True]]
+    x, decay = torch.randn(2, 7, config.d_model), torch.rand(2, config.num_heads, 7) + 0.05
+    out, _ = memory(x, decay)
+    assert seen == [([True, True, True], True)]
+
+    monkeypatch.setattr(phase2, "chunked_fast_weight", real)
+    q, k, v = (memory._heads(p(x)).contiguous() for p in (memory.query, memory.key, memory.value))
+    readout, _ = real(torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1), v,
+                      -decay * memory.dt, torch.full_like(decay, memory.eta * memory.dt), memory.chunk_size)
+    by_hand = memory.out(readout.transpose(1, 2).reshape(2, 7, -1))
+    assert torch.allclose(out, by_hand, atol=1e-6)
 
 
 def saved_tensor_bytes(model: torch.nn.Module, n: int) -> int:

@@ -82,20 +82,49 @@ def test_kernels_match_torch_in_the_interpreter(monkeypatch, shape, dk, dv, chun
 
 
 @interpreter_only
-def test_gradcheck_in_the_interpreter(monkeypatch):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_gradcheck_in_the_interpreter(monkeypatch, normalize):
     """``torch.autograd.gradcheck`` of the kernels' autograd function itself (float64,
-    chunks of 16 over N = 20, so two chunks and a scan step), final state included."""
+    chunks of 16 over N = 20, so two chunks and a scan step), final state and the rate
+    included; with ``normalize`` the kernels unit-normalize ``q`` and ``k`` themselves."""
     from kizashi.models.bk import triton_fast_weight
 
     monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
     monkeypatch.setattr(triton_fast_weight, "SCAN_CHUNKS", 2)
-    q, k, v, log_decay, _ = random_inputs((1, 20), 2, 2, seed=5)
-    leaves = [t.contiguous().requires_grad_(True) for t in (q, k, v, log_decay)]
+    q, k, v, log_decay, rate = random_inputs((1, 1, 20), 2, 2, seed=5)
+    leaves = [t.contiguous().requires_grad_(True) for t in (q, k, v, log_decay, rate)]
 
     def scan(*tensors):
-        return triton_fast_weight.FastWeightScan.apply(*tensors, "ieee")
+        return triton_fast_weight.FastWeightScan.apply(*tensors, normalize, "ieee")
 
     assert torch.autograd.gradcheck(scan, leaves, atol=1e-8)
+
+
+@interpreter_only
+def test_kernels_read_the_heads_of_a_projection_in_place_in_the_interpreter(monkeypatch):
+    """``q, k, v`` as the heads of ``[B, N, H d]`` projections (strided views, no copy) with
+    the normalization inside the kernels: the values and gradients of the PyTorch code on the
+    same views, and ``o`` laid out as ``[B, N, H, dv]`` (a free reshape to ``[B, N, H dv]``)."""
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
+    batch, n, heads, d = 2, 37, 3, 5
+    g = torch.Generator().manual_seed(11)
+    projected = [torch.randn(batch, n, heads * d, generator=g, dtype=F64) for _ in range(3)]
+    log_decay = -2.0 * torch.rand(batch, heads, n, generator=g, dtype=F64)
+    rate = 0.1 + torch.rand(batch, heads, n, generator=g, dtype=F64)
+    weight = torch.randn(batch, heads, n, d, generator=g, dtype=F64)
+    results = {}
+    for backend in ("triton", "torch"):
+        leaves = [t.clone().requires_grad_(True) for t in (*projected, log_decay, rate)]
+        q, k, v = (t.view(batch, n, heads, d).transpose(1, 2) for t in leaves[:3])
+        out, state = chunked_fast_weight(q, k, v, *leaves[3:], chunk_size=8, backend=backend, normalize=True)
+        ((out * weight).sum() + state.square().sum()).backward()
+        results[backend] = [out.detach(), state.detach()] + [t.grad for t in leaves]
+        if backend == "triton":
+            assert out.transpose(1, 2).is_contiguous()
+    errors = [max_rel_err(a, b) for a, b in zip(results["triton"], results["torch"])]
+    assert max(errors) < 1e-12, errors
 
 
 def test_dot_precision_follows_pytorchs_float32_matmul_setting():
@@ -207,6 +236,33 @@ def test_tf32_dots_on_the_gpu_against_float64(n):
     names = ["o", "state", "dq", "dk", "dv", "dlog_decay", "drate"]
     errors = {name: max_rel_err(a, b) for name, a, b in zip(names, got, want)}
     assert max(errors.values()) < 5e-3, errors
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("n", [63, 65536])
+def test_bf16_projection_heads_with_normalization_on_the_gpu(n):
+    """The memory's call: ``q, k, v`` the heads of bf16 ``[B, N, H d]`` projections read in
+    place, normalized inside the kernels, against the PyTorch code in float64 on the same
+    (bf16-rounded) values; gradients come back in bf16, in the projections' layout."""
+    batch, heads, d = 1, 8, 32
+    g = torch.Generator().manual_seed(n)
+    projected = [torch.randn(batch, n, heads * d, generator=g).to("cuda", torch.bfloat16) for _ in range(3)]
+    log_decay = (-torch.rand(batch, heads, n, generator=g)).cuda()
+    rate = (0.1 + torch.rand(batch, heads, n, generator=g)).cuda()
+    weight = torch.randn(batch, heads, n, d, generator=g, dtype=F64).cuda()
+    results = {}
+    for backend, dtype in (("triton", None), ("torch", F64)):
+        leaves = [(t if dtype is None else t.to(dtype)).clone().requires_grad_(True)
+                  for t in (*projected, log_decay, rate)]
+        q, k, v = (t.view(batch, n, heads, d).transpose(1, 2) for t in leaves[:3])
+        out, state = chunked_fast_weight(q, k, v, *leaves[3:], chunk_size=64, backend=backend, normalize=True)
+        ((out * weight.to(out.dtype)).sum() + state.square().sum()).backward()
+        results[backend] = [out.detach(), state.detach()] + [t.grad for t in leaves]
+    assert all(grad.dtype == torch.bfloat16 for grad in results["triton"][2:5])
+    names = ["o", "state", "dq", "dk", "dv", "dlog_decay", "drate"]
+    errors = {name: max_rel_err(a, b) for name, a, b in zip(names, results["triton"], results["torch"])}
+    assert max(errors.values()) < 1e-2, errors
 
 
 @pytest.mark.gpu

@@ -148,27 +148,34 @@ def _causal_resolvent_scan(alpha: Tensor, coupling: Tensor, chunk: int) -> Tenso
 
 def chunked_fast_weight(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, rate: Tensor, chunk_size: int = 64,
-    backend: Backend = "torch",
+    backend: Backend = "torch", normalize: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Causal fast-weight memory with a per-step scalar decay, in chunks.
 
-    ``M_t = exp(log_decay_t) M_{t-1} + rate_t v_t k_t^T`` (``M_{-1} = 0``), ``o_t = M_t q_t``.
+    ``M_t = exp(log_decay_t) M_{t-1} + rate_t v_t k_t^T`` (``M_{-1} = 0``), ``o_t = M_t q_t``;
+    with ``normalize`` the rows of ``q`` and ``k`` are unit vectors first (``F.normalize``).
 
     Shapes: ``q, k [B, H, N, dk]``, ``v [B, H, N, dv]``, ``log_decay, rate [B, H, N]``
-    (``log_decay <= 0``). Returns ``o [B, H, N, dv]`` and the final state ``M [B, H, dv, dk]``.
-    ``o_t`` depends on steps ``<= t`` only. Within a chunk the decay between steps ``s <= t``
-    is ``exp(L_t - L_s)`` of the cumulative log decay (masked above the diagonal before the
-    ``exp``, so nothing overflows); chunks are linked by the carried state.
+    (``log_decay <= 0``). Returns ``o [B, H, N, dv]`` and the final state ``M [B, H, dv, dk]``,
+    in float32 at least (float64 inputs stay float64). ``o_t`` depends on steps ``<= t`` only.
+    Within a chunk the decay between steps ``s <= t`` is ``exp(L_t - L_s)`` of the cumulative
+    log decay (masked above the diagonal before the ``exp``, so nothing overflows); chunks are
+    linked by the carried state.
 
     ``backend``: ``"torch"`` the PyTorch code below (a Python loop over the ``N / chunk_size``
     chunks), ``"triton"`` the kernels of :mod:`kizashi.models.bk.triton_fast_weight` (CUDA
-    tensors; chunks of their own fixed length, ``chunk_size`` unused; float32 or float64
-    out), ``"auto"`` Triton for CUDA tensors when it imports, else torch.
+    tensors; chunks of their own fixed length, ``chunk_size`` unused; they read ``q, k, v`` in
+    place, any view with a unit stride along the features, and normalize and scale inside),
+    ``"auto"`` Triton for CUDA tensors when it imports, else torch.
     """
     if resolve_backend(backend, q, "chunked_fast_weight") == "triton":
         from kizashi.models.bk.triton_fast_weight import fast_weight_scan
 
-        return fast_weight_scan(q, k * rate.unsqueeze(-1), v, log_decay)
+        return fast_weight_scan(q, k, v, log_decay, rate, normalize)
+    dtype = torch.promote_types(torch.promote_types(q.dtype, v.dtype), torch.float32)
+    q, k, v, log_decay, rate = (t.to(dtype) for t in (q, k, v, log_decay, rate))
+    if normalize:
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
     batch, heads, n, dk = k.shape
     dv = v.shape[-1]
     n_chunks = -(-n // chunk_size)
@@ -203,7 +210,7 @@ def decayed_average(x: Tensor, decay: float, chunk_size: int = 64, backend: Back
     (``y_{-1} = 0``) over axis 2 of ``x [B, H, N, F]`` -> ``[B, H, N, F]``: the fast-weight
     recurrence with ``q = k = 1`` (``backend`` as in :func:`chunked_fast_weight`)."""
     batch, heads, n, _ = x.shape
-    ones = x.new_ones(batch, heads, n, 1)
+    ones = x.new_ones(1, 1, 1, 1).expand(batch, heads, n, 1)
     log_decay = x.new_full((batch, heads, n), math.log(decay))
     rate = x.new_full((batch, heads, n), 1.0 - decay)
     out, _ = chunked_fast_weight(ones, ones, x, log_decay, rate, chunk_size, backend)

@@ -148,6 +148,7 @@ class SNRMemoryFilter(nn.Module):
         self.ema_decay, self.chunk_size, self.backend = ema_decay, chunk_size, backend
 
     def forward(self, v: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        v = v.to(torch.promote_types(v.dtype, torch.float32))  # bf16 projections: square in float32
         moments = decayed_average(torch.cat([v, v * v], dim=-1), self.ema_decay, self.chunk_size,
                                   self.backend)
         return self.gate(moments, decay, eta)
@@ -171,8 +172,9 @@ class SNRMemoryFilter(nn.Module):
 
 
 class MemoryResonance(nn.Module):
-    """Readout ``o [B, H, N, d]`` -> ``(amplified [B, H, N, d], energy [B, H, N, M],
-    gain [B, H, N])``: modes holding more than ``threshold`` of the energy are amplified."""
+    """Readout rows ``o [B, N, H, d]`` -> ``(amplified [B, N, H, d], energy [B, N, H, M],
+    gain [B, N, H])``: modes holding more than ``threshold`` of the energy are amplified (any
+    leading axes; the last two are the heads and their features)."""
 
     def __init__(self, num_heads: int, head_dim: int, num_modes: int, threshold: float,
                  temperature: float, use_zeta: bool) -> None:
@@ -183,10 +185,10 @@ class MemoryResonance(nn.Module):
         self.gain = nn.Parameter(torch.full((num_heads, num_modes), 0.5))
 
     def forward(self, o: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        coefficient = o @ self.modes.T  # [B, H, N, M]
+        coefficient = o @ self.modes.T  # [B, N, H, M]
         energy = coefficient.square() / (o.square().sum(-1, keepdim=True) + RESONANCE_EPS)
         active = torch.sigmoid((energy - self.threshold) / self.temperature)
-        boost = self.gain[None, :, None, :] * active  # [B, H, N, M]
+        boost = self.gain * active  # [B, N, H, M]
         amplified = o + (boost * coefficient) @ self.modes
         return amplified, energy, 1 + boost.mean(-1)
 
@@ -219,36 +221,30 @@ class HebbianMemory(nn.Module):
                           if config.resonance_enabled else None)
 
     def _heads(self, projected: Tensor) -> Tensor:
-        """``[B, N, H * d]`` -> contiguous ``[B, H, N, d]`` in float32 at least (bf16
-        projections under autocast are widened; a float64 model stays float64), in one copy.
-        Contiguous heads keep every later elementwise kernel (normalization, the SNR
-        statistics, the gradients) on PyTorch's vectorized path and need no further copy
-        before the fast-weight kernels."""
+        """``[B, N, H * d]`` -> ``[B, H, N, d]``, a view (no copy, the projection's dtype): the
+        fast-weight kernels read the heads in place and normalize them themselves."""
         batch, n, _ = projected.shape
-        heads = projected.new_empty((batch, self.num_heads, n, self.head_dim),
-                                    dtype=torch.promote_types(projected.dtype, torch.float32))
-        return heads.copy_(projected.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2))
+        return projected.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, decay: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """``(out [B, N, D], diagnostics)``; the dict is empty unless ``return_diagnostics``."""
         batch, n, _ = x.shape
-        q = F.normalize(self._heads(self.query(x)), dim=-1)  # [B, H, N, d]
-        k = F.normalize(self._heads(self.key(x)), dim=-1)
-        v = self._heads(self.value(x))
+        q, k, v = (self._heads(projection(x)) for projection in (self.query, self.key, self.value))
         eta = torch.full_like(decay, self.eta)
         diagnostics: dict[str, Tensor] = {}
         if self.snr is not None:
             decay, eta, snr = self.snr(v, decay, eta)
             diagnostics["snr"] = snr
         readout, state = chunked_fast_weight(q, k, v, -decay * self.dt, eta * self.dt, self.chunk_size,
-                                             self.backend)
+                                             self.backend, normalize=True)
+        rows = readout.transpose(1, 2)  # [B, N, H, d]; the kernels' output is laid out so
         if self.resonance is not None:
-            readout, energy, gain = self.resonance(readout)
-            diagnostics["resonance_energy"], diagnostics["resonance_gain"] = energy, gain
+            rows, energy, gain = self.resonance(rows)
+            diagnostics["resonance_energy"], diagnostics["resonance_gain"] = energy.transpose(1, 2), gain.transpose(1, 2)
         if return_diagnostics:
-            diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=readout.norm(dim=-1),
+            diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=rows.norm(dim=-1).transpose(1, 2),
                                memory_norm=state.flatten(-2).norm(dim=-1))
-        merged = readout.transpose(1, 2).reshape(batch, n, self.num_heads * self.head_dim)
+        merged = rows.reshape(batch, n, self.num_heads * self.head_dim)
         return self.drop(self.out(merged.to(x.dtype))), diagnostics if return_diagnostics else {}
 
 

@@ -63,6 +63,9 @@ SCAN_BLOCK = 128  # state entries per program of the scan kernel
 SCAN_CHUNKS = 16  # chunks per step of the scan kernel (one load, a scan in registers, one store)
 CHUNK_WARPS = 4  # warps per program of the chunk-state and output kernels
 BACKWARD_WARPS = 4  # warps per program of the backward chunk kernel
+NORM_EPS: tl.constexpr = tl.constexpr(1e-12)  # F.normalize's eps
+
+
 
 
 @triton.jit
@@ -75,18 +78,50 @@ def _chunk_cumsum(g_ptr, bh, c, N, BT: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(ptr, bh, rows, valid, N, D, BD: tl.constexpr):
-    """``[BT, BD]`` tile of the rows ``rows`` of sequence ``bh`` of a ``[bh, N, D]`` tensor."""
-    cols = tl.arange(0, BD)
-    mask = valid[:, None] & (cols[None, :] < D)
-    return tl.load(ptr + (bh * N + rows[:, None]) * D + cols[None, :], mask=mask, other=0.0)
+def _base(bh, H, s_b, s_h):
+    """Offset of sequence ``bh = b H + h`` in a ``[B, H, N, D]`` view of strides ``s_b, s_h``."""
+    return (bh // H) * s_b + (bh % H) * s_h
 
 
 @triton.jit
-def _store_rows(ptr, value, bh, rows, valid, N, D, BD: tl.constexpr):
+def _load_rows(ptr, base, rows, valid, s_n, D, BD: tl.constexpr, dtype: tl.constexpr):
+    """``[BT, BD]`` tile of the rows ``rows`` of one sequence (offset ``base``, row stride
+    ``s_n``, unit stride along ``D``), converted to the compute ``dtype``."""
     cols = tl.arange(0, BD)
     mask = valid[:, None] & (cols[None, :] < D)
-    tl.store(ptr + (bh * N + rows[:, None]) * D + cols[None, :], value, mask=mask)
+    tile = tl.load(ptr + base + rows[:, None] * s_n + cols[None, :], mask=mask, other=0.0)
+    return tile.to(dtype)
+
+
+@triton.jit
+def _store_rows(ptr, value, base, rows, valid, s_n, D, BD: tl.constexpr):
+    cols = tl.arange(0, BD)
+    mask = valid[:, None] & (cols[None, :] < D)
+    tl.store(ptr + base + rows[:, None] * s_n + cols[None, :], value, mask=mask)
+
+
+@triton.jit
+def _unit_rows(x, NORMALIZE: tl.constexpr):
+    """``(y, scale, defined)``: ``y = x / scale`` with ``scale = max(|x_t|, eps)`` per row
+    (``F.normalize``) and ``defined = |x_t| >= eps`` when ``NORMALIZE``; else ``y = x``."""
+    scale = tl.sum(x * 0.0, 1) + 1.0
+    defined = scale > 0.0
+    if NORMALIZE:
+        norm = tl.sqrt(tl.sum(x * x, 1))
+        scale = tl.maximum(norm, NORM_EPS)
+        defined = norm >= NORM_EPS
+        x = x / scale[:, None]
+    return x, scale, defined
+
+
+@triton.jit
+def _unit_rows_backward(y, scale, defined, dy, NORMALIZE: tl.constexpr):
+    """Gradient w.r.t. ``x`` of ``y = x / max(|x|, eps)`` given ``dy`` (row-wise):
+    ``(dy - y (y . dy)) / |x|`` where ``|x| >= eps``, ``dy / eps`` below."""
+    if NORMALIZE:
+        along = tl.where(defined, tl.sum(y * dy, 1), 0.0)
+        dy = (dy - along[:, None] * y) / scale[:, None]
+    return dy
 
 
 @triton.jit
@@ -99,14 +134,17 @@ def _load_state(ptr, bh, slot, NC, DK, DV, BK: tl.constexpr, BV: tl.constexpr):
 
 
 @triton.jit
-def _chunk_state_kernel(x_ptr, y_ptr, g_ptr, state_ptr, decay_ptr, N, NC, DX, DY,
-                        BT: tl.constexpr, BX: tl.constexpr, BY: tl.constexpr,
-                        FROM_START: tl.constexpr, PRECISION: tl.constexpr):
+def _chunk_state_kernel(x_ptr, y_ptr, g_ptr, rate_ptr, state_ptr, decay_ptr, N, NC, H, DX, DY,
+                        sx_b, sx_h, sx_n, sy_b, sy_h, sy_n,
+                        BT: tl.constexpr, BX: tl.constexpr, BY: tl.constexpr, FROM_START: tl.constexpr,
+                        NORMALIZE: tl.constexpr, HAS_RATE: tl.constexpr, PRECISION: tl.constexpr):
     """Slot ``c + 1`` (forward) or ``c`` (``FROM_START``, backward) of ``state [bh, NC + 1,
     DX, DY]`` <- ``(x * w)^T y`` over chunk ``c``, and ``decay[bh, c] = exp(G_end)``; weights
-    ``w = exp(G_end - G)`` (forward) or ``exp(G)`` (backward)."""
+    ``w = exp(G_end - G)`` (forward) or ``exp(G)`` (backward). ``x`` is unit-normalized per row
+    (``NORMALIZE``) and scaled by ``rate`` (``HAS_RATE``) first."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    dtype = g_ptr.dtype.element_ty
     G, G_end, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
     if FROM_START:
         weight = tl.exp(G)
@@ -114,8 +152,12 @@ def _chunk_state_kernel(x_ptr, y_ptr, g_ptr, state_ptr, decay_ptr, N, NC, DX, DY
     else:
         weight = tl.exp(G_end - G)
         slot = c + 1
-    x = _load_rows(x_ptr, bh, rows, valid, N, DX, BX) * weight[:, None]
-    y = _load_rows(y_ptr, bh, rows, valid, N, DY, BY)
+    if HAS_RATE:
+        weight = weight * tl.load(rate_ptr + bh * N + rows, mask=valid, other=0.0)
+    x, _, _ = _unit_rows(_load_rows(x_ptr, _base(bh, H, sx_b, sx_h), rows, valid, sx_n, DX, BX, dtype),
+                         NORMALIZE)
+    x = x * weight[:, None]
+    y = _load_rows(y_ptr, _base(bh, H, sy_b, sy_h), rows, valid, sy_n, DY, BY, dtype)
     state = tl.dot(tl.trans(x), y, input_precision=PRECISION)  # [BX, BY]
     ix = tl.arange(0, BX)
     iy = tl.arange(0, BY)
@@ -175,37 +217,54 @@ def _decay_matrix(G, BT: tl.constexpr):
 
 
 @triton.jit
-def _chunk_output_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, o_ptr, N, NC, DK, DV,
-                         BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                         PRECISION: tl.constexpr):
+def _chunk_output_kernel(q_ptr, k_ptr, v_ptr, g_ptr, rate_ptr, state_ptr, o_ptr, N, NC, H, DK, DV,
+                         sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
+                         BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NORMALIZE: tl.constexpr,
+                         HAS_RATE: tl.constexpr, PRECISION: tl.constexpr):
     """``o`` of chunk ``c``: the intra-chunk part plus the entering state's readout."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    dtype = g_ptr.dtype.element_ty
     G, _, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
-    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
-    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
-    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
+    q, _, _ = _unit_rows(_load_rows(q_ptr, _base(bh, H, sq_b, sq_h), rows, valid, sq_n, DK, BK, dtype),
+                         NORMALIZE)
+    k, _, _ = _unit_rows(_load_rows(k_ptr, _base(bh, H, sk_b, sk_h), rows, valid, sk_n, DK, BK, dtype),
+                         NORMALIZE)
+    if HAS_RATE:
+        k = k * tl.load(rate_ptr + bh * N + rows, mask=valid, other=0.0)[:, None]
+    v = _load_rows(v_ptr, _base(bh, H, sv_b, sv_h), rows, valid, sv_n, DV, BV, dtype)
     entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * _decay_matrix(G, BT)
     out = tl.dot(scores, v, input_precision=PRECISION)
     out += tl.exp(G)[:, None] * tl.dot(q, entering, input_precision=PRECISION)
-    _store_rows(o_ptr, out, bh, rows, valid, N, DV, BV)
+    _store_rows(o_ptr, out, _base(bh, H, so_b, so_h), rows, valid, so_n, DV, BV)
 
 
 @triton.jit
-def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do_ptr,
-                           dq_ptr, dk_ptr, dv_ptr, dg_ptr, N, NC, DK, DV,
-                           BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                           PRECISION: tl.constexpr):
-    """``dq, dk, dv, dg`` of chunk ``c`` from its inputs, the state entering it and the
-    gradient w.r.t. the state leaving it (formulas in the module docstring)."""
+def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, rate_ptr, state_ptr, dstate_ptr, do_ptr,
+                           dq_ptr, dk_ptr, dv_ptr, dg_ptr, drate_ptr, N, NC, H, DK, DV,
+                           sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sdo_b, sdo_h, sdo_n,
+                           sdq_b, sdq_h, sdq_n, sdk_b, sdk_h, sdk_n, sdv_b, sdv_h, sdv_n,
+                           BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NORMALIZE: tl.constexpr,
+                           HAS_RATE: tl.constexpr, PRECISION: tl.constexpr):
+    """``dq, dk, dv, dg`` (and ``drate``) of chunk ``c`` from its inputs, the state entering it
+    and the gradient w.r.t. the state leaving it (formulas in the module docstring), then
+    through the rate and the normalization to the raw inputs."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    dtype = g_ptr.dtype.element_ty
     G, G_end, rows, valid = _chunk_cumsum(g_ptr, bh, c, N, BT)
-    q = _load_rows(q_ptr, bh, rows, valid, N, DK, BK)
-    k = _load_rows(k_ptr, bh, rows, valid, N, DK, BK)
-    v = _load_rows(v_ptr, bh, rows, valid, N, DV, BV)
-    do = _load_rows(do_ptr, bh, rows, valid, N, DV, BV)
+    q, q_scale, q_defined = _unit_rows(
+        _load_rows(q_ptr, _base(bh, H, sq_b, sq_h), rows, valid, sq_n, DK, BK, dtype), NORMALIZE)
+    k_unit, k_scale, k_defined = _unit_rows(
+        _load_rows(k_ptr, _base(bh, H, sk_b, sk_h), rows, valid, sk_n, DK, BK, dtype), NORMALIZE)
+    if HAS_RATE:
+        rate = tl.load(rate_ptr + bh * N + rows, mask=valid, other=0.0)
+        k = k_unit * rate[:, None]
+    else:
+        k = k_unit
+    v = _load_rows(v_ptr, _base(bh, H, sv_b, sv_h), rows, valid, sv_n, DV, BV, dtype)
+    do = _load_rows(do_ptr, _base(bh, H, sdo_b, sdo_h), rows, valid, sdo_n, DV, BV, dtype)
     entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
     dleaving = _load_state(dstate_ptr, bh, c + 1, NC, DK, DV, BK, BV)  # dS_c [BK, BV]
     decay = _decay_matrix(G, BT)
@@ -224,9 +283,14 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, state_ptr, dstate_ptr, do
     last = tl.arange(0, BT) == BT - 1
     dG += tl.where(last, end_term, 0.0)
     dg = tl.cumsum(dG, 0, reverse=True)
-    _store_rows(dq_ptr, dq, bh, rows, valid, N, DK, BK)
-    _store_rows(dk_ptr, dk, bh, rows, valid, N, DK, BK)
-    _store_rows(dv_ptr, dv, bh, rows, valid, N, DV, BV)
+    if HAS_RATE:
+        tl.store(drate_ptr + bh * N + rows, tl.sum(k_unit * dk, 1), mask=valid)
+        dk = dk * rate[:, None]
+    dq = _unit_rows_backward(q, q_scale, q_defined, dq, NORMALIZE)
+    dk = _unit_rows_backward(k_unit, k_scale, k_defined, dk, NORMALIZE)
+    _store_rows(dq_ptr, dq, _base(bh, H, sdq_b, sdq_h), rows, valid, sdq_n, DK, BK)
+    _store_rows(dk_ptr, dk, _base(bh, H, sdk_b, sdk_h), rows, valid, sdk_n, DK, BK)
+    _store_rows(dv_ptr, dv, _base(bh, H, sdv_b, sdv_h), rows, valid, sdv_n, DV, BV)
     tl.store(dg_ptr + bh * N + rows, dg, mask=valid)
 
 
@@ -247,21 +311,28 @@ def _block(width: int) -> int:
     return max(16, triton.next_power_of_2(width))
 
 
-def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward: bool,
-                  precision: str) -> Tensor:
-    """Kernels 1 + 2: ``[bh, NC + 1, DX, DY]``. Forward: slot ``c`` is the state entering
-    chunk ``c`` (slot 0 = ``boundary``, slot ``NC`` the final state). ``backward``: slot
-    ``c`` is the gradient w.r.t. the state entering chunk ``c`` (slot ``NC`` = ``boundary``,
-    the gradient of the final state)."""
-    bh, n, dx = x.shape
+def _strides(t: Tensor) -> tuple[int, int, int]:
+    """``(s_b, s_h, s_n)`` of a ``[B, H, N, D]`` view."""
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _chunk_states(x: Tensor, y: Tensor, g: Tensor, rate: Tensor | None, boundary: Tensor, *, backward: bool,
+                  normalize: bool, precision: str) -> Tensor:
+    """Kernels 1 + 2 over ``x [B, H, N, DX]``, ``y [B, H, N, DY]``: ``[B H, NC + 1, DX, DY]``.
+    Forward: slot ``c`` is the state entering chunk ``c`` (slot 0 = ``boundary``, slot ``NC``
+    the final state). ``backward``: slot ``c`` is the gradient w.r.t. the state entering chunk
+    ``c`` (slot ``NC`` = ``boundary``, the gradient of the final state)."""
+    batch, heads, n, dx = x.shape
     dy = y.shape[-1]
+    bh = batch * heads
     nc = triton.cdiv(n, CHUNK)
-    states = torch.empty(bh, nc + 1, dx, dy, device=x.device, dtype=x.dtype)
+    states = torch.empty(bh, nc + 1, dx, dy, device=x.device, dtype=g.dtype)
     states[:, nc if backward else 0] = boundary
-    decays = torch.empty(bh, nc, device=x.device, dtype=x.dtype)
-    _chunk_state_kernel[(nc, bh)](x, y, g, states, decays, n, nc, dx, dy, BT=CHUNK, BX=_block(dx),
-                                  BY=_block(dy), FROM_START=backward, PRECISION=precision,
-                                  num_warps=CHUNK_WARPS)
+    decays = torch.empty(bh, nc, device=x.device, dtype=g.dtype)
+    _chunk_state_kernel[(nc, bh)](x, y, g, g if rate is None else rate, states, decays, n, nc, heads, dx, dy,
+                                  *_strides(x), *_strides(y), BT=CHUNK, BX=_block(dx), BY=_block(dy),
+                                  FROM_START=backward, NORMALIZE=normalize, HAS_RATE=rate is not None,
+                                  PRECISION=precision, num_warps=CHUNK_WARPS)
     size = dx * dy
     block = min(SCAN_BLOCK, max(16, triton.next_power_of_2(size)))
     _state_scan_kernel[(bh, triton.cdiv(size, block))](states, decays, nc, size, BLOCK=block,
@@ -269,57 +340,78 @@ def _chunk_states(x: Tensor, y: Tensor, g: Tensor, boundary: Tensor, *, backward
     return states
 
 
+def _rows_view(t: Tensor) -> Tensor:
+    """``t`` itself when its feature axis has unit stride (or one entry), else a contiguous copy."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
 class FastWeightScan(torch.autograd.Function):
-    """``(q [BH, N, dk], k [BH, N, dk], v [BH, N, dv], g [BH, N], precision)`` (contiguous,
-    one floating dtype; ``precision`` the dots' ``"ieee"`` or ``"tf32"``) -> ``(o [BH, N, dv],
-    S_N [BH, dk, dv])``; differentiable in the four tensors."""
+    """``(q [B, H, N, dk], k [B, H, N, dk], v [B, H, N, dv], g [B, H, N], rate [B, H, N] or
+    None, normalize, precision)`` -> ``(o [B, H, N, dv], S_N [B H, dk, dv])``.
+
+    ``q, k, v`` may be any views with a unit stride along the feature axis, of any floating
+    dtype (read as they are, computed in ``g``'s dtype); ``g`` and ``rate`` contiguous, float32
+    or float64. With ``normalize`` the rows of ``q`` and ``k`` are unit-normalized in the
+    kernels (``F.normalize``); ``rate`` scales the keys (the learning rate of each step). ``o``
+    is a ``[B, H, N, dv]`` view of a ``[B, N, H, dv]`` tensor (heads next to each other, as a
+    projection back to ``[B, N, H dv]`` reads them). Gradients come back in the dtype and
+    layout of each input; ``precision`` is the dots' ``"ieee"`` or ``"tf32"``."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, g: Tensor, precision: str) -> tuple[Tensor, Tensor]:
-        bh, n, dk = q.shape
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, g: Tensor, rate: Tensor | None, normalize: bool,
+                precision: str) -> tuple[Tensor, Tensor]:
+        batch, heads, n, dk = q.shape
         dv = v.shape[-1]
-        states = _chunk_states(k, v, g, q.new_zeros(bh, dk, dv), backward=False, precision=precision)
-        out = torch.empty_like(v)
+        states = _chunk_states(k, v, g, rate, q.new_zeros(batch * heads, dk, dv, dtype=g.dtype), backward=False,
+                               normalize=normalize, precision=precision)
+        out = torch.empty(batch, n, heads, dv, device=v.device, dtype=g.dtype).transpose(1, 2)
         nc = states.shape[1] - 1
-        _chunk_output_kernel[(nc, bh)](q, k, v, g, states, out, n, nc, dk, dv, BT=CHUNK,
-                                       BK=_block(dk), BV=_block(dv), PRECISION=precision,
-                                       num_warps=CHUNK_WARPS)
-        ctx.save_for_backward(q, k, v, g, states)
-        ctx.precision = precision
+        _chunk_output_kernel[(nc, batch * heads)](
+            q, k, v, g, g if rate is None else rate, states, out, n, nc, heads, dk, dv,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(out), BT=CHUNK, BK=_block(dk), BV=_block(dv),
+            NORMALIZE=normalize, HAS_RATE=rate is not None, PRECISION=precision, num_warps=CHUNK_WARPS)
+        ctx.save_for_backward(q, k, v, g, rate, states)
+        ctx.normalize, ctx.precision = normalize, precision
         return out, states[:, nc].clone()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor | None, grad_final: Tensor | None):
-        q, k, v, g, states = ctx.saved_tensors
-        bh, n, dk = q.shape
+        q, k, v, g, rate, states = ctx.saved_tensors
+        batch, heads, n, dk = q.shape
         dv = v.shape[-1]
-        grad_out = torch.zeros_like(v) if grad_out is None else grad_out.to(v.dtype).contiguous()
-        initial = q.new_zeros(bh, dk, dv) if grad_final is None else grad_final.to(q.dtype).contiguous()
-        precision = ctx.precision
-        dstates = _chunk_states(q, grad_out, g, initial, backward=True, precision=precision)
+        grad_out = torch.zeros_like(v) if grad_out is None else _rows_view(grad_out)
+        initial = (q.new_zeros(batch * heads, dk, dv, dtype=g.dtype) if grad_final is None
+                   else grad_final.to(g.dtype).contiguous())
+        dstates = _chunk_states(q, grad_out, g, None, initial, backward=True, normalize=ctx.normalize,
+                                precision=ctx.precision)
         dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dg = torch.empty_like(g)
+        drate = None if rate is None else torch.empty_like(rate)
         nc = states.shape[1] - 1
-        _chunk_backward_kernel[(nc, bh)](q, k, v, g, states, dstates, grad_out, dq, dk_, dv_, dg,
-                                         n, nc, dk, dv, BT=CHUNK, BK=_block(dk), BV=_block(dv),
-                                         PRECISION=precision, num_warps=BACKWARD_WARPS)
-        return dq, dk_, dv_, dg, None
+        _chunk_backward_kernel[(nc, batch * heads)](
+            q, k, v, g, g if rate is None else rate, states, dstates, grad_out, dq, dk_, dv_, dg,
+            dg if drate is None else drate, n, nc, heads, dk, dv,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(dq), *_strides(dk_),
+            *_strides(dv_), BT=CHUNK, BK=_block(dk), BV=_block(dv), NORMALIZE=ctx.normalize,
+            HAS_RATE=rate is not None, PRECISION=ctx.precision, num_warps=BACKWARD_WARPS)
+        return dq, dk_, dv_, dg, drate, None, None
 
 
-def fast_weight_scan(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor) -> tuple[Tensor, Tensor]:
-    """``q, k [B, H, N, dk]``, ``v [B, H, N, dv]``, ``log_decay [B, H, N]`` -> ``o [B, H, N,
-    dv]`` and the final state ``M [B, H, dv, dk]`` of ``M_t = exp(log_decay_t) M_{t-1} +
-    v_t k_t^T``, ``o_t = M_t q_t`` (Triton; CUDA tensors or the interpreter). Computes in
-    float64 when an input is float64, else float32 (dots as :func:`dot_precision` says);
-    returns that dtype."""
-    batch, heads, n, dk = q.shape
-    dv = v.shape[-1]
+def fast_weight_scan(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, rate: Tensor | None = None,
+                     normalize: bool = False) -> tuple[Tensor, Tensor]:
+    """``q, k [B, H, N, dk]``, ``v [B, H, N, dv]``, ``log_decay`` and ``rate [B, H, N]`` ->
+    ``o [B, H, N, dv]`` and the final state ``M [B, H, dv, dk]`` of ``M_t = exp(log_decay_t)
+    M_{t-1} + rate_t v_t k_t^T``, ``o_t = M_t q_t`` (``rate`` None: 1), with ``q, k``
+    unit-normalized per row first when ``normalize`` (Triton; CUDA tensors or the interpreter).
+
+    ``q, k, v`` are read in place (any view with a unit stride along the feature axis, e.g. the
+    heads of a ``[B, N, H d]`` projection, in any floating dtype: no copy); computes in float64
+    when an input is float64, else float32 (dots as :func:`dot_precision` says) and returns
+    that dtype, ``o`` as a view of a ``[B, N, H, dv]`` tensor."""
     dtype = torch.float64 if torch.float64 in (q.dtype, k.dtype, v.dtype, log_decay.dtype) else torch.float32
-
-    def flat(t: Tensor, width: int | None) -> Tensor:
-        shape = (batch * heads, n) if width is None else (batch * heads, n, width)
-        return t.to(dtype).reshape(shape).contiguous()
-
-    out, final = FastWeightScan.apply(flat(q, dk), flat(k, dk), flat(v, dv), flat(log_decay, None),
-                                      dot_precision(dtype, q.device))
-    return out.reshape(batch, heads, n, dv), final.reshape(batch, heads, dk, dv).transpose(-1, -2)
+    q, k, v = (_rows_view(t) for t in (q, k, v))
+    g = log_decay.to(dtype).contiguous()
+    rate = None if rate is None else rate.to(dtype).contiguous()
+    out, final = FastWeightScan.apply(q, k, v, g, rate, normalize, dot_precision(dtype, q.device))
+    batch, heads = q.shape[:2]
+    return out, final.reshape(batch, heads, *final.shape[1:]).transpose(-1, -2)
