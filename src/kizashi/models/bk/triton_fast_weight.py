@@ -7,8 +7,10 @@ decays ``g [N]`` (``<= 0``)::
     S_t = exp(g_t) S_{t-1} + k_t v_t^T      (S_{-1} = 0, S_t [dk, dv])
     o_t = S_t^T q_t                          (o [N, dv])
 
-(the layout of :func:`~kizashi.models.bk.layers.chunked_fast_weight` is ``M = S^T``; its
-learning rate is folded into ``k`` before the call). The sequence is cut into chunks of
+(the layout of :func:`~kizashi.models.bk.layers.chunked_fast_weight` is ``M = S^T``). The
+kernels read ``q, k`` as they come (the raw heads of the memory's projections) and form the
+``q, k`` above themselves: optionally unit rows (``q / max(|q|, eps)``, as ``F.normalize``),
+and ``k`` times the step's learning rate ``rate_t``. The sequence is cut into chunks of
 ``BT`` steps; ``G`` is the cumulative log decay *within* a chunk (inclusive), ``G_end`` its
 last value, ``S_c`` the state entering chunk ``c``. Then, for ``t`` in chunk ``c``::
 
@@ -40,11 +42,20 @@ matrix ``D_ts = exp(G_t - G_s)`` (``s <= t``), ``A = (q k^T) * D`` and
     dv = A^T do + exp(G_end - G) * (k dS_c)
     dG_t = q_t . dq_t - k_t . dk_t   (+ exp(G_end) <S_c, dS_c> + sum_s k_s . (exp(G_end - G_s) dS_c v_s)
                                       at the chunk's last step)
-    dg  = reverse cumulative sum of dG within the chunk.
+    dg  = reverse cumulative sum of dG within the chunk,
+
+then through the rate and the normalization (``k = rate * k_hat``, ``x_hat = x / c`` with
+``c = max(|x|, eps)``)::
+
+    drate_t = k_hat_t . dk_t,    dk_hat = rate dk
+    dx = (dx_hat - [|x| >= eps] x_hat (x_hat . dx_hat)) / c
 
 Work: O(N BT (dk + dv)) in the chunk kernels, O(N dk dv / BT) in the scans; memory: the chunk
-states ``[bh, N / BT, dk, dv]`` are kept for the backward. Inputs of any floating dtype;
-the kernels compute in float32 (float64 when an input is float64, the precision of the
+states ``[bh, N / BT, dk, dv]`` are kept for the backward with the raw inputs (no
+normalized or widened copy). ``q, k, v`` are any ``[B, H, N, d]`` views with a unit stride
+along the features (the heads of a ``[B, N, H d]`` projection are read in place), of any
+floating dtype; ``o`` is written as ``[B, N, H, dv]``, the gradients in each input's own dtype
+and layout. The kernels compute in float32 (float64 when an input is float64, the precision of the
 interpreter tests). The dot products of float32 inputs follow what PyTorch does with a
 float32 matmul in the same context (:func:`dot_precision`): TF32 tensor cores under CUDA
 autocast or with ``torch.set_float32_matmul_precision("high" | "medium")``, IEEE float32
