@@ -164,8 +164,8 @@ def test_no_decay_and_strong_decay_in_the_interpreter(monkeypatch, decay_scale):
 @interpreter_only
 def test_moving_average_and_phase2_model_in_the_interpreter(monkeypatch):
     """``decayed_average`` through the kernels equals a step loop; a small Phase-2 model (SNR
-    filter and memory on the kernels) gives the logits and every parameter gradient of the
-    PyTorch path."""
+    filter, memory and resonance on the kernels) gives the logits and every parameter gradient
+    of the PyTorch path."""
     from kizashi.models.bk import triton_fast_weight
 
     monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
@@ -178,13 +178,14 @@ def test_moving_average_and_phase2_model_in_the_interpreter(monkeypatch):
     config = Phase2Config(vocab_size=17, d_model=32, n_layers=2, num_heads=2, head_dim=16,
                           resonance_modes=4, dropout=0.0, chunk_size=8, use_triton_bk=False)
     torch.manual_seed(0)
-    model = BKPhase2LM(config)  # the memory computes in float32 (HebbianMemory casts to it)
+    model = BKPhase2LM(config)  # float32: the kernels compute in float32, the tolerance says so
     ids = torch.randint(0, 17, (2, 45), generator=torch.Generator().manual_seed(3))
     results = {}
     for backend in ("triton", "torch"):
         for block in model.blocks:
             block.memory.backend = backend
             block.memory.snr.backend = backend
+            block.memory.resonance.backend = backend
         model.zero_grad()
         logits = model(ids)
         logits.square().mean().backward()
@@ -279,6 +280,7 @@ def test_phase2_small_on_the_gpu_kernels_match_torch():
         for block in model.blocks:
             block.memory.backend = backend
             block.memory.snr.backend = backend
+            block.memory.resonance.backend = backend
         model.zero_grad()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model(ids[:, :-1])

@@ -174,17 +174,24 @@ class SNRMemoryFilter(nn.Module):
 class MemoryResonance(nn.Module):
     """Readout rows ``o [B, N, H, d]`` -> ``(amplified [B, N, H, d], energy [B, N, H, M],
     gain [B, N, H])``: modes holding more than ``threshold`` of the energy are amplified (any
-    leading axes; the last two are the heads and their features)."""
+    leading axes; the last two are the heads and their features). With the Triton backend
+    one pass of :mod:`~.triton_resonance` each way, energy and gain computed only when
+    ``return_diagnostics`` (else ``None``); the PyTorch code below is the reference."""
 
     def __init__(self, num_heads: int, head_dim: int, num_modes: int, threshold: float,
-                 temperature: float, use_zeta: bool) -> None:
+                 temperature: float, use_zeta: bool, backend: Backend = "torch") -> None:
         super().__init__()
-        self.threshold, self.temperature = threshold, temperature
+        self.threshold, self.temperature, self.backend = threshold, temperature, backend
         modes = zeta_mode_basis(num_modes, head_dim, use_zeta=use_zeta).to(torch.float32)
         self.register_buffer("modes", modes, persistent=False)  # [M, d], orthonormal rows
         self.gain = nn.Parameter(torch.full((num_heads, num_modes), 0.5))
 
-    def forward(self, o: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, o: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        if resolve_backend(self.backend, o, "MemoryResonance") == "triton":
+            from kizashi.models.bk.triton_resonance import resonate
+
+            return resonate(o, self.modes, self.gain, threshold=self.threshold, temperature=self.temperature,
+                            eps=RESONANCE_EPS, diagnostics=return_diagnostics)
         coefficient = o @ self.modes.T  # [B, N, H, M]
         energy = coefficient.square() / (o.square().sum(-1, keepdim=True) + RESONANCE_EPS)
         active = torch.sigmoid((energy - self.threshold) / self.temperature)
@@ -217,7 +224,7 @@ class HebbianMemory(nn.Module):
                     if config.snr_enabled else None)
         self.resonance = (MemoryResonance(heads, config.head_dim, config.resonance_modes,
                                           config.resonance_energy_threshold, config.resonance_temperature,
-                                          config.use_zeta_init)
+                                          config.use_zeta_init, self.backend)
                           if config.resonance_enabled else None)
 
     def _heads(self, projected: Tensor) -> Tensor:
@@ -239,8 +246,10 @@ class HebbianMemory(nn.Module):
                                              self.backend, normalize=True)
         rows = readout.transpose(1, 2)  # [B, N, H, d]; the kernels' output is laid out so
         if self.resonance is not None:
-            rows, energy, gain = self.resonance(rows)
-            diagnostics["resonance_energy"], diagnostics["resonance_gain"] = energy.transpose(1, 2), gain.transpose(1, 2)
+            rows, energy, gain = self.resonance(rows, return_diagnostics)
+            if return_diagnostics:
+                diagnostics["resonance_energy"] = energy.transpose(1, 2)  # [B, H, N, M]
+                diagnostics["resonance_gain"] = gain.transpose(1, 2)
         if return_diagnostics:
             diagnostics.update(memory_decay=decay, memory_eta=eta, memory_readout_norm=rows.norm(dim=-1).transpose(1, 2),
                                memory_norm=state.flatten(-2).norm(dim=-1))
