@@ -88,6 +88,48 @@ def test_snr_gate_gradcheck_in_the_interpreter():
     assert torch.autograd.gradcheck(gate, leaves, atol=1e-8)
 
 
+@interpreter_only
+def test_snr_filter_on_projection_heads_matches_torch_in_the_interpreter():
+    """The whole filter (``[v, v^2]``, moving averages, gate) on the heads of a ``[B, N, H d]``
+    projection read in place: values and the gradients of the projection, decay and rate."""
+    batch, n, heads, d = 2, 40, 3, 5
+    g = torch.Generator().manual_seed(8)
+    projected = torch.randn(batch, n, heads * d, generator=g, dtype=F64)
+    decay = 0.05 + torch.rand(batch, heads, n, generator=g, dtype=F64)
+    eta = 0.1 + torch.rand(batch, heads, n, generator=g, dtype=F64)
+    found = {}
+    for backend in ("triton", "torch"):
+        module = snr_filter()
+        module.backend = backend
+        leaves = [t.clone().requires_grad_(True) for t in (projected, decay, eta)]
+        v = leaves[0].view(batch, n, heads, d).transpose(1, 2)
+        new_decay, new_eta, snr = module(v, *leaves[1:])
+        w = torch.randn(2, batch, heads, n, generator=torch.Generator().manual_seed(1), dtype=F64)
+        ((new_decay * w[0]).sum() + (new_eta * w[1]).sum()).backward()
+        found[backend] = [new_decay.detach(), new_eta.detach(), snr.detach()] + [t.grad for t in leaves]
+    errors = [max_rel_err(a, b) for a, b in zip(found["triton"], found["torch"])]
+    assert max(errors) < 1e-12, errors
+
+
+@interpreter_only
+def test_values_and_squares_in_the_interpreter():
+    """``[v, v^2]`` from a strided view, its gradient in the view's layout, and a bf16 view
+    squared in float32 (not in bf16)."""
+    from kizashi.models.bk.triton_snr import values_and_squares
+
+    g = torch.Generator().manual_seed(9)
+    base = torch.randn(2, 11, 3 * 6, generator=g, dtype=F64, requires_grad=True)
+    v = base.view(2, 11, 3, 6).transpose(1, 2)
+    both = values_and_squares(v)
+    assert both.is_contiguous() and torch.equal(both, torch.cat([v, v * v], -1))
+    w = torch.randn(both.shape, generator=g, dtype=F64)
+    (both * w).sum().backward()
+    assert torch.allclose(base.grad.view(2, 11, 3, 6).transpose(1, 2), w[..., :6] + 2 * v * w[..., 6:], atol=1e-14)
+    half = torch.randn(1, 3, 5, 4, generator=g).to(torch.bfloat16)
+    squared = values_and_squares(half)
+    assert squared.dtype == torch.float32 and torch.equal(squared[..., 4:], half.float() ** 2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("n", [63, 65536])

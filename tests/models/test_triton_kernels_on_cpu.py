@@ -23,7 +23,7 @@ KERNEL_TESTS = [
     "tests/models/test_snr_kernel.py",
     "tests/models/test_resonance_kernel.py",
 ]
-EXPECTED_AT_LEAST = 21  # 2 resolvent + 11 fast-weight + 4 SNR-gate + 4 resonance interpreter tests
+EXPECTED_AT_LEAST = 23  # 2 resolvent + 11 fast-weight + 6 SNR + 4 resonance interpreter tests
 
 
 def test_triton_kernels_pass_in_the_interpreter():

@@ -137,9 +137,9 @@ class ZetaPositionEmbedding(nn.Module):
 class SNRMemoryFilter(nn.Module):
     """Values ``v [B, H, N, d]``, decay and learning rates ``[B, H, N]`` -> filtered
     ``(decay, eta, snr)`` each ``[B, H, N]`` (see the module docstring). No parameters;
-    causal (moving averages over steps ``<= t``). With the Triton backend the moving averages
-    run on the fast-weight kernels and the gate on :mod:`~.triton_snr` (one pass over the
-    moments each way); the PyTorch code below is the reference."""
+    causal (moving averages over steps ``<= t``). With the Triton backend ``[v, v^2]`` and
+    the gate come from :mod:`~.triton_snr` (one pass each way) and the moving averages from
+    the fast-weight kernels; the PyTorch code below is the reference."""
 
     def __init__(self, threshold: float, gamma_boost: float, eta_boost: float, ema_decay: float,
                  chunk_size: int, backend: Backend = "torch") -> None:
@@ -148,9 +148,14 @@ class SNRMemoryFilter(nn.Module):
         self.ema_decay, self.chunk_size, self.backend = ema_decay, chunk_size, backend
 
     def forward(self, v: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        v = v.to(torch.promote_types(v.dtype, torch.float32))  # bf16 projections: square in float32
-        moments = decayed_average(torch.cat([v, v * v], dim=-1), self.ema_decay, self.chunk_size,
-                                  self.backend)
+        if resolve_backend(self.backend, v, "SNRMemoryFilter") == "triton":
+            from kizashi.models.bk.triton_snr import values_and_squares
+
+            both = values_and_squares(v)
+        else:
+            v = v.to(torch.promote_types(v.dtype, torch.float32))  # bf16 projections: square in float32
+            both = torch.cat([v, v * v], dim=-1)
+        moments = decayed_average(both, self.ema_decay, self.chunk_size, self.backend)
         return self.gate(moments, decay, eta)
 
     def gate(self, moments: Tensor, decay: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -21,6 +21,10 @@ the moments; here it is one pass over the moments each way. Backward (``k = keep
     dmu_j   = (2 mu_j / d) (dsignal - u_j dnoise),   dm2_j = u_j dnoise / d
     ddecay  = ddecay' (1 + (gamma_boost - 1)(1 - k)),   deta = deta' (1 + (eta_boost - 1) k)
 
+The moving averages' input ``[v, v^2]`` is written by one kernel too (:func:`values_and_squares`,
+from the heads of the value projection read in place, any float dtype), and its backward is
+one kernel, ``dv = dx_v + 2 v dx_sq``.
+
 The kernels compute in float32 (float64 when the moments are float64: the interpreter tests);
 the four constants travel as a small tensor of that dtype, so a float64 run is exact.
 """
@@ -110,6 +114,70 @@ def _snr_gate_backward_kernel(moments_ptr, decay_ptr, eta_ptr, params_ptr, ddeca
     tl.store(dmoments_ptr + dense_rows + D, dm2, mask=mask)
     tl.store(ddecay_ptr + rows, ddecay_out * (1.0 + gamma_gain * (1.0 - keep)), mask=valid)
     tl.store(deta_ptr + rows, deta_out * (1.0 + eta_gain * keep), mask=valid)
+
+
+@triton.jit
+def _values_and_squares_kernel(v_ptr, x_ptr, R, H, N, D, s_b, s_h, s_n, BR: tl.constexpr, BD: tl.constexpr):
+    """Rows of ``x [B, H, N, 2 D]`` (contiguous) <- ``[v, v^2]`` of the rows of the view ``v``."""
+    rows = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+    valid = rows < R
+    offsets, mask = _row_tiles(rows, valid, H, N, D, s_b, s_h, s_n, BD)
+    v = tl.load(v_ptr + offsets, mask=mask, other=0.0).to(x_ptr.dtype.element_ty)
+    dense = rows[:, None] * (2 * D) + tl.arange(0, BD)[None, :]
+    tl.store(x_ptr + dense, v, mask=mask)
+    tl.store(x_ptr + dense + D, v * v, mask=mask)
+
+
+@triton.jit
+def _values_and_squares_backward_kernel(v_ptr, dx_ptr, dv_ptr, R, H, N, D, s_b, s_h, s_n, sd_b, sd_h, sd_n,
+                                        sv_b, sv_h, sv_n, BR: tl.constexpr, BD: tl.constexpr):
+    """``dv = dx[..., :D] + 2 v dx[..., D:]``, written in ``dv``'s layout (strides ``sv_*``)."""
+    rows = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+    valid = rows < R
+    offsets, mask = _row_tiles(rows, valid, H, N, D, s_b, s_h, s_n, BD)
+    grad_offsets, _ = _row_tiles(rows, valid, H, N, D, sd_b, sd_h, sd_n, BD)
+    out_offsets, _ = _row_tiles(rows, valid, H, N, D, sv_b, sv_h, sv_n, BD)
+    v = tl.load(v_ptr + offsets, mask=mask, other=0.0).to(dx_ptr.dtype.element_ty)
+    dvalue = tl.load(dx_ptr + grad_offsets, mask=mask, other=0.0)
+    dsquare = tl.load(dx_ptr + grad_offsets + D, mask=mask, other=0.0)
+    tl.store(dv_ptr + out_offsets, dvalue + 2.0 * v * dsquare, mask=mask)
+
+
+class ValuesAndSquares(torch.autograd.Function):
+    """``v [B, H, N, d]`` (any view with a unit feature stride, any float dtype) -> ``x [B, H,
+    N, 2 d]`` contiguous in ``dtype``: ``[v, v^2]``; the gradient comes back in ``v``'s dtype
+    and layout."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, dtype: torch.dtype) -> Tensor:
+        batch, heads, n, d = v.shape
+        rows = batch * heads * n
+        x = torch.empty(batch, heads, n, 2 * d, device=v.device, dtype=dtype)
+        _values_and_squares_kernel[(triton.cdiv(rows, ROWS),)](v, x, rows, heads, n, d, *v.stride()[:3],
+                                                               BR=ROWS, BD=_block(d))
+        ctx.save_for_backward(v)
+        return x
+
+    @staticmethod
+    def backward(ctx, dx: Tensor):
+        (v,) = ctx.saved_tensors
+        batch, heads, n, d = v.shape
+        rows = batch * heads * n
+        dx = dx if dx.stride(-1) == 1 else dx.contiguous()
+        dv = torch.empty_like(v)
+        _values_and_squares_backward_kernel[(triton.cdiv(rows, ROWS),)](
+            v, dx, dv, rows, heads, n, d, *v.stride()[:3], *dx.stride()[:3], *dv.stride()[:3],
+            BR=ROWS, BD=_block(d))
+        return dv, None
+
+
+def values_and_squares(v: Tensor) -> Tensor:
+    """``v [B, H, N, d]`` -> ``[v, v^2]`` as ``[B, H, N, 2 d]`` in float32 (float64 for float64
+    ``v``), read in place from any view with a unit feature stride (Triton; CUDA tensors or the
+    interpreter)."""
+    if v.stride(-1) != 1:
+        v = v.contiguous()
+    return ValuesAndSquares.apply(v, torch.promote_types(v.dtype, torch.float32))
 
 
 def _block(width: int) -> int:
