@@ -100,7 +100,7 @@ def _load_rows(ptr, base, rows, valid, s_n, D, BD: tl.constexpr, dtype: tl.const
     ``s_n``, unit stride along ``D``), converted to the compute ``dtype``."""
     cols = tl.arange(0, BD)
     mask = valid[:, None] & (cols[None, :] < D)
-    tile = tl.load(ptr + base + rows[:, None] * s_n + cols[None, :], mask=mask, other=0.0)
+    tile = tl.load(ptr + base + rows.to(tl.int64)[:, None] * s_n + cols[None, :], mask=mask, other=0.0)
     return tile.to(dtype)
 
 
@@ -108,7 +108,7 @@ def _load_rows(ptr, base, rows, valid, s_n, D, BD: tl.constexpr, dtype: tl.const
 def _store_rows(ptr, value, base, rows, valid, s_n, D, BD: tl.constexpr):
     cols = tl.arange(0, BD)
     mask = valid[:, None] & (cols[None, :] < D)
-    tl.store(ptr + base + rows[:, None] * s_n + cols[None, :], value, mask=mask)
+    tl.store(ptr + base + rows.to(tl.int64)[:, None] * s_n + cols[None, :], value, mask=mask)
 
 
 @triton.jit
