@@ -4,7 +4,8 @@ The interpreter tests check the kernels' arithmetic, but the interpreter runs Py
 and never meets Triton's compiler: a kernel can pass them and still fail to compile on the
 GPU (a type mismatch, a constexpr misuse, a shape Triton cannot lay out). Here every variant
 Phase 2 launches (the memory on bf16 and float32 projections, the SNR filter's moving
-averages, forward and backward, diagnostics on and off) goes through ``triton.compile`` for
+averages, the resonance with diagnostics on and off, the layer norm; forward and backward)
+goes through ``triton.compile`` for
 ``GPUTarget("cuda", 90, 32)``: Triton's frontend, its MLIR passes, LLVM and the bundled
 ``ptxas``, which needs no driver. The number of registers and the local-memory spills are
 read from the cubin (``cuobjdump``) and logged.
@@ -34,9 +35,9 @@ def _nvidia_tools() -> str | None:
 pytestmark = pytest.mark.skipif(_nvidia_tools() is None, reason="Triton's NVIDIA backend (ptxas) is not installed")
 
 
-def compile_for_hopper(kernel, pointer_types: dict[str, str], constexprs: dict[str, object]):
-    """``triton.compile`` of ``kernel`` for sm_90: pointers ``*fp32`` unless named in
-    ``pointer_types``, strides (``s*``) int64, other integers int32."""
+def compile_for_hopper(kernel, types: dict[str, str], constexprs: dict[str, object]):
+    """``triton.compile`` of ``kernel`` for sm_90: the arguments named in ``types`` of those
+    types, other pointers ``*fp32``, strides (``s*``) int64, other scalars int32."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -45,8 +46,10 @@ def compile_for_hopper(kernel, pointer_types: dict[str, str], constexprs: dict[s
     for name in names:
         if name in constexprs:
             signature[name] = "constexpr"
+        elif name in types:
+            signature[name] = types[name]
         elif name.endswith("_ptr"):
-            signature[name] = pointer_types.get(name, "*fp32")
+            signature[name] = "*fp32"
         else:
             signature[name] = "i64" if name.startswith("s") and name != "SIZE" else "i32"
     source = ASTSource(fn=kernel, signature=signature,
@@ -89,6 +92,7 @@ def _fast_weight_cases():
 
 
 def _snr_and_resonance_cases():
+    from kizashi.models.bk import triton_layer_norm as tln
     from kizashi.models.bk import triton_resonance as tr
     from kizashi.models.bk import triton_snr as ts
 
@@ -102,16 +106,20 @@ def _snr_and_resonance_cases():
         ("resonance forward", tr._resonance_forward_kernel, {}, dict(BR=32, BD=32, BM=8, DIAGNOSTICS=False)),
         ("resonance forward diagnostics", tr._resonance_forward_kernel, {}, dict(BR=32, BD=32, BM=8, DIAGNOSTICS=True)),
         ("resonance backward", tr._resonance_backward_kernel, {}, dict(BR=32, BD=32, BM=8)),
+        ("layer norm forward", tln._layer_norm_forward_kernel, {"eps": "fp32"}, dict(BR=16, BD=256)),
+        ("layer norm forward bf16 in", tln._layer_norm_forward_kernel, {"x_ptr": "*bf16", "eps": "fp32"},
+         dict(BR=16, BD=256)),
+        ("layer norm backward", tln._layer_norm_backward_kernel, {}, dict(BR=16, BD=256)),
     ]
 
 
-@pytest.mark.parametrize("family", ["fast weight", "snr and resonance"])
+@pytest.mark.parametrize("family", ["fast weight", "snr, resonance and layer norm"])
 def test_phase2_kernels_compile_for_sm90(family):
     cases = _fast_weight_cases() if family == "fast weight" else _snr_and_resonance_cases()
     failures = {}
-    for name, kernel, pointer_types, constexprs in cases:
+    for name, kernel, types, constexprs in cases:
         try:
-            compiled = compile_for_hopper(kernel, pointer_types, constexprs)
+            compiled = compile_for_hopper(kernel, types, constexprs)
         except Exception as err:  # noqa: BLE001 - every failing variant is reported at once
             failures[name] = f"{type(err).__name__}: {str(err)[:800]}"
             continue

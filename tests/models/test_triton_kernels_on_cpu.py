@@ -1,7 +1,7 @@
 """The Triton kernels' interpreter tests, run by ``make test`` on the CPU.
 
 Triton reads ``TRITON_INTERPRET`` when a kernel module is imported, so the ``interpreter``
-tests (BK-Core's resolvent kernels, the fast-weight memory kernels, the SNR gate, the resonance) run in a pytest
+tests (BK-Core's resolvent kernels, the fast-weight memory kernels, the SNR gate, the resonance, the layer norm) run in a pytest
 subprocess started with ``TRITON_INTERPRET=1``: float64 values and gradients against the
 PyTorch code, on any machine where the ``triton`` package installs (Linux x86-64 / aarch64).
 """
@@ -22,8 +22,9 @@ KERNEL_TESTS = [
     "tests/models/test_fast_weight_kernel.py",
     "tests/models/test_snr_kernel.py",
     "tests/models/test_resonance_kernel.py",
+    "tests/models/test_layer_norm_kernel.py",
 ]
-EXPECTED_AT_LEAST = 23  # 2 resolvent + 11 fast-weight + 6 SNR + 4 resonance interpreter tests
+EXPECTED_AT_LEAST = 27  # 2 resolvent + 11 fast-weight + 6 SNR + 4 resonance + 4 layer-norm interpreter tests
 
 
 def test_triton_kernels_pass_in_the_interpreter():

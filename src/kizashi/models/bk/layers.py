@@ -227,6 +227,27 @@ def inverse_softplus(value: float) -> float:
     return value + math.log(-math.expm1(-value))
 
 
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis (same parameters, state dict and values) whose
+    forward and backward run on the Triton kernels of :mod:`~.triton_layer_norm` for CUDA
+    tensors (``backend="auto"``): PyTorch's backward of narrow rows over long sequences spends
+    most of its time in the weight and bias reduction. Under CUDA autocast the output is
+    float32, as ``F.layer_norm``'s is there."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5, backend: Backend = "auto") -> None:
+        super().__init__(normalized_shape, eps=eps)
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        if resolve_backend(self.backend, x, "LayerNorm") != "triton":
+            return super().forward(x)
+        from kizashi.models.bk.triton_layer_norm import layer_norm
+
+        autocast = torch.is_autocast_enabled(x.device.type)
+        out_dtype = torch.promote_types(x.dtype, torch.float32) if autocast else x.dtype
+        return layer_norm(x, self.weight, self.bias, self.eps, out_dtype)
+
+
 class FeedForward(nn.Module):
     """``[B, N, D]`` -> ``[B, N, D]``: ``Linear(D, F) -> GELU -> Dropout -> Linear(F, D)``."""
 

@@ -83,6 +83,7 @@ from kizashi.models.bk.layers import (
     Backend,
     BKMixer,
     FeedForward,
+    LayerNorm,
     chunked_fast_weight,
     decayed_average,
 )
@@ -272,7 +273,7 @@ class Phase2Block(nn.Module):
                       else linear_spectral_shifts(heads))
         out_std = residual_std(config.init_std, config.n_layers)
         self.non_hermitian, self.base_decay = config.non_hermitian, config.base_decay
-        self.bk_norm = nn.LayerNorm(config.d_model)
+        self.bk_norm = LayerNorm(config.d_model)
         self.bk = BKMixer(
             config.d_model, heads, causal=config.causal, spectral_shift_real=shift_real,
             spectral_shift_imag=config.spectral_shift_imag,
@@ -282,11 +283,11 @@ class Phase2Block(nn.Module):
             dropout=config.dropout, init_std=config.init_std, out_std=out_std,
         )
         if config.hebbian_enabled:
-            self.memory_norm = nn.LayerNorm(config.d_model)
+            self.memory_norm = LayerNorm(config.d_model)
             self.memory = HebbianMemory(config)
         else:
             self.memory_norm, self.memory = None, None
-        self.ffn_norm = nn.LayerNorm(config.d_model)
+        self.ffn_norm = LayerNorm(config.d_model)
         self.ffn = FeedForward(config.d_model, config.ffn_width, config.dropout)
         init_feed_forward(self.ffn, config.init_std, out_std)
         self.drop = nn.Dropout(config.dropout)
