@@ -518,11 +518,34 @@ def test_memory_hands_its_projections_to_the_scan_as_views(monkeypatch):
     assert seen == [([True, True, True], True)]
 
     monkeypatch.setattr(phase2, "chunked_fast_weight", real)
-    q, k, v = (memory._heads(p(x)).contiguous() for p in (memory.query, memory.key, memory.value))
+    q, k, v = (memory._heads(part).contiguous() for part in memory.qkv(x).chunk(3, dim=-1))
     readout, _ = real(torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1), v,
                       -decay * memory.dt, torch.full_like(decay, memory.eta * memory.dt), memory.chunk_size)
     by_hand = memory.out(readout.transpose(1, 2).reshape(2, 7, -1))
     assert torch.allclose(out, by_hand, atol=1e-6)
+
+
+def test_memory_loads_a_state_dict_with_separate_query_key_value():
+    """A Phase-2 state dict saved when the memory had ``query``, ``key`` and ``value``
+    projections loads into the one ``qkv`` projection, with the same outputs."""
+    config = Phase2Config(**{**TINY_PHASE2, "n_layers": 1})
+    torch.manual_seed(0)
+    model = BKPhase2LM(config)
+    old_style = {}
+    for name, tensor in model.state_dict().items():
+        if name.endswith("memory.qkv.weight"):
+            prefix = name[: -len("qkv.weight")]
+            for part, rows in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
+                old_style[f"{prefix}{part}.weight"] = rows.clone()
+        else:
+            old_style[name] = tensor
+    assert any(name.endswith("memory.query.weight") for name in old_style)
+    torch.manual_seed(1)
+    loaded = BKPhase2LM(config)
+    loaded.load_state_dict(old_style)  # strict: nothing missing, nothing unexpected
+    ids = text_batch(batch=2, length=9)
+    model.eval(), loaded.eval()
+    assert torch.equal(model(ids), loaded(ids))
 
 
 def saved_tensor_bytes(model: torch.nn.Module, n: int) -> int:

@@ -216,13 +216,11 @@ class HebbianMemory(nn.Module):
         self.num_heads, self.head_dim = heads, config.head_dim
         self.eta, self.dt, self.chunk_size = config.hebbian_eta, config.hebbian_dt, config.chunk_size
         self.backend: Backend = "auto" if config.use_triton_memory else "torch"
-        self.query = nn.Linear(config.d_model, width, bias=False)
-        self.key = nn.Linear(config.d_model, width, bias=False)
-        self.value = nn.Linear(config.d_model, width, bias=False)
+        self.qkv = nn.Linear(config.d_model, 3 * width, bias=False)  # rows: query, key, value
         self.out = nn.Linear(width, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        for linear in (self.query, self.key, self.value):
-            nn.init.normal_(linear.weight, std=config.init_std)
+        nn.init.normal_(self.qkv.weight, std=config.init_std)
+        self.register_load_state_dict_pre_hook(_merge_qkv_weights)
         nn.init.normal_(self.out.weight, std=residual_std(config.init_std, config.n_layers))
         nn.init.zeros_(self.out.bias)
         self.snr = (SNRMemoryFilter(config.snr_threshold, config.snr_gamma_boost, config.snr_eta_boost,
@@ -234,15 +232,16 @@ class HebbianMemory(nn.Module):
                           if config.resonance_enabled else None)
 
     def _heads(self, projected: Tensor) -> Tensor:
-        """``[B, N, H * d]`` -> ``[B, H, N, d]``, a view (no copy, the projection's dtype): the
-        fast-weight kernels read the heads in place and normalize them themselves."""
+        """``[B, N, H * d]`` (a view of the ``[B, N, 3 H d]`` projection) -> ``[B, H, N, d]``, a
+        view (no copy, the projection's dtype): the fast-weight kernels read the heads in place
+        and normalize them themselves."""
         batch, n, _ = projected.shape
-        return projected.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
+        return projected.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(self, x: Tensor, decay: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """``(out [B, N, D], diagnostics)``; the dict is empty unless ``return_diagnostics``."""
         batch, n, _ = x.shape
-        q, k, v = (self._heads(projection(x)) for projection in (self.query, self.key, self.value))
+        q, k, v = (self._heads(part) for part in self.qkv(x).chunk(3, dim=-1))  # one projection
         eta = torch.full_like(decay, self.eta)
         diagnostics: dict[str, Tensor] = {}
         if self.snr is not None:
@@ -261,6 +260,14 @@ class HebbianMemory(nn.Module):
                                memory_norm=state.flatten(-2).norm(dim=-1))
         merged = rows.reshape(batch, n, self.num_heads * self.head_dim)
         return self.drop(self.out(merged.to(x.dtype))), diagnostics if return_diagnostics else {}
+
+
+def _merge_qkv_weights(module: nn.Module, state_dict: dict, prefix: str, *_args) -> None:
+    """Loads a state dict saved when the memory had separate ``query``, ``key`` and ``value``
+    projections: their weights become the rows of ``qkv`` (same values, same outputs)."""
+    names = [f"{prefix}{part}.weight" for part in ("query", "key", "value")]
+    if all(name in state_dict for name in names) and f"{prefix}qkv.weight" not in state_dict:
+        state_dict[f"{prefix}qkv.weight"] = torch.cat([state_dict.pop(name) for name in names], dim=0)
 
 
 class Phase2Block(nn.Module):
