@@ -235,7 +235,6 @@ class HebbianMemory(nn.Module):
         """``[B, N, H * d]`` (a view of the ``[B, N, 3 H d]`` projection) -> ``[B, H, N, d]``, a
         view (no copy, the projection's dtype): the fast-weight kernels read the heads in place
         and normalize them themselves."""
-        batch, n, _ = projected.shape
         return projected.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(self, x: Tensor, decay: Tensor, return_diagnostics: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
