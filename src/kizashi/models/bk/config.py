@@ -120,7 +120,7 @@ class Phase1Config(_BKConfig):
     spectral_shift_imag: float = 0.5  # initial Im z of every head
     spectral_shift_imag_min: float = 0.05  # Im z > this, so |G_ii| < 1 / this
     tie_embeddings: bool = False
-    use_triton_bk: bool = True  # backend "auto" (Triton on CUDA where available) vs "torch"
+    use_triton_bk: bool = True  # resolvent and layer norms: "auto" (Triton on CUDA where available) vs "torch"
     init_std: float = 0.02
 
 
@@ -128,9 +128,9 @@ class Phase1Config(_BKConfig):
 class Phase2Config(_BKConfig):
     """Phase 2: Phase 1 plus the switches in the module docstring and their constants."""
 
-    # BK-Core backend
+    # BK-Core backend of the resolvent and the layer norms
     use_triton_bk: bool = True
-    # fast-weight memory and SNR moving averages: "auto" (Triton on CUDA where available) vs "torch"
+    # fast-weight memory, SNR filter and resonance: "auto" (Triton on CUDA where available) vs "torch"
     use_triton_memory: bool = True
     # non-Hermitian potential a = v - i Gamma
     non_hermitian: bool = True

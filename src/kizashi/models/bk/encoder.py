@@ -7,8 +7,9 @@
 
 The blocks are Phase 1's (:class:`~kizashi.models.bk.phase1.Phase1Block`) with
 ``causal=False``: a masked bar may read the bars on both sides, as the Transformer encoder
-does. It runs on the PyTorch reference by default (``backend="torch"``); the Stage-1 windows
-are short (tens to hundreds of tokens), where the reference is adequate.
+does. It runs on the PyTorch reference by default (``use_triton=False``: the resolvent and
+the layer norms); the Stage-1 windows are short (tens to hundreds of tokens), where the
+reference is adequate.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kizashi.models.bk.config import Phase1Config
+from kizashi.models.bk.layers import LayerNorm, kernel_backend
 from kizashi.models.bk.phase1 import Phase1Block, linear_spectral_shifts
 
 
@@ -29,7 +31,7 @@ class BKSequenceEncoder(nn.Module):
                               dropout=dropout, causal=False, use_triton_bk=use_triton)
         shifts = linear_spectral_shifts(num_heads)
         self.blocks = nn.ModuleList(Phase1Block(config, shifts) for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = LayerNorm(d_model, backend=kernel_backend(config))
 
     def forward(self, h: Tensor) -> Tensor:
         for block in self.blocks:

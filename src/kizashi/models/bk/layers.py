@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kizashi.models.bk.config import Phase1Config, Phase2Config
 from kizashi.models.bk.core import bk_core, bk_core_causal_triton, complex_dtype, resolve_backend
 
 Backend = Literal["auto", "torch", "triton"]
@@ -225,6 +226,12 @@ def decayed_average(x: Tensor, decay: float, chunk_size: int = 64, backend: Back
 def inverse_softplus(value: float) -> float:
     """``y`` with ``softplus(y) = value`` (``value > 0``)."""
     return value + math.log(-math.expm1(-value))
+
+
+def kernel_backend(config: Phase1Config | Phase2Config) -> Backend:
+    """The backend of a BK block's resolvent and layer norms: ``"auto"`` (Triton for CUDA
+    tensors) when the config's ``use_triton_bk``, else ``"torch"``."""
+    return "auto" if config.use_triton_bk else "torch"
 
 
 class LayerNorm(nn.LayerNorm):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from kizashi.models.bk.config import PHASE1_PRESETS, Phase1Config
-from kizashi.models.bk.layers import BKMixer, FeedForward, LayerNorm
+from kizashi.models.bk.layers import BKMixer, FeedForward, LayerNorm, kernel_backend
 from kizashi.models.pretrained import PretrainedMixin
 from kizashi.models.registry import register_model
 
@@ -57,15 +57,15 @@ class Phase1Block(nn.Module):
     def __init__(self, config: Phase1Config, shift_real: Tensor) -> None:
         super().__init__()
         out_std = residual_std(config.init_std, config.n_layers)
-        self.bk_norm = LayerNorm(config.d_model)
+        self.bk_norm = LayerNorm(config.d_model, backend=kernel_backend(config))
         self.bk = BKMixer(
             config.d_model, config.num_heads, causal=config.causal, spectral_shift_real=shift_real,
             spectral_shift_imag=config.spectral_shift_imag,
             spectral_shift_imag_min=config.spectral_shift_imag_min,
-            backend="auto" if config.use_triton_bk else "torch", dropout=config.dropout,
+            backend=kernel_backend(config), dropout=config.dropout,
             init_std=config.init_std, out_std=out_std,
         )
-        self.ffn_norm = LayerNorm(config.d_model)
+        self.ffn_norm = LayerNorm(config.d_model, backend=kernel_backend(config))
         self.ffn = FeedForward(config.d_model, config.ffn_width, config.dropout)
         init_feed_forward(self.ffn, config.init_std, out_std)
         self.drop = nn.Dropout(config.dropout)
@@ -104,7 +104,7 @@ class BKLanguageModel(PretrainedMixin, nn.Module):
         self.position = make_position()
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(make_blocks())
-        self.final_norm = LayerNorm(config.d_model)
+        self.final_norm = LayerNorm(config.d_model, backend=kernel_backend(config))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight

@@ -86,6 +86,7 @@ from kizashi.models.bk.layers import (
     LayerNorm,
     chunked_fast_weight,
     decayed_average,
+    kernel_backend,
 )
 from kizashi.models.bk.phase1 import (
     BKLanguageModel,
@@ -279,21 +280,21 @@ class Phase2Block(nn.Module):
                       else linear_spectral_shifts(heads))
         out_std = residual_std(config.init_std, config.n_layers)
         self.non_hermitian, self.base_decay = config.non_hermitian, config.base_decay
-        self.bk_norm = LayerNorm(config.d_model)
+        self.bk_norm = LayerNorm(config.d_model, backend=kernel_backend(config))
         self.bk = BKMixer(
             config.d_model, heads, causal=config.causal, spectral_shift_real=shift_real,
             spectral_shift_imag=config.spectral_shift_imag,
             spectral_shift_imag_min=config.spectral_shift_imag_min,
             non_hermitian=config.non_hermitian, adaptive_decay=config.adaptive_decay,
-            base_decay=config.base_decay, backend="auto" if config.use_triton_bk else "torch",
+            base_decay=config.base_decay, backend=kernel_backend(config),
             dropout=config.dropout, init_std=config.init_std, out_std=out_std,
         )
         if config.hebbian_enabled:
-            self.memory_norm = LayerNorm(config.d_model)
+            self.memory_norm = LayerNorm(config.d_model, backend=kernel_backend(config))
             self.memory = HebbianMemory(config)
         else:
             self.memory_norm, self.memory = None, None
-        self.ffn_norm = LayerNorm(config.d_model)
+        self.ffn_norm = LayerNorm(config.d_model, backend=kernel_backend(config))
         self.ffn = FeedForward(config.d_model, config.ffn_width, config.dropout)
         init_feed_forward(self.ffn, config.init_std, out_std)
         self.drop = nn.Dropout(config.dropout)
