@@ -2,16 +2,11 @@
 against the PyTorch chunked code and a step-by-step loop: values, gradients of every input
 (and of the final state), strong and zero decays, the SNR moving averages and a Phase-2 model.
 
-The ``interpreter`` tests run the kernels in float64 on Triton's CPU interpreter; they need
-``TRITON_INTERPRET=1`` before Triton is imported, so ``make test`` runs them in a
-subprocess (tests/models/test_triton_kernels_on_cpu.py). The ``gpu`` tests run the compiled
-kernels in float32 and bf16 against a float64 reference: ``pytest -m gpu`` on the
-accelerator machine.
+Interpreter tests in float64, GPU tests in float32 and bf16 against a float64 reference (how
+each kind runs: tests/models/kernel_checks.py).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
@@ -19,10 +14,7 @@ import torch
 from kizashi.models.bk.config import Phase2Config
 from kizashi.models.bk.layers import chunked_fast_weight, decayed_average
 from kizashi.models.bk.phase2 import BKPhase2LM
-
-INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
-interpreter_only = pytest.mark.skipif(not INTERPRETER, reason="Triton interpreter (TRITON_INTERPRET=1)")
-F64 = torch.float64
+from tests.models.kernel_checks import F64, interpreter_only, max_rel_err
 
 
 def random_inputs(shape, dk, dv, dtype=F64, device="cpu", seed=0, decay_scale=3.0):
@@ -46,13 +38,6 @@ def outputs_and_gradients(inputs, backend, chunk_size=16, weight_seed=1):
     w_state = torch.randn(state.shape, generator=g, dtype=F64).to(state)
     ((out * w_out).sum() + (state * w_state).sum()).backward()
     return [out.detach(), state.detach()] + [t.grad for t in leaves]
-
-
-def max_rel_err(got, want):
-    """Largest absolute difference over the largest magnitude of the reference (a zero
-    reference gradient is compared on the scale of 1)."""
-    scale = max(want.abs().max().item(), 1.0) if want.numel() else 1.0
-    return (got.to(want.dtype) - want).abs().max().item() / scale
 
 
 # --------------------------------------------------------------------------------------

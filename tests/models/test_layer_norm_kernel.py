@@ -2,23 +2,17 @@
 :mod:`kizashi.models.bk.triton_layer_norm`) against ``nn.LayerNorm``: values and the gradients
 of the input, weight and bias.
 
-The ``interpreter`` tests run in float64 on Triton's CPU interpreter (``make test`` runs them in
-a subprocess with ``TRITON_INTERPRET=1``, tests/models/test_triton_kernels_on_cpu.py); the
-``gpu`` test runs the compiled kernels on a long sequence of narrow rows.
+Interpreter tests in float64, a GPU test on a long sequence of narrow rows (how each kind
+runs: tests/models/kernel_checks.py).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 from kizashi.models.bk.layers import LayerNorm
-
-INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
-interpreter_only = pytest.mark.skipif(not INTERPRETER, reason="Triton interpreter (TRITON_INTERPRET=1)")
-F64 = torch.float64
+from tests.models.kernel_checks import F64, interpreter_only, max_rel_err
 
 
 def norm(width, dtype=F64, device="cpu", seed=0) -> LayerNorm:
@@ -39,11 +33,6 @@ def results(module, x, backend, weight_seed=1):
     w = torch.randn(y.shape, generator=torch.Generator().manual_seed(weight_seed), dtype=F64).to(y)
     (y * w).sum().backward()
     return [y.detach(), leaf.grad, module.weight.grad.clone(), module.bias.grad.clone()]
-
-
-def max_rel_err(got, want):
-    scale = max(want.abs().max().item(), 1.0)
-    return (got.to(want.dtype) - want).abs().max().item() / scale
 
 
 @interpreter_only

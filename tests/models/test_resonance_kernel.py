@@ -2,23 +2,17 @@
 against the PyTorch code of :class:`kizashi.models.bk.phase2.MemoryResonance`: the amplified
 readout, the diagnostics, and the gradients of the readout and the gains.
 
-The ``interpreter`` tests run in float64 on Triton's CPU interpreter (``make test`` runs them in
-a subprocess with ``TRITON_INTERPRET=1``, tests/models/test_triton_kernels_on_cpu.py); the
-``gpu`` test runs the compiled kernels in float32 against float64.
+Interpreter tests in float64, a GPU test in float32 against float64 (how each kind runs:
+tests/models/kernel_checks.py).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 from kizashi.models.bk.phase2 import MemoryResonance
-
-INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
-interpreter_only = pytest.mark.skipif(not INTERPRETER, reason="Triton interpreter (TRITON_INTERPRET=1)")
-F64 = torch.float64
+from tests.models.kernel_checks import F64, interpreter_only, max_rel_err
 
 
 def resonance(heads, d, m, dtype=F64, device="cpu", seed=0) -> MemoryResonance:
@@ -39,11 +33,6 @@ def results(module, o, backend, diagnostics=True, weight_seed=1):
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(weight_seed), dtype=F64).to(out)
     (out * w).sum().backward()
     return [out.detach(), energy, gain, leaf.grad, module.gain.grad.clone()]
-
-
-def max_rel_err(got, want):
-    scale = max(want.abs().max().item(), 1.0)
-    return (got.to(want.dtype) - want).abs().max().item() / scale
 
 
 @interpreter_only

@@ -2,23 +2,17 @@
 the PyTorch code of :meth:`kizashi.models.bk.phase2.SNRMemoryFilter.gate`: values and the
 gradients of the moments, the decay and the learning rate.
 
-The ``interpreter`` tests run in float64 on Triton's CPU interpreter (``make test`` runs them in
-a subprocess with ``TRITON_INTERPRET=1``, tests/models/test_triton_kernels_on_cpu.py); the
-``gpu`` test runs the compiled kernels in float32 against float64.
+Interpreter tests in float64, a GPU test in float32 against float64 (how each kind runs:
+tests/models/kernel_checks.py).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 from kizashi.models.bk.phase2 import SNRMemoryFilter
-
-INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
-interpreter_only = pytest.mark.skipif(not INTERPRETER, reason="Triton interpreter (TRITON_INTERPRET=1)")
-F64 = torch.float64
+from tests.models.kernel_checks import F64, interpreter_only, max_rel_err
 
 
 def gate_inputs(batch, heads, n, d, dtype=F64, device="cpu", seed=0):
@@ -47,11 +41,6 @@ def gate_results(snr_filter, inputs, backend, weight_seed=1):
     w_eta = torch.randn(eta.shape, generator=g, dtype=F64).to(eta)
     ((decay * w_decay).sum() + (eta * w_eta).sum()).backward()
     return [decay.detach(), eta.detach(), snr.detach()] + [t.grad for t in leaves]
-
-
-def max_rel_err(got, want):
-    scale = max(want.abs().max().item(), 1.0)
-    return (got.to(want.dtype) - want).abs().max().item() / scale
 
 
 def snr_filter() -> SNRMemoryFilter:

@@ -71,8 +71,9 @@ def _row_tiles(rows, valid, H, N, D, s_b, s_h, s_n, BD: tl.constexpr):
 
 
 @triton.jit
-def _snr_gate_forward_kernel(moments_ptr, decay_ptr, eta_ptr, params_ptr, decay_out_ptr, eta_out_ptr,
-                             snr_ptr, R, H, N, D, s_b, s_h, s_n, BR: tl.constexpr, BD: tl.constexpr):
+def _gate_inputs(moments_ptr, decay_ptr, eta_ptr, R, H, N, D, s_b, s_h, s_n, BR: tl.constexpr,
+                 BD: tl.constexpr):
+    """``(rows, valid, mask, mu, m2, decay, eta)`` of the program's ``BR`` rows."""
     rows = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
     valid = rows < R
     offsets, mask = _row_tiles(rows, valid, H, N, D, s_b, s_h, s_n, BD)
@@ -80,6 +81,14 @@ def _snr_gate_forward_kernel(moments_ptr, decay_ptr, eta_ptr, params_ptr, decay_
     m2 = tl.load(moments_ptr + offsets + D, mask=mask, other=0.0)
     decay = tl.load(decay_ptr + rows, mask=valid, other=0.0)
     eta = tl.load(eta_ptr + rows, mask=valid, other=0.0)
+    return rows, valid, mask, mu, m2, decay, eta
+
+
+@triton.jit
+def _snr_gate_forward_kernel(moments_ptr, decay_ptr, eta_ptr, params_ptr, decay_out_ptr, eta_out_ptr,
+                             snr_ptr, R, H, N, D, s_b, s_h, s_n, BR: tl.constexpr, BD: tl.constexpr):
+    rows, valid, _, mu, m2, decay, eta = _gate_inputs(moments_ptr, decay_ptr, eta_ptr, R, H, N, D,
+                                                      s_b, s_h, s_n, BR, BD)
     decay_out, eta_out, snr, _, _, _ = _gate(mu, m2, decay, eta, params_ptr, D)
     tl.store(decay_out_ptr + rows, decay_out, mask=valid)
     tl.store(eta_out_ptr + rows, eta_out, mask=valid)
@@ -90,13 +99,8 @@ def _snr_gate_forward_kernel(moments_ptr, decay_ptr, eta_ptr, params_ptr, decay_
 def _snr_gate_backward_kernel(moments_ptr, decay_ptr, eta_ptr, params_ptr, ddecay_out_ptr, deta_out_ptr,
                               dmoments_ptr, ddecay_ptr, deta_ptr, R, H, N, D, s_b, s_h, s_n,
                               BR: tl.constexpr, BD: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
-    valid = rows < R
-    offsets, mask = _row_tiles(rows, valid, H, N, D, s_b, s_h, s_n, BD)
-    mu = tl.load(moments_ptr + offsets, mask=mask, other=0.0)
-    m2 = tl.load(moments_ptr + offsets + D, mask=mask, other=0.0)
-    decay = tl.load(decay_ptr + rows, mask=valid, other=0.0)
-    eta = tl.load(eta_ptr + rows, mask=valid, other=0.0)
+    rows, valid, mask, mu, m2, decay, eta = _gate_inputs(moments_ptr, decay_ptr, eta_ptr, R, H, N, D,
+                                                         s_b, s_h, s_n, BR, BD)
     ddecay_out = tl.load(ddecay_out_ptr + rows, mask=valid, other=0.0)
     deta_out = tl.load(deta_out_ptr + rows, mask=valid, other=0.0)
     _, _, snr, keep, noise, positive = _gate(mu, m2, decay, eta, params_ptr, D)
