@@ -221,9 +221,9 @@ class HebbianMemory(nn.Module):
         self.out = nn.Linear(width, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         nn.init.normal_(self.qkv.weight, std=config.init_std)
-        self.register_load_state_dict_pre_hook(_merge_qkv_weights)
         nn.init.normal_(self.out.weight, std=residual_std(config.init_std, config.n_layers))
         nn.init.zeros_(self.out.bias)
+        self.register_load_state_dict_pre_hook(_merge_qkv_weights)
         self.snr = (SNRMemoryFilter(config.snr_threshold, config.snr_gamma_boost, config.snr_eta_boost,
                                     config.snr_ema_decay, config.chunk_size, self.backend)
                     if config.snr_enabled else None)
@@ -249,7 +249,7 @@ class HebbianMemory(nn.Module):
             diagnostics["snr"] = snr
         readout, state = chunked_fast_weight(q, k, v, -decay * self.dt, eta * self.dt, self.chunk_size,
                                              self.backend, normalize=True)
-        rows = readout.transpose(1, 2)  # [B, N, H, d]; the kernels' output is laid out so
+        rows = readout.transpose(1, 2)  # [B, N, H, d]: contiguous from the kernels, which write it so
         if self.resonance is not None:
             rows, energy, gain = self.resonance(rows, return_diagnostics)
             if return_diagnostics:
