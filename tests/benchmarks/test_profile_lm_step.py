@@ -10,3 +10,17 @@ def test_profiles_one_phase2_step_on_the_cpu(torch_single_thread, load_benchmark
                                 vocab=65, rows_shown=8)
     assert table.startswith("phase2_small at T=32:")
     assert "Self CPU" in table and "aten::" in table
+    assert "By family:" in table and "| total |" in table
+    assert "| matmul |" in table  # aten::mm / addmm of the projections on the CPU
+
+
+def test_kernels_are_summed_by_family(load_benchmark):
+    module = load_benchmark("profile_lm_step")
+    assert module.family_of("_chunk_backward_kernel") == "fast-weight scan (memory, SNR averages)"
+    assert module.family_of("_snr_gate_backward_kernel") == "SNR gate and [v, v^2]"
+    assert module.family_of("void at::native::(anonymous namespace)::GammaBetaBackwardCUDAKernel") == "layer norm"
+    assert module.family_of("sm90_xmma_gemm_bf16bf16") == "matmul"
+    assert module.family_of("something new") == "other"
+    table = module.breakdown([("_resonance_forward_kernel", 300.0, 4), ("_resonance_backward_kernel", 700.0, 4),
+                              ("nvjet_hsh_gemm", 1000.0, 40)])
+    assert "| resonance | 1.00 | 50% | 8 |" in table and "| total | 2.00 | 100% | 48 |" in table
