@@ -86,6 +86,27 @@ def test_gradcheck_in_the_interpreter(monkeypatch, normalize):
 
 
 @interpreter_only
+def test_values_only_backward_in_the_interpreter(monkeypatch):
+    """When only ``v`` needs a gradient (the SNR filter's moving averages: ``q = k = 1`` and
+    constant decays) the backward kernel computes ``dv`` alone: equal to the PyTorch code's, for
+    ``chunked_fast_weight`` with constant q, k, decay and rate and for ``decayed_average``."""
+    from kizashi.models.bk import triton_fast_weight
+
+    monkeypatch.setattr(triton_fast_weight, "CHUNK", 16)
+    q, k, v, log_decay, rate = random_inputs((2, 3, 45), 4, 6, seed=12)
+    weight = torch.randn(2, 3, 45, 6, generator=torch.Generator().manual_seed(13), dtype=F64)
+    found = {}
+    for backend in ("triton", "torch"):
+        leaf = v.clone().requires_grad_(True)
+        out, state = chunked_fast_weight(q, k, leaf, log_decay, rate, chunk_size=16, backend=backend)
+        ((out * weight).sum() + state.square().sum()).backward()
+        x = v.clone().requires_grad_(True)
+        (decayed_average(x, 0.9, chunk_size=16, backend=backend) * weight).sum().backward()
+        found[backend] = [out.detach(), leaf.grad, x.grad]
+    assert max(max_rel_err(a, b) for a, b in zip(found["triton"], found["torch"])) < 1e-12
+
+
+@interpreter_only
 def test_kernels_read_the_heads_of_a_projection_in_place_in_the_interpreter(monkeypatch):
     """``q, k, v`` as the heads of ``[B, N, H d]`` projections (strided views, no copy) with
     the normalization inside the kernels: the values and gradients of the PyTorch code on the

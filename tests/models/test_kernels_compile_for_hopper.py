@@ -75,8 +75,8 @@ def _fast_weight_cases():
     cases = [("state scan", tfw._state_scan_kernel, {}, dict(BLOCK=128, CB=16, REVERSE=False))]
     # the memory (heads of 32 read from bf16 or float32 projections, normalized, with the rate)
     # and the SNR filter's moving averages (q = k = 1, 2 x 32 features, float32, the rate)
-    variants = [("*bf16", True, 32, 32), ("*fp32", True, 32, 32), ("*fp32", False, 16, 64)]
-    for dtype, normalize, bk, bv in variants:
+    variants = [("*bf16", True, 32, 32, False), ("*fp32", True, 32, 32, False), ("*fp32", False, 16, 64, True)]
+    for dtype, normalize, bk, bv, values_only in variants:
         flags = dict(NORMALIZE=normalize, HAS_RATE=True)
         name = f"{dtype} normalize={normalize} {bk}x{bv}"
         for backward in (False, True):
@@ -86,8 +86,8 @@ def _fast_weight_cases():
         cases.append((f"output {name}", tfw._chunk_output_kernel, {"q_ptr": dtype, "k_ptr": dtype, "v_ptr": dtype},
                       dict(BT=64, BK=bk, BV=bv, PRECISION="tf32", **flags)))
         pointers = {f"{p}_ptr": dtype for p in ("q", "k", "v", "dq", "dk", "dv")}
-        cases.append((f"backward {name}", tfw._chunk_backward_kernel, pointers,
-                      dict(BT=64, BK=bk, BV=bv, PRECISION="tf32", **flags)))
+        cases.append((f"backward {name} values_only={values_only}", tfw._chunk_backward_kernel, pointers,
+                      dict(BT=64, BK=bk, BV=bv, PRECISION="tf32", VALUES_ONLY=values_only, **flags)))
     return cases
 
 

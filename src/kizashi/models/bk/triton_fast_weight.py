@@ -257,10 +257,12 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, rate_ptr, state_ptr, dsta
                            sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sdo_b, sdo_h, sdo_n,
                            sdq_b, sdq_h, sdq_n, sdk_b, sdk_h, sdk_n, sdv_b, sdv_h, sdv_n,
                            BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NORMALIZE: tl.constexpr,
-                           HAS_RATE: tl.constexpr, PRECISION: tl.constexpr):
+                           HAS_RATE: tl.constexpr, VALUES_ONLY: tl.constexpr, PRECISION: tl.constexpr):
     """``dq, dk, dv, dg`` (and ``drate``) of chunk ``c`` from its inputs, the state entering it
     and the gradient w.r.t. the state leaving it (formulas in the module docstring), then
-    through the rate and the normalization to the raw inputs."""
+    through the rate and the normalization to the raw inputs. ``VALUES_ONLY``: ``dv`` alone
+    (nothing else needs a gradient, as in the SNR filter's moving averages): three of the
+    eight dots, and neither ``v`` nor the entering state is read."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     dtype = g_ptr.dtype.element_ty
@@ -274,35 +276,36 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, rate_ptr, state_ptr, dsta
         k = k_unit * rate[:, None]
     else:
         k = k_unit
-    v = _load_rows(v_ptr, _base(bh, H, sv_b, sv_h), rows, valid, sv_n, DV, BV, dtype)
     do = _load_rows(do_ptr, _base(bh, H, sdo_b, sdo_h), rows, valid, sdo_n, DV, BV, dtype)
-    entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
     dleaving = _load_state(dstate_ptr, bh, c + 1, NC, DK, DV, BK, BV)  # dS_c [BK, BV]
     decay = _decay_matrix(G, BT)
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay  # A [BT, BT]
-    dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay  # dA [BT, BT]
-    from_start = tl.exp(G)
     to_end = tl.exp(G_end - G)
-    dq = tl.dot(dscores, k, input_precision=PRECISION)
-    dq += from_start[:, None] * tl.dot(do, tl.trans(entering), input_precision=PRECISION)
-    dk_state = to_end[:, None] * tl.dot(v, tl.trans(dleaving), input_precision=PRECISION)
-    dk = tl.dot(tl.trans(dscores), q, input_precision=PRECISION) + dk_state
     dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
     dv += to_end[:, None] * tl.dot(k, dleaving, input_precision=PRECISION)
-    dG = tl.sum(q * dq, 1) - tl.sum(k * dk, 1)
-    end_term = tl.exp(G_end) * tl.sum(tl.sum(entering * dleaving, 1), 0) + tl.sum(tl.sum(k * dk_state, 1), 0)
-    last = tl.arange(0, BT) == BT - 1
-    dG += tl.where(last, end_term, 0.0)
-    dg = tl.cumsum(dG, 0, reverse=True)
-    if HAS_RATE:
-        tl.store(drate_ptr + bh * N + rows, tl.sum(k_unit * dk, 1), mask=valid)
-        dk = dk * rate[:, None]
-    dq = _unit_rows_backward(q, q_scale, q_defined, dq, NORMALIZE)
-    dk = _unit_rows_backward(k_unit, k_scale, k_defined, dk, NORMALIZE)
-    _store_rows(dq_ptr, dq, _base(bh, H, sdq_b, sdq_h), rows, valid, sdq_n, DK, BK)
-    _store_rows(dk_ptr, dk, _base(bh, H, sdk_b, sdk_h), rows, valid, sdk_n, DK, BK)
     _store_rows(dv_ptr, dv, _base(bh, H, sdv_b, sdv_h), rows, valid, sdv_n, DV, BV)
-    tl.store(dg_ptr + bh * N + rows, dg, mask=valid)
+    if not VALUES_ONLY:
+        v = _load_rows(v_ptr, _base(bh, H, sv_b, sv_h), rows, valid, sv_n, DV, BV, dtype)
+        entering = _load_state(state_ptr, bh, c, NC, DK, DV, BK, BV)  # S_c [BK, BV]
+        dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay  # dA [BT, BT]
+        dq = tl.dot(dscores, k, input_precision=PRECISION)
+        dq += tl.exp(G)[:, None] * tl.dot(do, tl.trans(entering), input_precision=PRECISION)
+        dk_state = to_end[:, None] * tl.dot(v, tl.trans(dleaving), input_precision=PRECISION)
+        dk = tl.dot(tl.trans(dscores), q, input_precision=PRECISION) + dk_state
+        dG = tl.sum(q * dq, 1) - tl.sum(k * dk, 1)
+        end_term = (tl.exp(G_end) * tl.sum(tl.sum(entering * dleaving, 1), 0)
+                    + tl.sum(tl.sum(k * dk_state, 1), 0))
+        last = tl.arange(0, BT) == BT - 1
+        dG += tl.where(last, end_term, 0.0)
+        dg = tl.cumsum(dG, 0, reverse=True)
+        if HAS_RATE:
+            tl.store(drate_ptr + bh * N + rows, tl.sum(k_unit * dk, 1), mask=valid)
+            dk = dk * rate[:, None]
+        dq = _unit_rows_backward(q, q_scale, q_defined, dq, NORMALIZE)
+        dk = _unit_rows_backward(k_unit, k_scale, k_defined, dk, NORMALIZE)
+        _store_rows(dq_ptr, dq, _base(bh, H, sdq_b, sdq_h), rows, valid, sdq_n, DK, BK)
+        _store_rows(dk_ptr, dk, _base(bh, H, sdk_b, sdk_h), rows, valid, sdk_n, DK, BK)
+        tl.store(dg_ptr + bh * N + rows, dg, mask=valid)
 
 
 def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
@@ -395,16 +398,22 @@ class FastWeightScan(torch.autograd.Function):
                    else grad_final.to(g.dtype).contiguous())
         dstates = _chunk_states(q, grad_out, g, None, initial, backward=True, normalize=ctx.normalize,
                                 precision=ctx.precision)
-        dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        dg = torch.empty_like(g)
-        drate = None if rate is None else torch.empty_like(rate)
+        values_only = not any(ctx.needs_input_grad[i] for i in (0, 1, 3, 4))  # q, k, g, rate
+        dv_ = torch.empty_like(v)
+        if values_only:  # the kernel writes dv alone; the other pointers are never written
+            dq = dk_ = dg = drate = None
+        else:
+            dq, dk_, dg = torch.empty_like(q), torch.empty_like(k), torch.empty_like(g)
+            drate = None if rate is None else torch.empty_like(rate)
         nc = states.shape[1] - 1
+        gq, gk, gg = (dv_, dv_, g) if values_only else (dq, dk_, dg)  # placeholders when unused
         _chunk_backward_kernel[(nc, batch * heads)](
-            q, k, v, g, g if rate is None else rate, states, dstates, grad_out, dq, dk_, dv_, dg,
-            dg if drate is None else drate, n, nc, heads, dk, dv,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(dq), *_strides(dk_),
-            *_strides(dv_), BT=CHUNK, BK=_block(dk), BV=_block(dv), NORMALIZE=ctx.normalize,
-            HAS_RATE=rate is not None, PRECISION=ctx.precision, num_warps=BACKWARD_WARPS)
+            q, k, v, g, g if rate is None else rate, states, dstates, grad_out, gq, gk, dv_, gg,
+            gg if drate is None else drate, n, nc, heads, dk, dv,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(q if values_only else dq),
+            *_strides(k if values_only else dk_), *_strides(dv_), BT=CHUNK, BK=_block(dk), BV=_block(dv),
+            NORMALIZE=ctx.normalize, HAS_RATE=rate is not None, VALUES_ONLY=values_only, PRECISION=ctx.precision,
+            num_warps=BACKWARD_WARPS)
         return dq, dk_, dv_, dg, drate, None, None
 
 
