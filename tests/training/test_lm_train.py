@@ -153,6 +153,14 @@ def test_lm_learns_the_text_and_resumes(tmp_path, text_file, torch_single_thread
     assert resumed.metrics[-1]["step"] == 80
 
 
+def test_the_validation_after_the_last_epoch_keeps_its_epoch(tmp_path, text_file, torch_single_thread):
+    """Two epochs of 5 batches validated at every half (after batches 2 and 4): the last batch of
+    the run is scored by the validation the job runs after fit, which is still epoch 2 (it
+    was labelled 3: Lightning's epoch counter has moved on by then)."""
+    result = run_lm_training(tiny_config(text_file, max_epochs=2, limit_train_batches=5), tmp_path / "run")
+    assert [(row["epoch"], row["step"]) for row in result.metrics] == [(1, 2), (1, 4), (2, 7), (2, 9), (2, 10)]
+
+
 def test_config_errors(tmp_path, text_file):
     with pytest.raises(ConfigError, match="data.text"):
         run_lm_training(config_from_dict(LMTrainConfig, {}), tmp_path / "x")

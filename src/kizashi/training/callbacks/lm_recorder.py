@@ -25,8 +25,10 @@ Lightning validates once more when training is stopped."""
 
 
 class LMRecorder(L.Callback):
-    """One metrics row per validation (see METRIC_COLUMNS). Training time is the wall time
-    between validations (the device synchronized at each boundary only), so tokens/s counts
+    """One metrics row per validation (see METRIC_COLUMNS); ``epoch`` is the (1-based) epoch of
+    the last training batch before it, also for the validation the LM job runs after ``fit``
+    (when Lightning's epoch counter has already moved past the last epoch). Training time is
+    the wall time between validations (the device synchronized at each boundary only), so tokens/s counts
     data loading too and validation not at all. ``val_tokens`` are the target tokens the
     validation scored, ``val_seconds`` its wall time (checkpoint writing at its end not
     included).
@@ -56,6 +58,7 @@ class LMRecorder(L.Callback):
         self._batch_started = self._batch_seconds = 0.0
         self._val_started: float | None = None
         self._val_tokens = 0
+        self._epoch: int | None = None  # 1-based epoch of the last training batch
 
     @staticmethod
     def _sync(pl_module: L.LightningModule) -> None:
@@ -85,6 +88,7 @@ class LMRecorder(L.Callback):
                            batch_idx: int) -> None:
         self._tokens += batch.shape[0] * (batch.shape[1] - 1)
         self._loss.add(step_loss(outputs))
+        self._epoch = trainer.current_epoch + 1
         if self.deadline is not None:
             self._sync(pl_module)
             self._batch_seconds = time.perf_counter() - self._batch_started
@@ -116,7 +120,8 @@ class LMRecorder(L.Callback):
         self.val_cost = max(self.val_cost, val_seconds)
         self._elapsed += self._train_seconds
         self.rows.append({
-            "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+            "epoch": self._epoch if self._epoch is not None else trainer.current_epoch + 1,
+            "step": trainer.global_step,
             "train_loss": train_loss, "val_loss": val, "val_bits": val / math.log(2),
             "tokens_per_second": tokens / self._train_seconds if self._train_seconds else float("nan"),
             "elapsed_seconds": self._elapsed, "val_tokens": self._val_tokens, "val_seconds": val_seconds,
