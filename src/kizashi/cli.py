@@ -719,6 +719,8 @@ def monitor_command(
     settings: Optional[list[str]] = typer.Option(
         None, "--set", help="A monitoring setting: --set psi_alarm=0.3 (kizashi.monitoring.MonitorSettings)."
     ),
+    device: Optional[str] = typer.Option(None, "--device", help="ATFT-GAT-FAN: cpu, cuda, cuda:1 ... (default: "
+                                         "CUDA when available, else the CPU)."),
 ) -> None:
     """Watch a final model on new days: drift of its scores and top features, coverage, and
     the realized RankIC with its band; monitor.json and monitor.html, alarms logged."""
@@ -727,7 +729,7 @@ def monitor_command(
 
     first, last = _iso_date(since, "--since"), _iso_date(until, "--until") if until else None
     folder, result = monitor_model(model, first, until=last, data=data, sectors=sectors, horizon=horizon,
-                                   out_dir=out, settings=parse_overrides(settings))
+                                   out_dir=out, settings=parse_overrides(settings), device=device)
     status = result.status()
     console.print(f"monitor status: {status} ({len(result.active_alarms())} active alarm(s)); {folder / 'monitor.html'}")
     if fail_on_alarm and status == "alarm":

@@ -161,6 +161,11 @@ def test_monitor_and_the_commands(final, cache, tmp_path):
                                   "--out", str(tmp_path / "signals"), "--top", "3"])
     assert outcome.exit_code == 0, outcome.output
     assert f"{since}: top 3 of" in outcome.output
+    watched = runner.invoke(app, ["monitor", "--model", str(folder), "--since", str(since), "--horizon", "5",
+                                  "--device", "cpu", "--set", "psi_alarm=5.0", "--set", "psi_warn=4.0",
+                                  "--out", str(tmp_path / "monitor_cli")])
+    assert watched.exit_code == 0, watched.output
+    assert "monitor status:" in watched.output and (tmp_path / "monitor_cli" / "monitor.json").is_file()
 
 
 @pytest.fixture(scope="module")
