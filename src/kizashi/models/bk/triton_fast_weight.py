@@ -69,6 +69,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kizashi.models.bk.triton_common import feature_block
+
 CHUNK = 64  # steps per chunk (BT); a power of two >= 16; the results do not depend on it
 SCAN_BLOCK = 128  # state entries per program of the scan kernel
 SCAN_CHUNKS = 16  # chunks per step of the scan kernel (one load, a scan in registers, one store)
@@ -320,10 +322,6 @@ def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
     return "ieee"
 
 
-def _block(width: int) -> int:
-    """Tile width of a feature axis: a power of two, at least 16 (``tl.dot``'s minimum)."""
-    return max(16, triton.next_power_of_2(width))
-
 
 def _strides(t: Tensor) -> tuple[int, int, int]:
     """``(s_b, s_h, s_n)`` of a ``[B, H, N, D]`` view."""
@@ -344,7 +342,7 @@ def _chunk_states(x: Tensor, y: Tensor, g: Tensor, rate: Tensor | None, boundary
     states[:, nc if backward else 0] = boundary
     decays = torch.empty(bh, nc, device=x.device, dtype=g.dtype)
     _chunk_state_kernel[(nc, bh)](x, y, g, g if rate is None else rate, states, decays, n, nc, heads, dx, dy,
-                                  *_strides(x), *_strides(y), BT=CHUNK, BX=_block(dx), BY=_block(dy),
+                                  *_strides(x), *_strides(y), BT=CHUNK, BX=feature_block(dx), BY=feature_block(dy),
                                   FROM_START=backward, NORMALIZE=normalize, HAS_RATE=rate is not None,
                                   PRECISION=precision, num_warps=CHUNK_WARPS)
     size = dx * dy
@@ -382,7 +380,8 @@ class FastWeightScan(torch.autograd.Function):
         nc = states.shape[1] - 1
         _chunk_output_kernel[(nc, batch * heads)](
             q, k, v, g, g if rate is None else rate, states, out, n, nc, heads, dk, dv,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(out), BT=CHUNK, BK=_block(dk), BV=_block(dv),
+            *_strides(q), *_strides(k), *_strides(v), *_strides(out), BT=CHUNK, BK=feature_block(dk),
+            BV=feature_block(dv),
             NORMALIZE=normalize, HAS_RATE=rate is not None, PRECISION=precision, num_warps=CHUNK_WARPS)
         ctx.save_for_backward(q, k, v, g, rate, states)
         ctx.normalize, ctx.precision = normalize, precision
@@ -411,7 +410,8 @@ class FastWeightScan(torch.autograd.Function):
             q, k, v, g, g if rate is None else rate, states, dstates, grad_out, gq, gk, dv_, gg,
             gg if drate is None else drate, n, nc, heads, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(q if values_only else dq),
-            *_strides(k if values_only else dk_), *_strides(dv_), BT=CHUNK, BK=_block(dk), BV=_block(dv),
+            *_strides(k if values_only else dk_), *_strides(dv_), BT=CHUNK, BK=feature_block(dk),
+            BV=feature_block(dv),
             NORMALIZE=ctx.normalize, HAS_RATE=rate is not None, VALUES_ONLY=values_only, PRECISION=ctx.precision,
             num_warps=BACKWARD_WARPS)
         return dq, dk_, dv_, dg, drate, None, None

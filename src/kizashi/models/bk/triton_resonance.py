@@ -25,12 +25,12 @@ dtype.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from kizashi.models.bk.triton_common import feature_block, kernel_constants
 
 ROWS = 32  # steps of one head per program
 
@@ -105,9 +105,6 @@ def _resonance_backward_kernel(o_ptr, modes_ptr, gain_ptr, params_ptr, dout_ptr,
     tl.store(dgain_ptr + (pid * H + h) * M + index, tl.sum(dbeta * a, 0), mask=index < M)
 
 
-def _block(width: int) -> int:
-    return max(2, triton.next_power_of_2(width))
-
 
 class Resonance(torch.autograd.Function):
     """``(o [B, N, H, d] contiguous, modes [M, d], gain [H, M], params [3], diagnostics)`` ->
@@ -126,7 +123,8 @@ class Resonance(torch.autograd.Function):
         mean_gain = o.new_empty(shape, dtype=gain.dtype)
         grid = (triton.cdiv(batch * n, ROWS), heads)
         _resonance_forward_kernel[grid](o, modes, gain, params, out, energy, mean_gain, batch * n, heads, d, m,
-                                        BR=ROWS, BD=_block(d), BM=_block(m), DIAGNOSTICS=diagnostics)
+                                        BR=ROWS, BD=feature_block(d, 2), BM=feature_block(m, 2),
+                                        DIAGNOSTICS=diagnostics)
         ctx.save_for_backward(o, modes, gain, params)
         ctx.mark_non_differentiable(energy, mean_gain)
         return out, energy, mean_gain
@@ -141,14 +139,8 @@ class Resonance(torch.autograd.Function):
         do = torch.empty_like(o)
         partial = torch.empty(grid[0], heads, m, device=o.device, dtype=gain.dtype)
         _resonance_backward_kernel[grid](o, modes, gain, params, dout, do, partial, batch * n, heads, d, m,
-                                         BR=ROWS, BD=_block(d), BM=_block(m))
+                                         BR=ROWS, BD=feature_block(d, 2), BM=feature_block(m, 2))
         return do, None, partial.sum(0), None, None
-
-
-@lru_cache(maxsize=64)
-def _params(threshold: float, temperature: float, eps: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The kernels' constants as a ``[3]`` tensor on ``device`` (made once per setting)."""
-    return torch.tensor([threshold, temperature, eps], dtype=dtype, device=device)
 
 
 def resonate(o: Tensor, modes: Tensor, gain: Tensor, *, threshold: float, temperature: float, eps: float,
@@ -158,7 +150,7 @@ def resonate(o: Tensor, modes: Tensor, gain: Tensor, *, threshold: float, temper
     (Triton; CUDA tensors or the interpreter). Computes in float64 when ``o`` or ``gain`` is
     float64, else float32; returns that dtype."""
     dtype = torch.float64 if torch.float64 in (o.dtype, gain.dtype) else torch.float32
-    params = _params(threshold, temperature, eps, dtype, o.device)
+    params = kernel_constants((threshold, temperature, eps), dtype, o.device)
     out, energy, mean_gain = Resonance.apply(o.contiguous(), modes.to(dtype).contiguous(), gain.to(dtype),
                                              params, diagnostics)
     return out, (energy if diagnostics else None), (mean_gain if diagnostics else None)

@@ -31,12 +31,12 @@ the four constants travel as a small tensor of that dtype, so a float64 run is e
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from kizashi.models.bk.triton_common import feature_block, kernel_constants
 
 ROWS = 64  # rows per program
 
@@ -158,7 +158,7 @@ class ValuesAndSquares(torch.autograd.Function):
         rows = batch * heads * n
         x = torch.empty(batch, heads, n, 2 * d, device=v.device, dtype=dtype)
         _values_and_squares_kernel[(triton.cdiv(rows, ROWS),)](v, x, rows, heads, n, d, *v.stride()[:3],
-                                                               BR=ROWS, BD=_block(d))
+                                                               BR=ROWS, BD=feature_block(d))
         ctx.save_for_backward(v)
         return x
 
@@ -171,7 +171,7 @@ class ValuesAndSquares(torch.autograd.Function):
         dv = torch.empty_like(v)
         _values_and_squares_backward_kernel[(triton.cdiv(rows, ROWS),)](
             v, dx, dv, rows, heads, n, d, *v.stride()[:3], *dx.stride()[:3], *dv.stride()[:3],
-            BR=ROWS, BD=_block(d))
+            BR=ROWS, BD=feature_block(d))
         return dv, None
 
 
@@ -183,9 +183,6 @@ def values_and_squares(v: Tensor) -> Tensor:
         v = v.contiguous()
     return ValuesAndSquares.apply(v, torch.promote_types(v.dtype, torch.float32))
 
-
-def _block(width: int) -> int:
-    return max(16, triton.next_power_of_2(width))
 
 
 class SNRGate(torch.autograd.Function):
@@ -204,7 +201,7 @@ class SNRGate(torch.autograd.Function):
         s_b, s_h, s_n, _ = moments.stride()
         _snr_gate_forward_kernel[(triton.cdiv(rows, ROWS),)](
             moments, decay, eta, params, decay_out, eta_out, snr, rows, heads, n, d, s_b, s_h, s_n,
-            BR=ROWS, BD=_block(d))
+            BR=ROWS, BD=feature_block(d))
         ctx.save_for_backward(moments, decay, eta, params)
         ctx.mark_non_differentiable(snr)
         return decay_out, eta_out, snr
@@ -222,16 +219,8 @@ class SNRGate(torch.autograd.Function):
         s_b, s_h, s_n, _ = moments.stride()
         _snr_gate_backward_kernel[(triton.cdiv(rows, ROWS),)](
             moments, decay, eta, params, ddecay_out, deta_out, dmoments, ddecay, deta, rows, heads, n, d,
-            s_b, s_h, s_n, BR=ROWS, BD=_block(d))
+            s_b, s_h, s_n, BR=ROWS, BD=feature_block(d))
         return dmoments, ddecay, deta, None
-
-
-@lru_cache(maxsize=64)
-def _params(threshold: float, gamma_boost: float, eta_boost: float, eps: float, dtype: torch.dtype,
-            device: torch.device) -> Tensor:
-    """The kernels' constants as a ``[4]`` tensor on ``device`` (made once per setting: no
-    host-to-device copy per step)."""
-    return torch.tensor([threshold, gamma_boost - 1.0, eta_boost - 1.0, eps], dtype=dtype, device=device)
 
 
 def snr_gate(moments: Tensor, decay: Tensor, eta: Tensor, *, threshold: float, gamma_boost: float,
@@ -244,5 +233,5 @@ def snr_gate(moments: Tensor, decay: Tensor, eta: Tensor, *, threshold: float, g
     moments = moments.to(dtype)
     if moments.stride(-1) != 1:
         moments = moments.contiguous()
-    params = _params(threshold, gamma_boost, eta_boost, eps, dtype, moments.device)
+    params = kernel_constants((threshold, gamma_boost - 1.0, eta_boost - 1.0, eps), dtype, moments.device)
     return SNRGate.apply(moments, decay.to(dtype).contiguous(), eta.to(dtype).contiguous(), params)
