@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import bench_lm_peers as peers  # the script's own folder is on sys.path when it runs
 import bench_lm_scaling as scaling
@@ -72,15 +73,18 @@ def breakdown(events: list[tuple[str, float, int]]) -> str:
     return "\n".join(lines)
 
 
-def kernel_events(profiler: profile, cuda: bool) -> list[tuple[str, float, int]]:
+def kernel_events(averages: Sequence[Any], cuda: bool) -> list[tuple[str, float, int]]:
     """``(name, self time in us, calls)`` of the device kernels (CUDA) or of the ``aten::``
-    operators (CPU)."""
+    operators (CPU), from ``profiler.key_averages()``. Ranges that code marks on the GPU's
+    timeline (``record_function``: the optimizer's ``Optimizer.step#AdamW.step``) are left
+    out: they span kernels that are counted on their own."""
     out = []
-    for event in profiler.key_averages():
+    for event in averages:
         micros = event.self_device_time_total if cuda else event.self_cpu_time_total
         if micros <= 0:
             continue
-        if cuda and event.device_type != torch.autograd.DeviceType.CUDA:
+        if cuda and (event.device_type != torch.autograd.DeviceType.CUDA
+                     or getattr(event, "is_user_annotation", False)):
             continue
         if not cuda and not event.key.startswith("aten::"):
             continue
@@ -105,7 +109,7 @@ def profile_step(row: str, length: int, *, warmup: int, device: torch.device, vo
                                                   steps=1, warmup=0)
     sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     table = profiler.key_averages().table(sort_by=sort_by, row_limit=rows_shown, max_name_column_width=70)
-    families = breakdown(kernel_events(profiler, cuda))
+    families = breakdown(kernel_events(profiler.key_averages(), cuda))
     return f"{row} at T={length}: {1000 * seconds:.1f} ms for the profiled step\n{table}\nBy family:\n{families}"
 
 
