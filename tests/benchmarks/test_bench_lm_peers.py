@@ -5,6 +5,7 @@ CUDA: its rows run on the GPU machine only)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -57,3 +58,25 @@ def test_ratios_are_against_the_fastest_peer_of_each_length(bench):
     assert ratios[("phase2_small", 8192)]["peer"] == "gla"  # the failed peer is not a reference
     assert ratios[("phase2_small", 8192)]["time_ratio"] == pytest.approx(2.0)
     assert set(ratios) == {("phase2_small", 1024), ("phase1_small", 1024), ("phase2_small", 8192)}
+
+
+def test_the_json_holds_every_finished_row_when_a_later_row_breaks_the_run(bench, torch_single_thread, tmp_path,
+                                                                         monkeypatch):
+    """A device call that ends during a slow row (fla's autotuning) keeps the rows before it."""
+    real_run_row = bench.run_row
+
+    def run_row(row, *args, **kwargs):
+        if row == "phase2_small":
+            raise KeyboardInterrupt("the call's time ran out")
+        return real_run_row(row, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_row", run_row)
+    out = tmp_path / "peers.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--allow-cpu", "--rows", "phase1_small,gla,phase2_small", "--lengths", "16", "--steps", "1",
+                    "--warmup", "0", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == ["phase1_small", "gla", "phase2_small"]
+    assert saved["rows_done"] == ["phase1_small", "gla"]
+    assert [(c["row"], c["status"]) for c in saved["cells"]] == [("phase1_small", "ok"), ("gla", "unavailable")]
+    assert saved["cells"][0]["ms_per_step"] > 0
