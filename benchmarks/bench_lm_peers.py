@@ -44,9 +44,8 @@ Commands, from the repository root::
     python3 -m pip install -q --no-deps --target /tmp/deps .whl/*.whl .whl-fla/*.whl && \\
     PYTHONPATH=src:/tmp/deps python3 benchmarks/bench_lm_peers.py --json $OUT/lm_peers.json
 
-The fla wheels come from ``python3 -m pip download --no-deps -d .whl-fla
-flash-linear-attention fla-core`` (pure python; they need torch, triton, transformers>=5.6.2
-and einops). Options: ``--lengths 1024,8192,65536``, ``--rows gla,phase2_small``,
+Both wheel folders come from ``bash scripts/offline_wheels.sh 3.12`` (docs/gpu.md; the fla
+wheels are pure python and need torch, triton, transformers>=5.6.2 and einops). Options: ``--lengths 1024,8192,65536``, ``--rows gla,phase2_small``,
 ``--steps``, ``--warmup``, ``--batch``, ``--quick`` (2 timed steps after 1 warm-up step),
 ``--json PATH`` (every cell, the parameter counts and the ratios; written after every row, so a
 run cut short keeps the rows it finished).
