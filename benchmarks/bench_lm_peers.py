@@ -78,6 +78,12 @@ log = logging.getLogger("bench_lm_peers")
 KIZASHI_ROWS = ("phase1_small", "phase2_small", "transformer_small")
 FLA_ROWS = ("gla", "gated_deltanet")
 ROWS = KIZASHI_ROWS + FLA_ROWS  # fla autotunes each kernel on its first call (minutes for GLA)
+GRAPH_SUFFIX = "+graph"  # a row name + this: its training step replayed as a CUDA graph
+
+
+def base_row(row: str) -> str:
+    """The model of a row name: ``"phase2_small+graph"`` -> ``"phase2_small"``."""
+    return row.removesuffix(GRAPH_SUFFIX)
 TARGET_ROW = "phase2_small"  # the parameter target, and the settings the fla rows train with
 TOLERANCE = 0.10
 MATCHED_ROWS = ("transformer_small", "gla", "gated_deltanet")  # sized to the target
@@ -142,8 +148,10 @@ def fla_version() -> str | None:
 def build_row(
     row: str, vocab: int, fla_models: ModuleType | None
 ) -> tuple[nn.Module, Any]:
-    """A fresh model of ``row`` (seeded) and the LM config whose optimizer, precision and seed
-    its training step uses (its own for the kizashi rows, ``phase2_small``'s for fla)."""
+    """A fresh model of ``row`` (seeded; a ``+graph`` row: its base row's) and the LM config
+    whose optimizer, precision and seed its training step uses (its own for the kizashi rows,
+    ``phase2_small``'s for fla)."""
+    row = base_row(row)
     name = row if row in KIZASHI_ROWS else TARGET_ROW
     config = load_lm_config(scaling.CONFIG_DIR / f"{name}.yaml")
     torch.manual_seed(config.seed)
@@ -165,7 +173,7 @@ def parameter_table(
     rows: Sequence[str], vocab: int, fla_models: ModuleType | None
 ) -> dict[str, int | None]:
     """Every row's parameter count (built on the CPU) plus the target, logged against it."""
-    names = list(dict.fromkeys([TARGET_ROW, *rows]))
+    names = list(dict.fromkeys([TARGET_ROW, *map(base_row, rows)]))
     counts: dict[str, int | None] = {}
     for row in names:
         try:
@@ -201,7 +209,8 @@ def time_cell(
     fla_models: ModuleType | None,
 ) -> dict[str, Any]:
     """One (row, sequence length) cell: ``warmup`` + ``steps`` training steps of a fresh model
-    at ``[batch, seq_len]`` (module docstring). Raises on out-of-memory / kernel errors."""
+    at ``[batch, seq_len]`` (module docstring; a ``+graph`` row replays its step as a CUDA
+    graph). Raises on out-of-memory / kernel errors."""
     cuda = device.type == "cuda"
     scaling._free(device)
     with PeakMemory(cuda, interval=0.005) as memory:
@@ -217,6 +226,7 @@ def time_cell(
         parameters = count_parameters(model)
         seconds, final_loss = scaling.timed_training_steps(
             model, config, ids, device=device, dtype=dtype, steps=steps, warmup=warmup,
+            cuda_graph=row.endswith(GRAPH_SUFFIX),
         )
     return {
         "row": row,
@@ -282,16 +292,17 @@ def run_row(
 
 
 def peer_ratios(cells: Sequence[dict[str, Any]], lengths: Sequence[int]) -> list[dict[str, Any]]:
-    """Per length: each kizashi row's time and memory over those of the fastest fla peer."""
+    """Per length: each kizashi row's time and memory over those of the fastest fla peer (of
+    either step: eager or ``+graph``)."""
     ratios = []
     for seq_len in sorted(lengths):
         at = {c["row"]: c for c in cells if c["seq_len"] == seq_len and c["status"] == "ok"}
-        peers = [at[r] for r in FLA_ROWS if r in at]
+        peers = [cell for row, cell in at.items() if base_row(row) in FLA_ROWS]
         if not peers:
             continue
         peer = min(peers, key=lambda c: c["ms_per_step"])
-        for row in KIZASHI_ROWS:
-            if row in at:
+        for row in at:
+            if base_row(row) in KIZASHI_ROWS:
                 ratios.append({
                     "row": row,
                     "seq_len": seq_len,
@@ -313,7 +324,7 @@ def results_table(
         head += [f"{seq_len:,} ms/step", f"{seq_len:,} tokens/s", f"{seq_len:,} peak GiB"]
     lines = ["| " + " | ".join(head) + " |", "| --- | ---: |" + " ---: |" * (3 * len(lengths))]
     for row in rows:
-        count = parameters.get(row)
+        count = parameters.get(base_row(row))
         line = [row, f"{count:,}" if count else "n/a"]
         for seq_len in lengths:
             cell = next(c for c in cells if c["row"] == row and c["seq_len"] == seq_len)
@@ -335,10 +346,8 @@ def ratio_table(ratios: Sequence[dict[str, Any]], lengths: Sequence[int]) -> str
         "| row | " + " | ".join(f"{n:,}: time / peer, memory / peer" for n in lengths) + " |",
         "| --- |" + " --- |" * len(lengths),
     ]
-    for row in KIZASHI_ROWS:
+    for row in dict.fromkeys(r["row"] for r in ratios):
         mine = {r["seq_len"]: r for r in ratios if r["row"] == row}
-        if not mine:
-            continue
         line = [row]
         for seq_len in lengths:
             r = mine.get(seq_len)
@@ -384,7 +393,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated sequence lengths (default: 1024,8192,65536 on "
                              "CUDA, 64,128 on the CPU)")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of "
-                        "%(default)s")
+                        "%(default)s; a row name + '+graph' (e.g. phase2_small+graph) replays its "
+                        "training step as a CUDA graph")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per cell (5; 2 with "
                         "--quick)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per cell (2; 1 "
@@ -398,7 +408,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.steps = args.steps if args.steps is not None else (2 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = sorted(set(args.rows) - set(ROWS))
+    unknown = sorted(r for r in set(args.rows) if base_row(r) not in ROWS)
     if unknown:
         parser.error(f"unknown rows {unknown}; valid: {list(ROWS)}")
     if args.steps < 1 or args.batch < 1 or args.warmup < 0:
@@ -422,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     lengths = args.lengths or list(GPU_LENGTHS if device.type == "cuda" else CPU_LENGTHS)
     vocab = scaling.VOCAB
-    fla_models, fla_reason = load_fla() if any(r in FLA_ROWS for r in args.rows) else (None, None)
+    fla_models, fla_reason = load_fla() if any(base_row(r) in FLA_ROWS for r in args.rows) else (None, None)
     if fla_reason is None and device.type != "cuda":
         fla_reason = "fla rows need CUDA (Triton kernels): skipped on the CPU"
     log.info("lm peers on %s, torch %s, fla %s: batch %d, %d warm-up + %d timed steps, vocab %d, "
@@ -434,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in args.rows:
         cells += run_row(row, lengths, device=device, batch=args.batch, steps=args.steps,
                          warmup=args.warmup, vocab=vocab, fla_models=fla_models,
-                         unavailable=fla_reason if row in FLA_ROWS else None)
+                         unavailable=fla_reason if base_row(row) in FLA_ROWS else None)
         if args.json is not None:  # after every row: a run cut short keeps what it measured
             write_json(args.json, args, device, vocab, lengths, parameters, cells)
     ratios = peer_ratios(cells, lengths)

@@ -53,6 +53,7 @@ import torch
 from kizashi.config import load_lm_config
 from kizashi.jobs.lm import build_lm
 from kizashi.profiling import PeakMemory
+from kizashi.training.cuda_graph import GraphedTrainingStep
 from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import resolve_precision
 
@@ -102,12 +103,18 @@ def timed_training_steps(
     steps: int,
     warmup: int,
     context: Any = contextlib.nullcontext,
+    cuda_graph: bool = False,
 ) -> tuple[float, float]:
     """(seconds of ``steps`` timed training steps, the last step's loss) of ``model`` (on
     ``device``) inside :class:`LMModule` with ``config``'s optimizer (an ``LMConfig``):
     next-token loss of ``ids[i % len(ids)]`` ``[B, T + 1]`` under autocast to ``dtype`` (none:
     float32) and ``context()``, backward, gradient clipping, the AdamW and scheduler steps;
-    ``warmup`` untimed steps first, the device synchronized around the timed ones."""
+    ``warmup`` untimed steps first, the device synchronized around the timed ones.
+
+    ``cuda_graph``: the step runs through :class:`~kizashi.training.cuda_graph.GraphedTrainingStep`
+    (forward, loss, backward and clipping replayed as one CUDA graph; AdamW and the schedule
+    eager): the ``warmup`` steps (at least 1) run eagerly, one more untimed step records the
+    graph, and the timed steps are replays."""
     module = LMModule(
         model,
         config.optimizer.lr,
@@ -119,7 +126,7 @@ def timed_training_steps(
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
 
-    def step(index: int) -> torch.Tensor:
+    def eager_step(index: int) -> torch.Tensor:
         with context(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = module._loss(ids[index % len(ids)])
         loss.backward()
@@ -129,6 +136,19 @@ def timed_training_steps(
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         return loss.detach()
+
+    step = eager_step
+    if cuda_graph:
+        graphed = GraphedTrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
+                                      grad_clip=config.optimizer.grad_clip or None, autocast_dtype=dtype,
+                                      eager_steps=max(1, warmup))
+
+        def graphed_step(index: int) -> torch.Tensor:
+            with context():
+                return graphed(ids[index % len(ids)])
+
+        step = graphed_step
+        warmup = max(1, warmup) + 1  # the eager steps, then the step that records the graph
 
     for index in range(warmup):
         step(index)

@@ -42,6 +42,7 @@ import torch
 from kizashi.config import load_lm_config
 from kizashi.datasets.text import Tokenizer, TokenWindows, read_text, split_tokens
 from kizashi.profiling import PeakMemory
+from kizashi.training.cuda_graph import GraphedTrainingStep
 from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import resolve_precision
 
@@ -92,6 +93,12 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
         batches = iter(())
         steps, trained, history = 0, 0.0, []
 
+        graphed = None
+        if row.endswith(peers.GRAPH_SUFFIX):  # forward, backward and clipping replayed as a CUDA graph
+            graphed = GraphedTrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
+                                          grad_clip=opt.grad_clip or None, autocast_dtype=dtype,
+                                          eager_steps=max(1, warmup_steps - 1))
+
         def step() -> None:
             nonlocal batches, steps
             ids = next(batches, None)
@@ -100,15 +107,19 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
                                                      drop_last=len(train) > batch)
                 batches = iter(loader)
                 ids = next(batches)
+            ids = ids.to(device, non_blocking=True)
+            steps += 1
+            if graphed is not None:
+                graphed(ids)
+                return
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = module._loss(ids.to(device, non_blocking=True))
+                loss = module._loss(ids)
             loss.backward()
             if opt.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            steps += 1
 
         for _ in range(warmup_steps):
             step()
@@ -138,7 +149,8 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
 
 def results_table(results: Sequence[dict[str, Any]]) -> str:
     """Markdown: one line per row, and each row's final loss minus the best fla peer's."""
-    peers_done = [r for r in results if r["row"] in peers.FLA_ROWS and r.get("final_val_loss") is not None]
+    peers_done = [r for r in results
+                  if peers.base_row(r["row"]) in peers.FLA_ROWS and r.get("final_val_loss") is not None]
     best_peer = min(peers_done, key=lambda r: r["final_val_loss"]) if peers_done else None
     lines = [("| row | parameters | steps | tokens/s | val loss at the end | best val loss (step) | "
              "end - best peer | peak memory |"),
@@ -157,7 +169,8 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="gla,phase2_small,phase1_small",
-                        help=f"comma-separated subset of {','.join(peers.ROWS)}")
+                        help=f"comma-separated subset of {','.join(peers.ROWS)}; a row + "
+                             f"'{peers.GRAPH_SUFFIX}' replays its training step as a CUDA graph")
     parser.add_argument("--minutes", type=float, default=2.0, help="training time per row (default 2.0)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="uncharged steps before the clock starts")
     parser.add_argument("--text", type=Path, default=TEXT)
@@ -179,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
              peers.fla_version(), args.minutes, args.warmup_steps, args.text)
     results: list[dict[str, Any]] = []
     for row in args.rows.split(","):
-        if row not in peers.ROWS:
-            raise SystemExit(f"--rows: unknown row {row!r}; choose from {', '.join(peers.ROWS)}")
-        if row in peers.FLA_ROWS and unavailable:
+        if peers.base_row(row) not in peers.ROWS:
+            raise SystemExit(f"--rows: unknown row {row!r}; choose from {', '.join(peers.ROWS)} "
+                             f"(each also with {peers.GRAPH_SUFFIX})")
+        if peers.base_row(row) in peers.FLA_ROWS and unavailable:
             results.append({"row": row, "status": "unavailable", "reason": unavailable})
         else:
             try:

@@ -80,3 +80,31 @@ def test_the_json_holds_every_finished_row_when_a_later_row_breaks_the_run(bench
     assert saved["rows_done"] == ["phase1_small", "gla"]
     assert [(c["row"], c["status"]) for c in saved["cells"]] == [("phase1_small", "ok"), ("gla", "unavailable")]
     assert saved["cells"][0]["ms_per_step"] > 0
+
+
+def test_graph_rows_are_measured_against_the_fastest_peer_of_either_step(bench):
+    def cell(row, ms, gib):
+        return {"row": row, "seq_len": 1024, "status": "ok", "ms_per_step": ms, "peak_memory_gib": gib}
+
+    cells = [cell("gla", 30.0, 1.0), cell("gla+graph", 12.0, 1.5), cell("phase2_small", 36.0, 3.0),
+             cell("phase2_small+graph", 24.0, 3.0)]
+    ratios = {r["row"]: r for r in bench.peer_ratios(cells, [1024])}
+    assert set(ratios) == {"phase2_small", "phase2_small+graph"}
+    assert ratios["phase2_small+graph"]["peer"] == "gla+graph"
+    assert ratios["phase2_small+graph"]["time_ratio"] == pytest.approx(2.0)
+    assert ratios["phase2_small"]["memory_ratio"] == pytest.approx(2.0)
+    assert "phase2_small+graph" in bench.ratio_table(list(ratios.values()), [1024])
+
+
+def test_a_graph_row_is_its_base_model_and_says_why_it_cannot_run_without_cuda(bench, torch_single_thread):
+    assert bench.base_row("phase2_small+graph") == "phase2_small"
+    assert bench.parse_args(["--rows", "phase1_small+graph,gla+graph"]).rows == ["phase1_small+graph", "gla+graph"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rows", "phase3+graph"])
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU message; the GPU test of the graphed step is tests/training")
+    [cell] = bench.run_row("phase1_small+graph", [16], device=torch.device("cpu"), batch=1, steps=1, warmup=0,
+                           vocab=65, fla_models=None, unavailable=None)
+    assert cell["status"] == "error"
+    assert "needs CUDA" in cell["reason"]
+    assert bench.parameter_table(["phase1_small+graph"], 65, None)["phase1_small"] == 2_437_248

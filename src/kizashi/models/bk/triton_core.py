@@ -55,6 +55,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kizashi.models.bk.triton_common import kernel_constants
+
 FUSED_MAX = 2048  # rows up to this length: one program per row
 CHUNK = 2048  # block length of the three-kernel path
 SUB = 8  # elements per lane, run sequentially (forward kernel)
@@ -734,7 +736,7 @@ def forward(
         bwd_agg = torch.empty_like(fwd_agg)
         fwd_in = torch.empty((m, chunks + 1, 4), dtype=real_dtype, device=a.device)
         bwd_in = torch.empty_like(fwd_in)
-        start = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=real_dtype, device=a.device)
+        start = kernel_constants((0.0, 0.0, 1.0, 0.0), real_dtype, a.device)  # no copy from the host per call
         fwd_in[:, 0] = start
         bwd_in[:, chunks] = start
         _forward_block_kernel[(m, chunks)](
