@@ -10,7 +10,12 @@ Rows (character LMs, vocabulary 65 = tiny-Shakespeare's characters, about 3.5M p
   flash-linear-attention (``fla.models``, chunked Triton kernels), sized to the parameter
   count of ``phase2_small`` (the target; each row's count is logged with its deviation, the
   tolerance is +-10%): hidden 256, 4 layers, 4 heads of key width 32 and value width 64, fla's
-  default SwiGLU MLP (intermediate 768), untied embeddings (see :data:`FLA_CONFIGS`).
+  default SwiGLU MLP (intermediate 768), untied embeddings (see :data:`FLA_CONFIGS`);
+* any row name + ``+graph`` (``phase2_small+graph``, ``gla+graph``): the same model, its
+  forward, loss, backward and clipping recorded once as a CUDA graph and replayed
+  (:class:`kizashi.training.cuda_graph.GraphedTrainingStep`; AdamW and the schedule eager).
+  The warm-up steps run eagerly, one more untimed step records the graph, the timed steps
+  are replays. Ratios are against the fastest fla row of either kind.
 
 Protocol (that of ``bench_lm_scaling.py``, one harness for every row): per (row, sequence
 length ``T``) a fresh model (seeded), random ids ``[--batch, T + 1]``, and the training step of

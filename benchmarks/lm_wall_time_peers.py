@@ -17,6 +17,10 @@ then the row trains until ``--minutes`` of training time have passed. The whole 
 split is scored (mean next-token cross-entropy in nats per character) at each quarter of the
 budget and at the end; validation time is not charged. Reported per row: parameters, steps,
 training tokens/s, the final and the best validation loss (and its step), peak memory.
+``--validations N`` scores N times, evenly over the budget. A row name + ``+graph`` trains
+with the step replayed as a CUDA graph (``bench_lm_peers.py``; recorded at the last
+warm-up step): 7.5-8.7x the eager steps per second on an H200, so every model passes its
+best validation loss within seconds and a short budget with many validations compares them.
 
 This differs from ``lm_compare.sh`` (``kizashi lm train --max-minutes``, whose time includes
 Lightning's in-run validations and start-up): the loop here is the same for fla's models,
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"'{peers.GRAPH_SUFFIX}' replays its training step as a CUDA graph")
     parser.add_argument("--minutes", type=float, default=2.0, help="training time per row (default 2.0)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="uncharged steps before the clock starts")
+    parser.add_argument("--validations", type=int, default=4,
+                        help="validations, evenly spaced over the budget, the last at its end (default 4)")
     parser.add_argument("--text", type=Path, default=TEXT)
     parser.add_argument("--seq-len", type=int, default=None, help="override (default: the YAML's 256)")
     parser.add_argument("--batch", type=int, default=None, help="override (default: the YAML's 32)")
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here (after every row)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.validations < 1 or args.minutes <= 0:
+        parser.error("--validations must be >= 1 and --minutes > 0")
     if not torch.cuda.is_available() and not args.allow_cpu:
         log.error("no CUDA device: this comparison trains on the GPU (fla's kernels need one); "
                   "--allow-cpu runs the kizashi rows on the CPU")
@@ -201,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 results.append(train_row(row, text, minutes=args.minutes, device=device,
                                          warmup_steps=args.warmup_steps, fla_models=fla_models,
-                                         seq_len=args.seq_len, batch=args.batch))
+                                         seq_len=args.seq_len, batch=args.batch,
+                                         validations=args.validations))
             except Exception as err:  # noqa: BLE001 - reported in the row; the others still run
                 results.append({"row": row, "status": "error", "reason": f"{type(err).__name__}: "
                                 f"{scaling._first_line(err)}"})

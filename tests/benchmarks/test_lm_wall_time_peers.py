@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 
 def test_trains_a_row_for_its_budget_and_reports_it(load_benchmark, monkeypatch, tmp_path, torch_single_thread):
     bench = load_benchmark("lm_wall_time_peers")
@@ -46,3 +49,23 @@ def test_validation_loss_is_the_mean_over_every_window(load_benchmark, torch_sin
     windows = bench.TokenWindows(torch.arange(50) % 7, 8)
     loss = bench.validation_loss(model, module, windows, batch=3, device=torch.device("cpu"), dtype=None)
     assert abs(loss - torch.log(torch.tensor(7.0)).item()) < 1e-6
+
+
+def test_validations_are_counted_and_a_graph_row_without_cuda_says_why(load_benchmark, monkeypatch, tmp_path,
+                                                                      torch_single_thread):
+    bench = load_benchmark("lm_wall_time_peers")
+    monkeypatch.setattr(bench.peers, "load_fla", lambda: (None, "fla not installed"))
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 40)
+    with pytest.raises(SystemExit):
+        bench.main(["--validations", "0", "--text", str(text), "--allow-cpu"])
+    out = tmp_path / "wall.json"
+    rows = "phase1_small" if torch.cuda.is_available() else "phase1_small,phase1_small+graph"
+    assert bench.main(["--rows", rows, "--minutes", "0.005", "--validations", "2", "--warmup-steps", "1",
+                       "--text", str(text), "--seq-len", "16", "--batch", "4", "--allow-cpu",
+                       "--json", str(out)]) == 0
+    results = {r["row"]: r for r in json.loads(out.read_text())["results"]}
+    assert len(results["phase1_small"]["history"]) == 2
+    if not torch.cuda.is_available():
+        assert results["phase1_small+graph"]["status"] == "error"
+        assert "needs CUDA" in results["phase1_small+graph"]["reason"]
