@@ -18,9 +18,10 @@ split is scored (mean next-token cross-entropy in nats per character) at each qu
 budget and at the end; validation time is not charged. Reported per row: parameters, steps,
 training tokens/s, the final and the best validation loss (and its step), peak memory.
 ``--validations N`` scores N times, evenly over the budget. A row name + ``+graph`` trains
-with the step replayed as a CUDA graph (``bench_lm_peers.py``; recorded at the last
-warm-up step): 7.5-8.7x the eager steps per second on an H200, so every model passes its
-best validation loss within seconds and a short budget with many validations compares them.
+with the step replayed as a CUDA graph (``bench_lm_peers.py``; recorded at the last warm-up
+step, with ``--warmup-steps`` >= 2): 7.5-8.7x the eager steps per second on an H200, so
+every model passes its best validation loss within seconds and a short budget with many
+validations compares them.
 
 This differs from ``lm_compare.sh`` (``kizashi lm train --max-minutes``, whose time includes
 Lightning's in-run validations and start-up): the loop here is the same for fla's models,
