@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 class GraphedTrainingStep:
     """``step(batch) -> loss``: one training step of ``loss_of`` on ``batch`` (a CUDA tensor of
     a fixed shape, e.g. token ids ``[B, T + 1]``), its gradients clipped to ``grad_clip``
-    (global norm; ``None``: no clipping), then ``optimizer.step()``, the gradients' reset and
-    ``scheduler.step()`` (if given).
+    (global norm; ``None``: no clipping), then ``optimizer.step()`` and ``scheduler.step()``
+    (if given); the eager steps also reset the gradients, a replay overwrites them.
 
     ``loss_of(batch) -> loss`` (a 0-d tensor) is run under ``torch.autocast("cuda", dtype)``
     when ``autocast_dtype`` is given. The first ``eager_steps`` calls are ordinary eager steps
@@ -98,10 +98,10 @@ class GraphedTrainingStep:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self.static_loss = self._forward_backward(self.static_batch)
-        missing = [index for index, p in enumerate(self.parameters) if p.grad is None]
+        missing = sum(p.grad is None for p in self.parameters)
         if missing:
             log.warning("GraphedTrainingStep: %d of %d trainable parameters get no gradient from the loss",
-                        len(missing), len(self.parameters))
+                        missing, len(self.parameters))
         self.graph = graph
         log.info("training step recorded as a CUDA graph (batch %s %s)", tuple(batch.shape), batch.dtype)
 
