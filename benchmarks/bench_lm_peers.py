@@ -84,11 +84,6 @@ KIZASHI_ROWS = ("phase1_small", "phase2_small", "transformer_small")
 FLA_ROWS = ("gla", "gated_deltanet")
 ROWS = KIZASHI_ROWS + FLA_ROWS  # fla autotunes each kernel on its first call (minutes for GLA)
 GRAPH_SUFFIX = "+graph"  # a row name + this: its training step replayed as a CUDA graph
-
-
-def base_row(row: str) -> str:
-    """The model of a row name: ``"phase2_small+graph"`` -> ``"phase2_small"``."""
-    return row.removesuffix(GRAPH_SUFFIX)
 TARGET_ROW = "phase2_small"  # the parameter target, and the settings the fla rows train with
 TOLERANCE = 0.10
 MATCHED_ROWS = ("transformer_small", "gla", "gated_deltanet")  # sized to the target
@@ -115,6 +110,11 @@ FLA_COMMON = {
     "tie_word_embeddings": False,
     "use_cache": False,
 }
+
+
+def base_row(row: str) -> str:
+    """The model of a row name: ``"phase2_small+graph"`` -> ``"phase2_small"``."""
+    return row.removesuffix(GRAPH_SUFFIX)
 
 
 class FlaLogits(nn.Module):
@@ -415,7 +415,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(r for r in set(args.rows) if base_row(r) not in ROWS)
     if unknown:
-        parser.error(f"unknown rows {unknown}; valid: {list(ROWS)}")
+        parser.error(f"unknown rows {unknown}; valid: {list(ROWS)}, each also with {GRAPH_SUFFIX!r}")
     if args.steps < 1 or args.batch < 1 or args.warmup < 0:
         parser.error("--steps and --batch must be >= 1, --warmup >= 0")
     if args.lengths is not None:
