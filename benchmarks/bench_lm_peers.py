@@ -30,7 +30,9 @@ scheduler step. The fla rows take the optimizer, precision and seed of
 autotuning), then ``--steps`` timed steps, wall time with the device synchronized before and
 after. Reported per cell: ms per optimizer step, tokens/s (``batch x T x steps / seconds``) and
 the peak memory of the whole cell (model, gradients, AdamW state, activations): the CUDA
-allocator's ``max_memory_allocated`` after ``reset_peak_memory_stats``. Then, per length, the
+allocator's ``max_memory_allocated`` after ``reset_peak_memory_stats``, less what was
+allocated when the cell began (``memory_at_start_gib`` in the JSON, logged when not ~0: what
+earlier cells left behind does not count against a later row). Then, per length, the
 ratio of each kizashi row to the fastest fla peer of that length (time and memory), measured
 in the same run. A cell that runs out of memory or fails shows its error text and the run
 goes on (after an out-of-memory error the row's longer lengths are skipped).
@@ -218,7 +220,7 @@ def time_cell(
     graph). Raises on out-of-memory / kernel errors."""
     cuda = device.type == "cuda"
     scaling._free(device)
-    with PeakMemory(cuda, interval=0.005) as memory:
+    with PeakMemory(cuda, interval=0.005, above_entry=True) as memory:
         model, config = build_row(row, vocab, fla_models)
         precision = resolve_precision(config.trainer.precision, "cuda" if cuda else "cpu")
         dtype = scaling.autocast_dtype(precision)
@@ -244,6 +246,7 @@ def time_cell(
         "tokens_per_second": batch * seq_len * steps / seconds,
         "peak_memory_gib": memory.gib,
         "peak_memory_kind": memory.kind,
+        "memory_at_start_gib": memory.entry_gib,
     }
 
 
@@ -291,6 +294,9 @@ def run_row(
             log.info("%-18s T=%6d: %9.1f ms/step %12s tokens/s  peak %.3f GiB  loss %.3f", row,
                      seq_len, cell["ms_per_step"], f"{cell['tokens_per_second']:,.0f}",
                      cell["peak_memory_gib"], cell["loss"])
+            if cell["memory_at_start_gib"] > 0.01:
+                log.info("%-18s T=%6d: %.3f GiB were allocated before the cell began (not counted)",
+                         row, seq_len, cell["memory_at_start_gib"])
         else:
             log.info("%-18s T=%6d: %s (%s)", row, seq_len, cell["status"], cell["reason"])
     return cells

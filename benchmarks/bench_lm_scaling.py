@@ -12,8 +12,8 @@ AdamW step of ``LMModule.configure_optimizers`` and its scheduler step. ``--warm
 steps, then ``--steps`` timed ones (wall time, the device synchronized before and after).
 Reported per case: ms per step, tokens/s (``batch x T x steps / seconds``) and the peak
 memory of the whole case (model, gradients, AdamW state, activations): the CUDA allocator's
-``max_memory_allocated`` after ``reset_peak_memory_stats``, or on CPU the sampled peak RSS
-of the process (both through :class:`kizashi.profiling.PeakMemory`).
+``max_memory_allocated`` after ``reset_peak_memory_stats`` less what was allocated when the
+case began, or on CPU the sampled peak RSS of the process (both through :class:`kizashi.profiling.PeakMemory`).
 
 No model has a position table or a maximum length: the BK models have no context-length
 field (the zeta position code is computed for any length) and the Transformer's positions
@@ -186,7 +186,7 @@ def time_case(
     ids = [torch.randint(0, vocab, (batch, seq_len + 1), generator=generator) for _ in range(2)]
     cuda = device.type == "cuda"
     _free(device)
-    with PeakMemory(cuda, interval=0.005) as memory:
+    with PeakMemory(cuda, interval=0.005, above_entry=True) as memory:
         model = build_lm(config, vocab).to(device)
         n_parameters = sum(p.numel() for p in model.parameters())
         seconds, final_loss = timed_training_steps(
@@ -208,6 +208,7 @@ def time_case(
         "peak_memory_gib": memory.gib,
         "peak_reserved_gib": reserved,
         "peak_memory_kind": memory.kind,
+        "memory_at_start_gib": memory.entry_gib,
     }
 
 

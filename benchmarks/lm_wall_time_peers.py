@@ -86,7 +86,7 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
     precision = resolve_precision(settings.trainer.precision, device.type)
     dtype = scaling.autocast_dtype(precision)
     scaling._free(device)
-    with PeakMemory(device.type == "cuda", interval=0.01) as memory:
+    with PeakMemory(device.type == "cuda", interval=0.01, above_entry=True) as memory:
         model, _ = peers.build_row(row, tokenizer.vocab_size, fla_models)
         torch.manual_seed(settings.seed)
         model = model.to(device)
@@ -148,7 +148,7 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
         "train_seconds": trained, "tokens_per_second": timed_steps * batch * seq_len / trained if trained else None,
         "final_val_loss": history[-1]["val_loss"], "best_val_loss": best["val_loss"], "best_step": best["step"],
         "history": history, "peak_memory_gib": memory.gib, "peak_memory_kind": memory.kind,
-        "train_windows": len(train), "val_windows": len(val),
+        "memory_at_start_gib": memory.entry_gib, "train_windows": len(train), "val_windows": len(val),
     }
 
 

@@ -4,7 +4,10 @@
   ``phase(name)`` context records the peak seen while a phase runs (``phases[name]``, bytes).
 * :class:`PeakMemory` measures one block of work: the CUDA allocator's peak
   (``torch.cuda.max_memory_allocated``, reset on entry) when CUDA is in use, else the
-  sampled process RSS. ``gib`` and ``kind`` say what was measured.
+  sampled process RSS. ``gib`` and ``kind`` say what was measured. With
+  ``above_entry=True`` the CUDA figure is the block's own: the peak minus what was allocated
+  when the block began (``entry_gib``), so that a benchmark's cells do not depend on what
+  earlier cells left allocated.
 """
 
 from __future__ import annotations
@@ -66,17 +69,23 @@ def max_rss_bytes() -> int:
 class PeakMemory:
     """``with PeakMemory(cuda) as m: ...`` then ``m.gib`` / ``m.kind`` (module docstring)."""
 
-    def __init__(self, cuda: bool, interval: float = 0.05) -> None:
+    def __init__(self, cuda: bool, interval: float = 0.05, *, above_entry: bool = False) -> None:
         self.cuda = cuda
+        self.above_entry = above_entry and cuda
         self._rss = None if cuda else PeakRSS(interval)
         self.gib = float("nan")
-        self.kind = "cuda max allocated" if cuda else "process RSS (sampled peak)"
+        self.entry_gib = 0.0  # CUDA: allocated when the block began
+        if not cuda:
+            self.kind = "process RSS (sampled peak)"
+        else:
+            self.kind = "cuda max allocated above entry" if self.above_entry else "cuda max allocated"
 
     def __enter__(self) -> PeakMemory:
         if self.cuda:
             import torch
 
             torch.cuda.reset_peak_memory_stats()
+            self.entry_gib = torch.cuda.memory_allocated() / 2**30
         else:
             self._rss.__enter__()
         return self
@@ -86,6 +95,8 @@ class PeakMemory:
             import torch
 
             self.gib = torch.cuda.max_memory_allocated() / 2**30
+            if self.above_entry:
+                self.gib -= self.entry_gib
         else:
             self._rss.__exit__(*exc)
             self.gib = self._rss.peak / 2**30
