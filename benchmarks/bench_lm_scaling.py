@@ -56,6 +56,7 @@ from kizashi.profiling import PeakMemory
 from kizashi.training.cuda_graph import GraphedTrainingStep
 from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import resolve_precision
+from kizashi.training.train_step import TrainingStep
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "lm"
@@ -126,29 +127,18 @@ def timed_training_steps(
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
 
-    def eager_step(index: int) -> torch.Tensor:
-        with context(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = module._loss(ids[index % len(ids)])
-        loss.backward()
-        if config.optimizer.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        return loss.detach()
-
-    step = eager_step
+    kind = TrainingStep
+    arguments = {"grad_clip": config.optimizer.grad_clip or None, "autocast_dtype": dtype}
     if cuda_graph:
-        graphed = GraphedTrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
-                                      grad_clip=config.optimizer.grad_clip or None, autocast_dtype=dtype,
-                                      eager_steps=max(1, warmup))
-
-        def graphed_step(index: int) -> torch.Tensor:
-            with context():
-                return graphed(ids[index % len(ids)])
-
-        step = graphed_step
+        kind, arguments["eager_steps"] = GraphedTrainingStep, max(1, warmup)
         warmup = max(1, warmup) + 1  # the eager steps, then the step that records the graph
+    else:
+        arguments["device_type"] = device.type
+    train_step = kind(module._loss, list(model.parameters()), optimizer, scheduler, **arguments)
+
+    def step(index: int) -> torch.Tensor:
+        with context():
+            return train_step(ids[index % len(ids)])
 
     for index in range(warmup):
         step(index)

@@ -50,6 +50,7 @@ from kizashi.profiling import PeakMemory
 from kizashi.training.cuda_graph import GraphedTrainingStep
 from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import resolve_precision
+from kizashi.training.train_step import TrainingStep
 
 log = logging.getLogger("lm_wall_time_peers")
 
@@ -98,11 +99,14 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
         batches = iter(())
         steps, trained, history = 0, 0.0, []
 
-        graphed = None
+        clip = opt.grad_clip or None
         if row.endswith(peers.GRAPH_SUFFIX):  # forward, backward and clipping replayed as a CUDA graph
-            graphed = GraphedTrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
-                                          grad_clip=opt.grad_clip or None, autocast_dtype=dtype,
-                                          eager_steps=max(1, warmup_steps - 1))
+            train_step = GraphedTrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
+                                             grad_clip=clip, autocast_dtype=dtype,
+                                             eager_steps=max(1, warmup_steps - 1))
+        else:
+            train_step = TrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
+                                      grad_clip=clip, autocast_dtype=dtype, device_type=device.type)
 
         def step() -> None:
             nonlocal batches, steps
@@ -114,17 +118,7 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
                 ids = next(batches)
             ids = ids.to(device, non_blocking=True)
             steps += 1
-            if graphed is not None:
-                graphed(ids)
-                return
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = module._loss(ids)
-            loss.backward()
-            if opt.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            train_step(ids)
 
         for _ in range(warmup_steps):
             step()

@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from kizashi.training.train_step import TrainingStep
+
 log = logging.getLogger(__name__)
 
 
-class GraphedTrainingStep:
+class GraphedTrainingStep(TrainingStep):
     """``step(batch) -> loss``: one training step of ``loss_of`` on ``batch`` (a CUDA tensor of
     a fixed shape, e.g. token ids ``[B, T + 1]``), its gradients clipped to ``grad_clip``
     (global norm; ``None``: no clipping), then ``optimizer.step()`` and ``scheduler.step()``
@@ -56,15 +58,11 @@ class GraphedTrainingStep:
     ) -> None:
         if eager_steps < 1:
             raise ValueError(f"eager_steps must be >= 1 (the warm-up before recording), got {eager_steps}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {grad_clip}")
-        self.parameters = [p for p in parameters if p.requires_grad]
-        if not self.parameters:
-            raise ValueError("GraphedTrainingStep: no trainable parameters")
+        super().__init__(loss_of, parameters, optimizer, scheduler, grad_clip=grad_clip,
+                         autocast_dtype=autocast_dtype, device_type="cuda")
         if not torch.cuda.is_available():
             raise RuntimeError("GraphedTrainingStep needs CUDA (CUDA graphs); run the step eagerly on this machine")
-        self.loss_of, self.optimizer, self.scheduler = loss_of, optimizer, scheduler
-        self.grad_clip, self.autocast_dtype, self.eager_steps = grad_clip, autocast_dtype, eager_steps
+        self.eager_steps = eager_steps
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_batch: Tensor | None = None
@@ -76,21 +74,9 @@ class GraphedTrainingStep:
         """Whether the step has been recorded (later calls replay it)."""
         return self.graph is not None
 
-    def _forward_backward(self, batch: Tensor) -> Tensor:
-        with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            loss = self.loss_of(batch)
-        loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
-        return loss.detach()
-
-    def _optimizer_step(self) -> None:
-        self.optimizer.step()
-        if self.graph is None:  # eager: fresh gradients next step
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None:
-            self.scheduler.step()
+    def _optimizer_step(self, reset_gradients: bool = True) -> None:
+        # after recording, the gradients are the graph's output buffers: a replay overwrites them
+        super()._optimizer_step(reset_gradients=reset_gradients and self.graph is None)
 
     def _record(self, batch: Tensor) -> None:
         self.static_batch = batch.clone()
