@@ -94,6 +94,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def lm_training_step(
+    model: torch.nn.Module,
+    config: Any,
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    eager_steps: int | None = None,
+) -> tuple[LMModule, TrainingStep]:
+    """``(module, step)``: ``model`` (on ``device``) inside :class:`LMModule` with ``config``'s
+    optimizer settings (an ``LMConfig``'s, or any object with ``optimizer.lr`` /
+    ``weight_decay`` / ``warmup_steps`` / ``grad_clip`` and ``trainer.max_steps``), and one
+    training step of its next-token loss with AdamW, the schedule, gradient clipping and
+    autocast to ``dtype`` (none: float32). ``eager_steps`` given: a
+    :class:`GraphedTrainingStep` (that many eager calls, then recorded and replayed); else an
+    eager :class:`TrainingStep`."""
+    opt = config.optimizer
+    module = LMModule(model, opt.lr, opt.weight_decay, opt.warmup_steps, config.trainer.max_steps).to(device)
+    module.train()
+    optimizers = module.configure_optimizers()
+    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    clip = opt.grad_clip or None
+    parameters = list(model.parameters())
+    if eager_steps is not None:
+        step = GraphedTrainingStep(module._loss, parameters, optimizer, scheduler, grad_clip=clip,
+                                   autocast_dtype=dtype, eager_steps=eager_steps)
+    else:
+        step = TrainingStep(module._loss, parameters, optimizer, scheduler, grad_clip=clip,
+                            autocast_dtype=dtype, device_type=device.type)
+    return module, step
+
+
 def timed_training_steps(
     model: torch.nn.Module,
     config: Any,
@@ -116,25 +147,11 @@ def timed_training_steps(
     (forward, loss, backward and clipping replayed as one CUDA graph; AdamW and the schedule
     eager): the ``warmup`` steps (at least 1) run eagerly, one more untimed step records the
     graph, and the timed steps are replays."""
-    module = LMModule(
-        model,
-        config.optimizer.lr,
-        config.optimizer.weight_decay,
-        config.optimizer.warmup_steps,
-        config.trainer.max_steps,
-    ).to(device)
-    module.train()
-    optimizers = module.configure_optimizers()
-    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
-
-    kind = TrainingStep
-    arguments = {"grad_clip": config.optimizer.grad_clip or None, "autocast_dtype": dtype}
+    eager_steps = max(1, warmup)
+    _, train_step = lm_training_step(model, config, device=device, dtype=dtype,
+                                     eager_steps=eager_steps if cuda_graph else None)
     if cuda_graph:
-        kind, arguments["eager_steps"] = GraphedTrainingStep, max(1, warmup)
-        warmup = max(1, warmup) + 1  # the eager steps, then the step that records the graph
-    else:
-        arguments["device_type"] = device.type
-    train_step = kind(module._loss, list(model.parameters()), optimizer, scheduler, **arguments)
+        warmup = eager_steps + 1  # the eager steps, then the step that records the graph
 
     def step(index: int) -> torch.Tensor:
         with context():

@@ -47,10 +47,8 @@ import torch
 from kizashi.config import load_lm_config
 from kizashi.datasets.text import Tokenizer, TokenWindows, read_text, split_tokens
 from kizashi.profiling import PeakMemory
-from kizashi.training.cuda_graph import GraphedTrainingStep
 from kizashi.training.lm_module import LMModule
 from kizashi.training.runtime import resolve_precision
-from kizashi.training.train_step import TrainingStep
 
 log = logging.getLogger("lm_wall_time_peers")
 
@@ -91,22 +89,12 @@ def train_row(row: str, text: str, *, minutes: float, device: torch.device, warm
         model, _ = peers.build_row(row, tokenizer.vocab_size, fla_models)
         torch.manual_seed(settings.seed)
         model = model.to(device)
-        opt = settings.optimizer
-        module = LMModule(model, opt.lr, opt.weight_decay, opt.warmup_steps, settings.trainer.max_steps).to(device)
-        optimizers = module.configure_optimizers()
-        optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+        graph = row.endswith(peers.GRAPH_SUFFIX)  # forward, backward and clipping replayed as a CUDA graph
+        module, train_step = scaling.lm_training_step(model, settings, device=device, dtype=dtype,
+                                                      eager_steps=max(1, warmup_steps - 1) if graph else None)
         order = torch.Generator().manual_seed(settings.seed)
         batches = iter(())
         steps, trained, history = 0, 0.0, []
-
-        clip = opt.grad_clip or None
-        if row.endswith(peers.GRAPH_SUFFIX):  # forward, backward and clipping replayed as a CUDA graph
-            train_step = GraphedTrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
-                                             grad_clip=clip, autocast_dtype=dtype,
-                                             eager_steps=max(1, warmup_steps - 1))
-        else:
-            train_step = TrainingStep(module._loss, list(model.parameters()), optimizer, scheduler,
-                                      grad_clip=clip, autocast_dtype=dtype, device_type=device.type)
 
         def step() -> None:
             nonlocal batches, steps
